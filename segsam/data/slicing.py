@@ -1,0 +1,184 @@
+"""3D -> 2D: one volume becomes SA-Med2D-style image and mask PNGs (SPEC §4).
+
+Per case: read + check + reorient to LPS (:mod:`segsam.data.io`), resample to
+isotropic voxels, normalise intensities to uint8 (CT window, MR foreground
+percentiles), map labels into the vocabulary, cut slices along the configured
+axes (every ``stride``-th), split each class into connected components, drop
+components smaller than ``min_mask_fraction`` of the slice, drop slices left
+without masks, write PNGs and a manifest. All output goes to a temporary folder
+that is renamed into place at the end, so a failing case leaves nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from scipy import ndimage
+from tqdm import tqdm
+
+from segsam.data.io import read_case, resample_isotropic
+from segsam.data.naming import SliceName
+from segsam.data.vocabulary import LabelMap, Vocabulary
+from segsam.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.parquet"
+MASK_COLUMNS = [
+    "image", "mask", "dataset", "modality", "case", "axis", "slice",
+    "class_id", "class_name", "instance", "area_fraction", "height", "width",
+]
+
+
+def normalise_intensity(volume: np.ndarray, modality: str, ct_window: Sequence[float], mr_percentiles: Sequence[float]) -> np.ndarray:
+    """Scale a volume to uint8.
+
+    CT: clip to ``ct_window`` (HU) and scale linearly. MR (and anything not CT):
+    clip to the ``mr_percentiles`` of the foreground (Otsu threshold) and scale.
+
+    Args:
+        volume: Z x Y x X float array.
+        modality: ``"ct"`` or another modality name.
+        ct_window: (low, high) HU.
+        mr_percentiles: (low, high) percentiles of foreground intensities.
+
+    Returns:
+        Z x Y x X uint8 array.
+    """
+    if modality == "ct":
+        low, high = float(ct_window[0]), float(ct_window[1])
+    else:
+        # a copy, not a view: a view of the temporary Otsu image would outlive its memory
+        foreground = sitk.GetArrayFromImage(sitk.OtsuThreshold(sitk.GetImageFromArray(volume), 0, 1)).astype(bool)
+        values = volume[foreground] if foreground.any() else volume.ravel()
+        low, high = (float(v) for v in np.percentile(values, list(mr_percentiles)))
+    if high <= low:
+        return np.zeros(volume.shape, dtype=np.uint8)
+    scaled = (np.clip(volume, low, high) - low) / (high - low) * 255.0
+    return np.round(scaled).astype(np.uint8)
+
+
+def _plane(array: np.ndarray, axis: str, index: int) -> np.ndarray:
+    """One 2D plane of a Z x Y x X (LPS) array, shown as radiologists view it.
+
+    z (axial): rows = anterior -> posterior, columns = patient right -> left.
+    y (coronal) and x (sagittal): rows flipped so that superior is at the top.
+    """
+    if axis == "z":
+        return array[index]
+    if axis == "y":
+        return array[::-1, index, :]
+    return array[::-1, :, index]
+
+
+def _plane_indices(shape: Sequence[int], axis: str, stride: int) -> range:
+    return range(0, shape["zyx".index(axis)], stride)
+
+
+def _write_png(path: Path, plane: np.ndarray) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(plane, dtype=np.uint8)), str(path))
+
+
+def slice_case(
+    image_path: str | Path,
+    label_path: str | Path,
+    out_dir: str | Path,
+    *,
+    case: str,
+    modality: str,
+    dataset: str,
+    vocabulary_csv: str | Path,
+    labelmap_json: str | Path,
+    slicing: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Slice one case into ``out_dir`` (images/, masks/, manifest.parquet).
+
+    Args:
+        image_path: The image volume.
+        label_path: Its label volume.
+        out_dir: Output folder; created atomically (temp folder + rename).
+        case: Case id (letters, digits, '_' and '.').
+        modality: ``ct``, ``mr``, ...
+        dataset: Dataset name used in the file names.
+        vocabulary_csv: The global vocabulary.
+        labelmap_json: The dataset's label map into the vocabulary.
+        slicing: The ``slicing`` config section.
+
+    Returns:
+        The manifest: one row per kept mask (columns :data:`MASK_COLUMNS`).
+
+    Raises:
+        DataError: a bad volume (see :func:`segsam.data.io.read_case`), label
+            values missing from the label map, or an empty label volume.
+    """
+    out_dir = Path(out_dir)
+    vocabulary = Vocabulary.read(vocabulary_csv)
+    labelmap = LabelMap.read(labelmap_json, vocabulary)
+    image, label = read_case(image_path, label_path)
+    image, label = resample_isotropic(image, label)
+    labels = sitk.GetArrayFromImage(label)
+    present = np.unique(labels)
+    lut = labelmap.lookup_table(present, where=str(label_path))
+    classes = lut[labels]
+    if not classes.any():
+        raise DataError(f"{label_path}: label volume is empty after mapping into the vocabulary")
+    pixels = normalise_intensity(sitk.GetArrayFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"])
+
+    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    (tmp_dir / "images").mkdir(parents=True)
+    (tmp_dir / "masks").mkdir()
+    rows: list[dict[str, Any]] = []
+    min_fraction = float(slicing["min_mask_fraction"])
+    try:
+        jobs = [(axis, k) for axis in slicing["axes"] for k in _plane_indices(classes.shape, axis, int(slicing["stride"][axis]))]
+        for axis, k in tqdm(jobs, desc=f"slice {case}", unit="slice", mininterval=2.0):
+            label_plane = _plane(classes, axis, k)
+            height, width = label_plane.shape
+            if min(height, width) < int(slicing["min_slice_side"]):
+                continue
+            name = SliceName(modality, dataset, case, axis, k)
+            kept: list[tuple[int, int, np.ndarray, float]] = []
+            for class_id in np.unique(label_plane):
+                if class_id == 0:
+                    continue
+                components, count = ndimage.label(label_plane == class_id)
+                sizes = ndimage.sum_labels(np.ones_like(components), components, index=np.arange(1, count + 1))
+                order = np.argsort(-sizes, kind="stable")
+                instance = 0
+                for index in order:
+                    fraction = float(sizes[index]) / label_plane.size
+                    if fraction < min_fraction:
+                        continue
+                    kept.append((int(class_id), instance, components == index + 1, fraction))
+                    instance += 1
+            if not kept:
+                continue
+            _write_png(tmp_dir / "images" / name.image_file, _plane(pixels, axis, k))
+            for class_id, instance, mask, fraction in kept:
+                mask_file = name.mask_file(class_id, instance)
+                _write_png(tmp_dir / "masks" / mask_file, mask.astype(np.uint8) * 255)
+                rows.append({
+                    "image": f"images/{name.image_file}", "mask": f"masks/{mask_file}",
+                    "dataset": dataset, "modality": modality, "case": case, "axis": axis, "slice": k,
+                    "class_id": class_id, "class_name": vocabulary.name_of(class_id), "instance": instance,
+                    "area_fraction": fraction, "height": height, "width": width,
+                })
+        manifest = pd.DataFrame(rows, columns=MASK_COLUMNS)
+        manifest.to_parquet(tmp_dir / MANIFEST, index=False)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    log.info("%s: %d slices, %d masks kept", case, manifest["image"].nunique(), len(manifest))
+    return manifest

@@ -1,0 +1,50 @@
+"""Errors a user can act on, and the wrapper every workflow script runs in.
+
+A :class:`SegsamError` carries a one-line message that names the file (or config
+key) and the problem, and says what to do. Workflow scripts run their stage
+through :func:`run_stage`, which turns such an error into that one line on
+stderr and in the rule's log, and a non-zero exit, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from segsam.logs import setup_logging
+
+T = TypeVar("T")
+
+
+class SegsamError(Exception):
+    """Base class of the errors whose message is meant for the user."""
+
+
+class ConfigError(SegsamError):
+    """The configuration is invalid (unknown key, wrong type, unknown method, ...)."""
+
+
+class DataError(SegsamError):
+    """An input file is unreadable, inconsistent or does not follow the data conventions."""
+
+
+def run_stage(func: Callable[..., T], *args: Any, log: str | None = None, **kwargs: Any) -> T:
+    """Run one workflow stage with logging to ``log``; user errors exit 1 with one line.
+
+    Args:
+        func: The ``segsam`` function implementing the stage.
+        *args: Positional arguments of ``func``.
+        log: The rule's log file.
+        **kwargs: Keyword arguments of ``func``.
+
+    Returns:
+        What ``func`` returns.
+    """
+    logger = setup_logging(log)
+    try:
+        return func(*args, **kwargs)
+    except SegsamError as err:
+        logger.error("%s: %s", type(err).__name__, err)
+        sys.exit(1)

@@ -1,0 +1,125 @@
+"""Evaluate one method on the saved test prompts, from cached embeddings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from segsam.atomic import atomic_path, write_json
+from segsam.errors import DataError
+from segsam.evaluate.metrics import dice_scores, summarise
+from segsam.models.methods import get_method
+from segsam.models.preprocess import ResizeInfo
+from segsam.models.weights import load_state_dict
+from segsam.tracking import start_run
+from segsam.train.embedding_cache import EmbeddingStore, read_png
+from segsam.train.loop import build_decoder_model, decode_prompts
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_method(
+    method: str,
+    prompts_parquet: str | Path,
+    cache_dir: str | Path,
+    out_per_mask: str | Path,
+    out_summary: str | Path,
+    *,
+    config: Mapping[str, Any],
+    checkpoint: str | Path | None = None,
+    train_summary: str | Path | None = None,
+    threads: int = 1,
+) -> pd.DataFrame:
+    """Score every saved test prompt with one method.
+
+    Args:
+        method: Method name.
+        prompts_parquet: Output of :func:`segsam.evaluate.prompts.make_test_prompts`.
+        cache_dir: Embedding cache folder of the frozen encoder.
+        out_per_mask: Parquet, one row per (mask, prompt) with its DSC.
+        out_summary: JSON with the per-modality means and the MLflow run ids.
+        config: The whole validated config.
+        checkpoint: Trained weights (methods that train), overlaid on the
+            pretrained ones.
+        train_summary: The training job's summary (links the MLflow runs).
+        threads: torch intra-op threads.
+
+    Returns:
+        The per-mask table.
+    """
+    spec = get_method(method)
+    if spec.trains and checkpoint is None:
+        raise DataError(f"method {method!r} trains: its checkpoint is required for evaluation")
+    torch.set_num_threads(max(1, threads))
+    cfg = config["evaluate"]
+    prompts = pd.read_parquet(prompts_parquet)
+    store = EmbeddingStore.open(cache_dir, prompts["case"].unique())
+    model = build_decoder_model(config["encoder"])
+    if checkpoint is not None:
+        missing, unexpected = model.load_state_dict(load_state_dict(checkpoint), strict=False)
+        if unexpected:
+            raise DataError(f"{checkpoint}: unexpected keys {unexpected[:3]}... for method {method!r}")
+    model.eval()
+    size = int(config["encoder"]["image_size"])
+    threshold_logit = float(np.log(cfg["threshold"] / (1 - cfg["threshold"])))
+
+    results = []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
+            targets = np.stack([read_png(p) > 0 for p in group["mask"]])
+            info = ResizeInfo.for_shape(targets.shape[1], targets.shape[2], size)
+            is_point = (group["prompt"] == "point").to_numpy()
+            boxes = info.box_to_model_coords(group[["x0", "y0", "x1", "y1"]].to_numpy(np.float32))
+            points = info.to_model_coords(group[["px", "py"]].to_numpy(np.float32))
+            embeddings = store.get([image]).expand(len(group), -1, -1, -1)
+            logits, _ = decode_prompts(model, embeddings, is_point, boxes, points)
+            pred = info.logits_to_original(logits[:, 0]) > threshold_logit
+            scores = dice_scores(pred, torch.from_numpy(targets))
+            frame = group[["mask", "image", "case", "modality", "class_id", "class_name", "prompt"]].copy()
+            frame["dsc"] = scores
+            frame["pred_area"] = pred.flatten(1).sum(1).numpy()
+            frame["gt_area"] = targets.reshape(len(group), -1).sum(1)
+            results.append(frame)
+    per_mask = pd.concat(results, ignore_index=True)
+    per_mask.insert(0, "method", method)
+    elapsed = time.perf_counter() - start
+    summary = summarise(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
+
+    train_run = None
+    if train_summary is not None:
+        train_run = json.loads(Path(train_summary).read_text(encoding="utf-8")).get("mlflow_run_id")
+    tags = {"train_run_id": train_run} if train_run else {}
+    with start_run(config, "evaluate", method, extra_tags=tags) as run:
+        with atomic_path(out_per_mask) as tmp:
+            per_mask.to_parquet(tmp, index=False)
+        record = {
+            "method": method,
+            "seconds": elapsed,
+            "n_prompts": len(per_mask),
+            "means": summary.to_dict(orient="records"),
+            "mlflow_run_id": run.info.run_id if run is not None else None,
+            "train_run_id": train_run,
+        }
+        if run is not None:
+            import mlflow
+
+            for row in summary.itertuples(index=False):
+                mlflow.log_metric(f"dsc/{row.prompt}/{row.modality}", float(row.mean))
+                mlflow.log_metric(f"n/{row.prompt}/{row.modality}", int(row.n))
+            mlflow.log_metric("seconds", elapsed)
+            mlflow.log_artifact(str(out_per_mask), artifact_path="tables")
+            mlflow.log_table(summary, artifact_file="tables/summary.json")
+        write_json(out_summary, record)
+    log.info("%s: %d prompts in %.1f s; %s", method, len(per_mask), elapsed,
+             "; ".join(f"{r.prompt}/{r.modality}={r.mean:.3f}" for r in summary.itertuples() if r.modality == "avg"))
+    return per_mask

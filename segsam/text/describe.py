@@ -1,0 +1,722 @@
+"""Class descriptions (texture, shape, position) from an OpenAI-compatible chat endpoint.
+
+SEG-SAM's T2VSE module (SPEC §2, §4) embeds, for every vocabulary class, an LLM
+description of the class's texture, shape and position in medical images; the
+paper asked GPT-4 with a fixed template and showed it an example slice with the
+class highlighted. This module:
+
+* holds our prompt template (:data:`PROMPT_TEMPLATE`) and its hash
+  (:data:`TEMPLATE_HASH`), which is part of every cache key, so changing the
+  wording invalidates the cached descriptions;
+* asks the endpoint for one JSON object ``{"texture", "shape", "position"}`` per
+  class, validates it, and raises :class:`DescriptionError` naming the class
+  when the reply does not follow the format (the cache is then left unchanged);
+* optionally attaches an example slice (:func:`highlight_example`) as a
+  base64 PNG data URL;
+* retries 429, 5xx, time-outs and connection failures itself
+  (:func:`call_with_retries`: exponential back-off with jitter, ``Retry-After``
+  honoured) with the ``openai`` client's own retries switched off;
+* keeps the API key out of logs, errors and files: the key is read from the
+  environment variable named in the config, the ``openai``/``httpx`` loggers
+  are held at WARNING, provenance records the endpoint's host only, and error
+  texts from the server are redacted.
+
+:func:`describe_vocabulary` is the workflow stage (rule ``describe_classes``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import ipaddress
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import numpy as np
+import openai
+import pandas as pd
+from PIL import Image
+
+from segsam.atomic import write_json
+from segsam.errors import ConfigError, DataError, SegsamError
+from segsam.text.cache import (
+    FIELDS,
+    HUMAN_CURATED,
+    DescriptionCache,
+    DescriptionEntry,
+    DescriptionKey,
+    Provenance,
+    add_description,
+    load_descriptions,
+    parse_fields,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: System message sent with every description request.
+SYSTEM_MESSAGE = (
+    "You write short, factual, textbook-style descriptions of how anatomical structures "
+    "appear in medical images. You never make or suggest a diagnosis."
+)
+
+#: User message; ``{label}`` is the class name with underscores as spaces and
+#: ``{image_note}`` is empty or :data:`IMAGE_NOTE`.
+PROMPT_TEMPLATE = (
+    "Describe how the {label} appears in medical images (CT and MR) for an anatomy reference.\n"
+    "Cover exactly three aspects:\n"
+    "- texture: its density or signal intensity and internal texture on CT and MR, "
+    "compared with neighbouring tissue;\n"
+    "- shape: its outline and form as seen in image slices;\n"
+    "- position: where it lies in the body and relative to neighbouring structures.\n"
+    "{image_note}"
+    "Describe appearance only; do not make any medical diagnosis.\n"
+    'Answer with one JSON object and nothing else, with exactly the keys "texture", "shape" '
+    'and "position"; each value is one or two plain sentences.'
+)
+
+#: Inserted into the prompt when an example slice is attached.
+IMAGE_NOTE = (
+    "The attached image is an example slice in which the {label} is outlined and tinted in "
+    "colour; use it as a visual reference only.\n"
+)
+
+
+def _template_hash() -> str:
+    payload = json.dumps(
+        {"system": SYSTEM_MESSAGE, "prompt": PROMPT_TEMPLATE, "image_note": IMAGE_NOTE, "fields": FIELDS},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+#: First 16 hex digits of the sha256 of the system message, template, image note and fields.
+TEMPLATE_HASH: str = _template_hash()
+
+#: Placeholder key for loopback servers (vLLM, Ollama, ...) that do not check keys.
+LOCAL_API_KEY = "not-needed"
+#: First back-off delay (seconds) of the retry loop; doubles per attempt.
+BACKOFF_BASE_S = 1.0
+#: Longest back-off or ``Retry-After`` wait (seconds).
+BACKOFF_MAX_S = 60.0
+#: Colour (RGB) used to outline and tint the class in example slices.
+HIGHLIGHT_RGB = (255, 80, 0)
+#: Opacity of the tint inside the mask.
+HIGHLIGHT_ALPHA = 0.35
+
+LLM_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "base_url": None,
+    "model": "gpt-4o",
+    "temperature": 0.2,
+    "timeout_s": 60,
+    "max_retries": 5,
+    "concurrency": 4,
+    "attach_image": False,
+    "api_key_env": "OPENAI_API_KEY",
+}
+
+_QUIET_LOGGERS = ("openai", "httpx", "httpx2", "httpcore")
+
+
+class DescriptionError(SegsamError):
+    """A class description is missing or an LLM reply does not follow the format."""
+
+
+class EndpointError(SegsamError):
+    """An OpenAI-compatible endpoint failed (after the allowed retries, or with a non-retryable status)."""
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """The ``text.llm`` config section.
+
+    Attributes:
+        enabled: Whether classes missing from the cache may be sent to the endpoint.
+        base_url: Endpoint base URL (``None`` = the ``openai`` client's default).
+        model: Chat model name.
+        temperature: Sampling temperature.
+        timeout_s: Per-request timeout.
+        max_retries: Retries after the first attempt for 429, 5xx, time-outs.
+        concurrency: Parallel requests.
+        attach_image: Whether to attach a highlighted example slice.
+        api_key_env: Name of the environment variable holding the API key.
+    """
+
+    enabled: bool
+    base_url: str | None
+    model: str
+    temperature: float
+    timeout_s: float
+    max_retries: int
+    concurrency: int
+    attach_image: bool
+    api_key_env: str
+
+    def __post_init__(self) -> None:
+        checks = {
+            "enabled": isinstance(self.enabled, bool),
+            "base_url": self.base_url is None or (isinstance(self.base_url, str) and bool(self.base_url)),
+            "model": isinstance(self.model, str) and bool(self.model),
+            "temperature": _is_number(self.temperature) and 0 <= self.temperature <= 2,
+            "timeout_s": _is_number(self.timeout_s) and self.timeout_s > 0,
+            "max_retries": _is_int(self.max_retries) and self.max_retries >= 0,
+            "concurrency": _is_int(self.concurrency) and self.concurrency >= 1,
+            "attach_image": isinstance(self.attach_image, bool),
+            "api_key_env": isinstance(self.api_key_env, str) and self.api_key_env.isidentifier(),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"text.llm: invalid value for {', '.join(bad)}")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> LLMConfig:
+        """Build from the config section; missing keys take :data:`LLM_DEFAULTS`.
+
+        Args:
+            cfg: The ``text.llm`` mapping.
+
+        Returns:
+            The validated config.
+
+        Raises:
+            ConfigError: On unknown keys or invalid values.
+        """
+        unknown = sorted(set(cfg) - set(LLM_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"text.llm: unknown key(s) {', '.join(unknown)}")
+        return cls(**{**LLM_DEFAULTS, **cfg})
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class RetryPolicy:
+    """How :func:`call_with_retries` backs off.
+
+    Attributes:
+        max_retries: Retries after the first attempt (so ``max_retries + 1`` attempts).
+        base_delay_s: Delay before the first retry; doubles with every retry.
+        max_delay_s: Upper bound of any single wait (also caps ``Retry-After``).
+        sleep: The sleep function (tests pass a fast or recording one).
+        rng: Source of the jitter.
+    """
+
+    max_retries: int
+    base_delay_s: float = BACKOFF_BASE_S
+    max_delay_s: float = BACKOFF_MAX_S
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.max_retries) or self.max_retries < 0:
+            raise ConfigError(f"RetryPolicy: max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if not (_is_number(self.base_delay_s) and _is_number(self.max_delay_s)) or not (
+            0 <= self.base_delay_s <= self.max_delay_s
+        ):
+            raise ConfigError("RetryPolicy: need 0 <= base_delay_s <= max_delay_s")
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based).
+
+        Args:
+            retry: Which retry this is.
+            retry_after: The server's ``Retry-After`` in seconds, if it sent one.
+
+        Returns:
+            ``Retry-After`` when given, else ``base * 2**(retry-1)`` plus up to
+            ``base`` seconds of uniform jitter; capped at ``max_delay_s``.
+        """
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay_s)
+        backoff = self.base_delay_s * 2 ** (retry - 1) + self.rng.uniform(0, self.base_delay_s)
+        return min(backoff, self.max_delay_s)
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own back-off
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Replace every occurrence of ``secret`` in ``text`` by ``***``.
+
+    Args:
+        text: Text that may end up in a log or an error.
+        secret: The API key (``None`` or empty: nothing to redact).
+
+    Returns:
+        The redacted text.
+    """
+    return text.replace(secret, "***") if secret else text
+
+
+def call_with_retries(request: Callable[[], T], what: str, policy: RetryPolicy, secret: str | None = None) -> T:
+    """Call ``request`` and retry transient endpoint failures.
+
+    Retried: HTTP 429 and 5xx, time-outs and connection errors. Other HTTP
+    errors (400, 401, 404, ...) fail at once.
+
+    Args:
+        request: Performs one HTTP request through an ``openai`` client.
+        what: Names the request in messages, e.g. ``"class 'liver'"``.
+        policy: Retry count and back-off.
+        secret: The API key, redacted from any server text put in an error.
+
+    Returns:
+        What ``request`` returns.
+
+    Raises:
+        EndpointError: For a non-retryable status, or when the attempts are used up;
+            the message names ``what``, the status and the number of attempts.
+    """
+    attempts = policy.max_retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return request()
+        except openai.APIStatusError as err:
+            status = err.status_code
+            detail = " ".join(redact(str(err.message), secret).split())[:200]
+            if status != 429 and status < 500:
+                raise EndpointError(f"{what}: HTTP {status} is not retryable ({detail})") from err
+            reason = f"HTTP {status}"
+            retry_after = _retry_after_seconds(err.response.headers)
+        except openai.APITimeoutError:
+            reason, retry_after = "timeout", None
+        except openai.APIConnectionError:
+            reason, retry_after = "connection error", None
+        if attempt == attempts:
+            raise EndpointError(f"{what}: failed after {attempts} attempt(s), last error: {reason}")
+        wait = policy.delay(attempt, retry_after)
+        logger.warning("%s: %s on attempt %d/%d; retrying in %.2f s", what, reason, attempt, attempts, wait)
+        policy.sleep(wait)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """Whether ``url`` points at this machine (``localhost``, 127.0.0.0/8, ``::1``).
+
+    Args:
+        url: A base URL, or ``None`` (the hosted default: not loopback).
+
+    Returns:
+        True for a loopback host.
+    """
+    if url is None:
+        return False
+    host = urlparse(url).hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_api_key(api_key_env: str, base_url: str | None) -> str:
+    """Read the API key from the environment.
+
+    Args:
+        api_key_env: Name of the environment variable.
+        base_url: The endpoint; a loopback one may run without a key.
+
+    Returns:
+        The key, or :data:`LOCAL_API_KEY` for a keyless loopback server.
+
+    Raises:
+        ConfigError: When the variable is unset or empty for a non-loopback endpoint.
+    """
+    key = os.environ.get(api_key_env, "")
+    if key:
+        return key
+    if is_loopback_url(base_url):
+        return LOCAL_API_KEY
+    raise ConfigError(
+        f"text.llm: environment variable {api_key_env} holds no API key; export it "
+        "(keys never go in config files) or point base_url at a local server"
+    )
+
+
+def make_client(base_url: str | None, timeout_s: float, api_key_env: str) -> tuple[openai.OpenAI, str]:
+    """Create an ``openai`` client with its own retries off and its loggers quiet.
+
+    Args:
+        base_url: Endpoint base URL, or ``None`` for the client's default.
+        timeout_s: Per-request timeout in seconds.
+        api_key_env: Environment variable holding the key (see :func:`resolve_api_key`).
+
+    Returns:
+        The client and the key (for redaction only; never log or store it).
+
+    Raises:
+        ConfigError: When no key is available for a non-loopback endpoint.
+    """
+    key = resolve_api_key(api_key_env, base_url)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    client = openai.OpenAI(base_url=base_url, api_key=key, timeout=timeout_s, max_retries=0)
+    return client, key
+
+
+def class_label(class_name: str) -> str:
+    """Human wording of a vocabulary name (``kidney_right`` -> ``kidney right``)."""
+    return class_name.replace("_", " ")
+
+
+def build_prompt(class_name: str, with_image: bool) -> str:
+    """Fill :data:`PROMPT_TEMPLATE` for one class.
+
+    Args:
+        class_name: Vocabulary name.
+        with_image: Whether the request carries an example slice.
+
+    Returns:
+        The user message text.
+    """
+    label = class_label(class_name)
+    note = IMAGE_NOTE.format(label=label) if with_image else ""
+    return PROMPT_TEMPLATE.format(label=label, image_note=note)
+
+
+def build_messages(class_name: str, example_png: bytes | None) -> list[dict[str, Any]]:
+    """Chat messages for one class, with the example slice as a data-URL image part when given.
+
+    Args:
+        class_name: Vocabulary name.
+        example_png: PNG bytes from :func:`highlight_example`, or ``None``.
+
+    Returns:
+        The ``messages`` argument of ``chat.completions.create``.
+    """
+    prompt = build_prompt(class_name, with_image=example_png is not None)
+    if example_png is None:
+        content: str | list[dict[str, Any]] = prompt
+    else:
+        url = "data:image/png;base64," + base64.b64encode(example_png).decode("ascii")
+        content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": url}}]
+    return [{"role": "system", "content": SYSTEM_MESSAGE}, {"role": "user", "content": content}]
+
+
+def parse_reply(class_name: str, text: str | None) -> dict[str, str]:
+    """Parse and validate an LLM reply.
+
+    A surrounding Markdown code fence (```` ```json ... ``` ````) is tolerated;
+    anything else must be one JSON object with exactly the keys texture, shape
+    and position, each a non-empty string.
+
+    Args:
+        class_name: The class asked about (named in errors).
+        text: The assistant message content.
+
+    Returns:
+        The three fields.
+
+    Raises:
+        DescriptionError: Naming the class and the problem.
+    """
+    body = (text or "").strip()
+    if body.startswith("```"):
+        body = body.strip("`").strip()
+        if body.lower().startswith("json"):
+            body = body[4:]
+    try:
+        return parse_fields(json.loads(body))
+    except json.JSONDecodeError as err:
+        raise DescriptionError(f"class '{class_name}': the LLM reply is not a JSON object ({err.msg})") from err
+    except ValueError as err:
+        raise DescriptionError(f"class '{class_name}': the LLM reply is invalid: {err}") from err
+
+
+def highlight_example(image_png: Path, mask_png: Path) -> bytes:
+    """Render an example slice: the grey image with the class tinted and outlined in colour.
+
+    Args:
+        image_png: The slice (any PIL-readable PNG; converted to grey).
+        mask_png: Binary mask of the class (non-zero = inside), same size.
+
+    Returns:
+        RGB PNG bytes.
+
+    Raises:
+        DataError: When a file is unreadable, the sizes differ or the mask is empty.
+    """
+    try:
+        grey = np.asarray(Image.open(image_png).convert("L"), dtype=np.float32)
+        mask = np.asarray(Image.open(mask_png).convert("L")) > 0
+    except OSError as err:
+        raise DataError(f"{image_png}: cannot read the example slice or its mask ({err})") from err
+    if grey.shape != mask.shape:
+        raise DataError(f"{mask_png}: mask size {mask.shape} differs from the slice size {grey.shape}")
+    if not mask.any():
+        raise DataError(f"{mask_png}: the mask is empty, nothing to highlight")
+    colour = np.asarray(HIGHLIGHT_RGB, dtype=np.float32)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgb[mask] = (1 - HIGHLIGHT_ALPHA) * rgb[mask] + HIGHLIGHT_ALPHA * colour
+    padded = np.pad(mask, 1, constant_values=False)
+    interior = (
+        padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    )
+    rgb[mask & ~interior] = colour
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pick_examples(index: pd.DataFrame, class_names: list[str]) -> dict[str, tuple[Path, Path]]:
+    """Pick, per class, the mask with the largest area fraction as its example slice.
+
+    Args:
+        index: Mask index with columns image_path, mask_path, class_name, area_fraction.
+        class_names: Classes to look up; classes without a mask are left out.
+
+    Returns:
+        ``{class name: (image path, mask path)}``.
+
+    Raises:
+        DataError: When the index lacks a required column.
+    """
+    required = {"image_path", "mask_path", "class_name", "area_fraction"}
+    missing = sorted(required - set(index.columns))
+    if missing:
+        raise DataError(f"mask index: missing column(s) {', '.join(missing)}")
+    examples: dict[str, tuple[Path, Path]] = {}
+    for name in class_names:
+        rows = index[index["class_name"] == name]
+        if rows.empty:
+            continue
+        best = rows.loc[rows["area_fraction"].idxmax()]
+        examples[name] = (Path(best["image_path"]), Path(best["mask_path"]))
+    return examples
+
+
+def read_vocabulary(vocabulary_csv: Path) -> list[tuple[int, str]]:
+    """Read the global vocabulary in file order.
+
+    Args:
+        vocabulary_csv: CSV with at least the columns class_id and name.
+
+    Returns:
+        ``[(class_id, name), ...]``.
+
+    Raises:
+        DataError: When the file is unreadable, lacks columns, or ids/names are not unique.
+    """
+    try:
+        table = pd.read_csv(vocabulary_csv, dtype={"name": str}, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{vocabulary_csv}: cannot read the vocabulary ({err})") from err
+    if not {"class_id", "name"} <= set(table.columns):
+        raise DataError(f"{vocabulary_csv}: the vocabulary needs the columns class_id and name")
+    if not pd.api.types.is_integer_dtype(table["class_id"]) or (table["name"].str.strip() == "").any():
+        raise DataError(f"{vocabulary_csv}: class_id must be integers and names non-empty")
+    if table["class_id"].duplicated().any() or table["name"].duplicated().any():
+        raise DataError(f"{vocabulary_csv}: class ids and names must be unique")
+    return [(int(cid), str(name)) for cid, name in zip(table["class_id"], table["name"], strict=True)]
+
+
+def lookup_keys(class_name: str, cfg: LLMConfig) -> list[DescriptionKey]:
+    """Cache keys that satisfy a class, in order of preference.
+
+    The configured model's entry comes first. While the LLM is disabled, a
+    hand-written (:data:`HUMAN_CURATED`) entry for the same template hash is
+    accepted too; once it is enabled, only the configured model's entry counts,
+    so enabling ``text.llm`` regenerates the descriptions with that model.
+
+    Args:
+        class_name: Vocabulary name.
+        cfg: The LLM config.
+
+    Returns:
+        The candidate keys.
+    """
+    keys = [DescriptionKey(class_name, TEMPLATE_HASH, cfg.model, cfg.attach_image)]
+    if not cfg.enabled:
+        keys.append(DescriptionKey(class_name, TEMPLATE_HASH, HUMAN_CURATED, False))
+    return keys
+
+
+def _find(cache: DescriptionCache, class_name: str, cfg: LLMConfig) -> DescriptionEntry | None:
+    for key in lookup_keys(class_name, cfg):
+        if key in cache.entries:
+            return cache.entries[key]
+    return None
+
+
+@dataclass
+class Describer:
+    """Asks one endpoint for class descriptions and stores each valid one in the cache.
+
+    Attributes:
+        client: The ``openai`` client (see :func:`make_client`).
+        cfg: The LLM config.
+        cache_file: Description cache that successful replies are added to.
+        policy: Retry policy.
+        secret: The API key, for redaction only.
+    """
+
+    client: openai.OpenAI
+    cfg: LLMConfig
+    cache_file: Path
+    policy: RetryPolicy
+    secret: str | None = None
+
+    def describe(self, class_name: str, example: tuple[Path, Path] | None) -> DescriptionEntry:
+        """Describe one class and add it to the cache.
+
+        Args:
+            class_name: Vocabulary name.
+            example: (image, mask) PNG paths when an image is attached, else ``None``.
+
+        Returns:
+            The new entry.
+
+        Raises:
+            DescriptionError: When the reply does not follow the format (nothing is cached).
+            EndpointError: When the endpoint fails.
+        """
+        png = highlight_example(*example) if example is not None else None
+        messages = build_messages(class_name, png)
+
+        def request() -> Any:
+            return self.client.chat.completions.create(
+                model=self.cfg.model, messages=messages, temperature=self.cfg.temperature
+            )
+
+        response = call_with_retries(request, f"class '{class_name}'", self.policy, self.secret)
+        if not response.choices:
+            raise DescriptionError(f"class '{class_name}': the LLM reply has no choices")
+        fields = parse_reply(class_name, response.choices[0].message.content)
+        provenance = Provenance(
+            model=self.cfg.model,
+            template_hash=TEMPLATE_HASH,
+            with_image=png is not None,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            base_url_host=self.client.base_url.host or None,
+        )
+        entry = DescriptionEntry(class_name=class_name, provenance=provenance, **fields)
+        add_description(self.cache_file, entry)
+        logger.info("described class '%s' with %s", class_name, self.cfg.model)
+        return entry
+
+
+def _generate(
+    names: list[str],
+    cfg: LLMConfig,
+    cache_file: Path,
+    examples: Mapping[str, tuple[Path, Path]] | None,
+    sleep: Callable[[float], None],
+) -> dict[str, DescriptionEntry]:
+    if cfg.attach_image:
+        without = [name for name in names if examples is None or name not in examples]
+        if without:
+            raise ConfigError(
+                f"text.llm.attach_image: no example slice for class(es) {', '.join(without)}; "
+                "pass examples (see pick_examples) or set attach_image: false"
+            )
+    client, key = make_client(cfg.base_url, cfg.timeout_s, cfg.api_key_env)
+    describer = Describer(client, cfg, cache_file, RetryPolicy(cfg.max_retries, sleep=sleep), secret=key)
+    logger.info(
+        "asking %s at %s for %d class description(s), %d in parallel",
+        cfg.model,
+        client.base_url.host,
+        len(names),
+        cfg.concurrency,
+    )
+    with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
+        futures = {
+            name: pool.submit(describer.describe, name, examples[name] if cfg.attach_image else None)
+            for name in names
+        }
+    results: dict[str, DescriptionEntry] = {}
+    errors: list[BaseException] = []
+    for name, future in futures.items():
+        error = future.exception()
+        if error is None:
+            results[name] = future.result()
+        else:
+            logger.error("%s: %s", type(error).__name__, error)
+            errors.append(error)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def describe_vocabulary(
+    vocabulary_csv: Path,
+    cache_file: Path,
+    out_json: Path,
+    llm_cfg: Mapping[str, Any],
+    examples: dict[str, tuple[Path, Path]] | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Workflow stage: a description for every vocabulary class, from the cache or the LLM.
+
+    Each class takes its cached entry when one matches (see :func:`lookup_keys`);
+    otherwise, when ``llm_cfg["enabled"]``, the endpoint is asked and each valid
+    reply is added to ``cache_file`` as soon as it arrives (a class whose reply
+    fails never touches the cache); otherwise the stage fails listing the
+    missing classes.
+
+    Args:
+        vocabulary_csv: Global vocabulary (class_id, name, ...).
+        cache_file: Description cache (the committed file in the workflow).
+        out_json: Output: ``{class name: {class_id, texture, shape, position, provenance}}``.
+        llm_cfg: The ``text.llm`` config section.
+        examples: ``{class name: (image png, mask png)}`` for ``attach_image``.
+        sleep: Sleep used between retries (tests pass a fast one).
+
+    Raises:
+        ConfigError: On an invalid config or a missing API key.
+        DataError: On an unreadable vocabulary or cache file.
+        DescriptionError: When classes are missing and the LLM is disabled, or a reply is invalid.
+        EndpointError: When the endpoint keeps failing.
+    """
+    cfg = LLMConfig.from_mapping(llm_cfg)
+    vocabulary = read_vocabulary(Path(vocabulary_csv))
+    cache = load_descriptions(cache_file)
+    chosen: dict[str, DescriptionEntry] = {}
+    for _, name in vocabulary:
+        entry = _find(cache, name, cfg)
+        if entry is not None:
+            chosen[name] = entry
+    missing = [name for _, name in vocabulary if name not in chosen]
+    logger.info("%d of %d class descriptions found in %s", len(chosen), len(vocabulary), cache_file)
+    if missing and not cfg.enabled:
+        raise DescriptionError(
+            f"{cache_file}: no description (template {TEMPLATE_HASH}, model {cfg.model}) for class(es) "
+            f"{', '.join(missing)}; enable text.llm or add them to the cache file"
+        )
+    if missing:
+        chosen.update(_generate(missing, cfg, Path(cache_file), examples, sleep))
+    out = {
+        name: {"class_id": class_id, **chosen[name].fields(), "provenance": chosen[name].provenance.to_dict()}
+        for class_id, name in vocabulary
+    }
+    write_json(out_json, out)
+    logger.info("wrote %d class descriptions to %s", len(out), out_json)

@@ -1,0 +1,93 @@
+"""Shared fixtures: repository paths, the real shared data, configs, volume writers.
+
+Real data lives outside the repository in ``<repo>/../shared/data`` (see that
+folder's README). Tests that need it are marked ``shared_data`` and use the
+:func:`shared_data` fixture, which skips with a reason when the folder is absent
+(a fresh user machine does not have it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segsam.config import load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT / ".." / "shared" / "data"
+VOCABULARY_CSV = REPO_ROOT / "config" / "vocabulary.csv"
+LABELMAPS = REPO_ROOT / "config" / "labelmaps"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data``; skips the test when the folder is absent."""
+    if not (SHARED_DATA / "totalsegmentator").is_dir():
+        pytest.skip(f"real shared data not found at {SHARED_DATA.resolve()} (only on developer/CI machines)")
+    return SHARED_DATA.resolve()
+
+
+@pytest.fixture(scope="session")
+def _default_config() -> dict[str, Any]:
+    return load_config()
+
+
+@pytest.fixture
+def config(_default_config: dict[str, Any]) -> dict[str, Any]:
+    """A private deep copy of the validated default config (``config/config.yaml``)."""
+    return copy.deepcopy(_default_config)
+
+
+@pytest.fixture
+def slicing_cfg(config: dict[str, Any]) -> dict[str, Any]:
+    """The default ``slicing`` section (a copy the test may change)."""
+    return config["slicing"]
+
+
+@pytest.fixture(scope="session")
+def vocabulary_csv() -> Path:
+    return VOCABULARY_CSV
+
+
+@pytest.fixture(scope="session")
+def labelmaps_dir() -> Path:
+    return LABELMAPS
+
+
+WriteVolume = Callable[..., Path]
+
+
+def write_volume(
+    path: Path,
+    array_zyx: np.ndarray,
+    *,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
+) -> Path:
+    """Write a numpy array (array order z, y, x) as a volume with the given geometry."""
+    image = sitk.GetImageFromArray(array_zyx)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetOrigin(tuple(float(o) for o in origin))
+    image.SetDirection(tuple(float(d) for d in direction))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture
+def write_vol() -> WriteVolume:
+    """The :func:`write_volume` helper (a fixture, so tests need not import conftest)."""
+    return write_volume

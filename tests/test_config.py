@@ -1,0 +1,130 @@
+"""Tests of configuration loading, validation and hashing (segsam.config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from segsam.config import (
+    DEFAULT_CONFIG,
+    config_hash,
+    deep_merge,
+    encoder_tag,
+    flatten,
+    load_config,
+    stable_hash,
+    validate,
+)
+from segsam.errors import ConfigError
+from segsam.models.methods import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _overlay(tmp_path: Path, content: dict[str, Any]) -> Path:
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    return path
+
+
+def test_default_config_validates() -> None:
+    config = load_config()
+    assert config == yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    assert set(config["methods"]) <= set(METHODS)
+
+
+def test_tiny_overlay_validates_and_merges_deeply() -> None:
+    path = REPO / "config" / "tiny.yaml"
+    overlay = yaml.safe_load(path.read_text(encoding="utf-8"))
+    default = load_config()
+    tiny = load_config(path)
+    assert tiny == deep_merge(default, overlay)
+    assert tiny["run_name"] == overlay["run_name"]
+    # keys the overlay does not mention keep their defaults, also inside nested sections
+    assert tiny["dataset"]["demo"]["modalities"] == default["dataset"]["demo"]["modalities"]
+    assert tiny["slicing"]["min_mask_fraction"] == default["slicing"]["min_mask_fraction"]
+
+
+def test_missing_overlay_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(missing)
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"slicing": {"strid": 3}}, "slicing.strid"),
+        ({"text": {"llm": {"modle": "x"}}}, "text.llm.modle"),
+        ({"train": {"epochs": "ten"}}, "train.epochs"),
+        ({"evaluate": {"threshold": 1.5}}, "evaluate.threshold"),
+        ({"methods": ["medsam_lite", "not_a_method"]}, "methods.1"),
+    ],
+    ids=["unknown-top-level", "unknown-nested", "unknown-deep", "wrong-type", "out-of-range", "unknown-method"],
+)
+def test_invalid_config_names_the_key_path(tmp_path: Path, overlay: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_overlay(tmp_path, overlay))
+    message = str(info.value)
+    assert f"'{key}'" in message
+    assert "\n" not in message
+
+
+def test_unknown_method_message_names_the_value(config: dict[str, Any]) -> None:
+    config["methods"] = ["sam_vit_huge"]
+    with pytest.raises(ConfigError, match="sam_vit_huge"):
+        validate(config)
+
+
+def test_missing_required_key_is_an_error(config: dict[str, Any]) -> None:
+    del config["split"]["seed"]
+    with pytest.raises(ConfigError, match="'split'.*seed"):
+        validate(config)
+
+
+def test_deep_merge_does_not_modify_its_inputs() -> None:
+    base = {"a": {"b": 1, "c": 2}, "d": 3}
+    override = {"a": {"b": 10}, "e": 4}
+    assert deep_merge(base, override) == {"a": {"b": 10, "c": 2}, "d": 3, "e": 4}
+    assert base == {"a": {"b": 1, "c": 2}, "d": 3}
+
+
+def test_flatten() -> None:
+    flat = flatten({"a": {"b": {"c": 1}, "s": "text"}, "l": [1, 2], "n": None, "f": 0.5, "t": True})
+    assert flat == {"a.b.c": "1", "a.s": "text", "l": "[1, 2]", "n": "null", "f": "0.5", "t": "true"}
+    assert all(isinstance(v, str) for v in flat.values())
+
+
+def test_flatten_of_default_config_has_dotted_leaf_keys(config: dict[str, Any]) -> None:
+    flat = flatten(config)
+    assert flat["slicing.stride.z"] == str(config["slicing"]["stride"]["z"])
+    assert flat["tracking.uri"] == config["tracking"]["uri"]
+    assert "slicing" not in flat
+
+
+def test_stable_hash_is_key_order_independent() -> None:
+    one = {"a": 1, "b": {"x": [1, 2], "y": "z"}}
+    two = {"b": {"y": "z", "x": [1, 2]}, "a": 1}
+    assert stable_hash(one) == stable_hash(two)
+    assert len(stable_hash(one)) == 12
+    assert len(stable_hash(one, length=20)) == 20
+    assert stable_hash(one) != stable_hash({"a": 2, "b": {"x": [1, 2], "y": "z"}})
+    assert stable_hash({"l": [1, 2]}) != stable_hash({"l": [2, 1]})  # list order matters
+
+
+def test_config_hash_changes_with_any_value(config: dict[str, Any]) -> None:
+    before = config_hash(config)
+    assert config_hash(config) == before
+    config["slicing"]["stride"]["x"] += 1
+    assert config_hash(config) != before
+
+
+def test_encoder_tag() -> None:
+    sha = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
+    assert encoder_tag({"weights": "litemedsam", "sha256": sha}) == "litemedsam-79d8c9dc"
+    assert encoder_tag({"weights": "/models/sam_vit_b_01ec64.pth", "sha256": sha}) == "sam_vit_b_01ec64-79d8c9dc"
+    assert encoder_tag({"weights": "weights/model.tar.gz", "sha256": None}) == "model-unverified"

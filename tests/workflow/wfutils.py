@@ -1,0 +1,52 @@
+"""Helpers to run a copy of the workflow (Snakefile, rules, config, segsam) with Snakemake.
+
+The copy carries its own ``segsam/`` so that tests may edit code there to prove
+that Snakemake reruns exactly the stages using it (the Snakefile puts its own
+folder first on ``sys.path`` and ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COPIED = ("Snakefile", "workflow", "config", "envs", "segsam")
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake (this interpreter's) in ``workdir`` on the tiny config."""
+    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/tiny.yaml", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Rules (and job counts) a dry run would execute; {} when nothing is to be done."""
+    proc = snakemake(workdir, "-n", *args)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for name, count in re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M):
+        if name != "total":
+            jobs[name] = int(count)
+    return jobs
+
+
+def copy_workflow(dest: Path) -> Path:
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest

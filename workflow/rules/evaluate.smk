@@ -1,0 +1,46 @@
+# Saved test prompts and evaluation per method.   Code: segsam/evaluate/
+
+
+rule test_prompts:
+    input:
+        "results/index/masks.parquet",
+    output:
+        "results/eval/prompts.parquet",
+    params:
+        evaluate=config["evaluate"],
+        code=code_hash("evaluate.prompts", "train.prompts", *COMMON_CODE),
+    log:
+        "results/logs/test_prompts.log",
+    benchmark:
+        "results/benchmarks/test_prompts.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/test_prompts.py"
+
+
+rule evaluate:
+    input:
+        unpack(method_checkpoint),
+        prompts="results/eval/prompts.parquet",
+        embeddings=all_embeddings(),
+        mlflow="results/mlflow/initialised.json",
+    output:
+        per_mask="results/eval/{method}/per_mask.parquet",
+        summary="results/eval/{method}/summary.json",
+    params:
+        cache_dir=embedding_dir,
+        evaluate=config["evaluate"],
+        encoder=config["encoder"],
+        code=code_hash("evaluate", "models", "train.loop", "tracking", *COMMON_CODE),
+    threads: 1
+    resources:
+        mem_mb=3000,
+    log:
+        "results/logs/evaluate/{method}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{method}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,43 @@
+# MLflow store set-up and training per method.   Code: segsam/tracking.py, segsam/train/
+
+
+rule mlflow_init:
+    output:
+        "results/mlflow/initialised.json",
+    params:
+        tracking=config["tracking"],
+    log:
+        "results/logs/mlflow_init.log",
+    benchmark:
+        "results/benchmarks/mlflow_init.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/mlflow_init.py"
+
+
+rule train:
+    input:
+        masks="results/index/masks.parquet",
+        embeddings=all_embeddings(),
+        mlflow="results/mlflow/initialised.json",
+    output:
+        checkpoint="results/models/{method}/checkpoint.pt",
+        summary="results/models/{method}/train_summary.json",
+    params:
+        cache_dir=embedding_dir,
+        train=config["train"],
+        encoder=config["encoder"],
+        code=code_hash("train", "models", "tracking", *COMMON_CODE),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=0,
+    log:
+        "results/logs/train/{method}.log",
+    benchmark:
+        "results/benchmarks/train/{method}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train.py"

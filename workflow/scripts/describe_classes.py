@@ -1,0 +1,15 @@
+"""Rule describe_classes: class descriptions from the cache or the LLM (segsam.text.describe)."""
+
+from pathlib import Path
+
+from segsam.errors import run_stage
+from segsam.text.describe import describe_vocabulary
+
+run_stage(
+    describe_vocabulary,
+    Path(snakemake.input.vocabulary),
+    Path(snakemake.input.cache),
+    Path(snakemake.output[0]),
+    dict(snakemake.params.llm),
+    log=snakemake.log[0],
+)

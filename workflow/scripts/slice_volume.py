@@ -1,0 +1,18 @@
+"""Rule slice_volume: one volume -> SA-Med2D slices and masks (segsam.data.slicing)."""
+
+from segsam.data.slicing import slice_case
+from segsam.errors import run_stage
+
+run_stage(
+    slice_case,
+    snakemake.input.image,
+    snakemake.input.label,
+    snakemake.output[0],
+    case=snakemake.wildcards.case,
+    modality=snakemake.params.modality,
+    dataset=snakemake.params.dataset,
+    vocabulary_csv=snakemake.input.vocabulary,
+    labelmap_json=snakemake.input.labelmap,
+    slicing=snakemake.params.slicing,
+    log=snakemake.log[0],
+)
