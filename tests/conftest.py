@@ -40,14 +40,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def _default_config() -> dict[str, Any]:
+def default_config() -> dict[str, Any]:
+    """The validated default config, shared by the session: read it, never change it."""
     return load_config()
 
 
 @pytest.fixture
-def config(_default_config: dict[str, Any]) -> dict[str, Any]:
+def config(default_config: dict[str, Any]) -> dict[str, Any]:
     """A private deep copy of the validated default config (``config/config.yaml``)."""
-    return copy.deepcopy(_default_config)
+    return copy.deepcopy(default_config)
 
 
 @pytest.fixture

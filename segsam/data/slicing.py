@@ -5,8 +5,14 @@ isotropic voxels, normalise intensities to uint8 (CT window, MR foreground
 percentiles), map labels into the vocabulary, cut slices along the configured
 axes (every ``stride``-th), split each class into connected components, drop
 components smaller than ``min_mask_fraction`` of the slice, drop slices left
-without masks, write PNGs and a manifest. All output goes to a temporary folder
-that is renamed into place at the end, so a failing case leaves nothing.
+without masks, write PNGs, a manifest and a ``summary.json``. All output goes to
+a temporary folder that is renamed into place at the end, so a failing case
+leaves nothing.
+
+A case whose label volume is empty (no voxel left after mapping into the
+vocabulary) is not an error: it is skipped with a warning, and its folder holds
+an empty manifest and a summary with ``"skipped": "empty label volume"``, which
+:func:`segsam.data.index.build_index` counts and reports.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
+from segsam.atomic import write_json
 from segsam.data.io import read_case, resample_isotropic
 from segsam.data.naming import SliceName
 from segsam.data.vocabulary import LabelMap, Vocabulary
-from segsam.errors import DataError
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.parquet"
+SUMMARY = "summary.json"
+SKIPPED_EMPTY = "empty label volume"
 MASK_COLUMNS = [
     "image", "mask", "dataset", "modality", "case", "axis", "slice",
     "class_id", "class_name", "instance", "area_fraction", "height", "width",
@@ -113,11 +121,12 @@ def slice_case(
         slicing: The ``slicing`` config section.
 
     Returns:
-        The manifest: one row per kept mask (columns :data:`MASK_COLUMNS`).
+        The manifest: one row per kept mask (columns :data:`MASK_COLUMNS`);
+        empty when the label volume is empty (the case is skipped, see the module doc).
 
     Raises:
-        DataError: a bad volume (see :func:`segsam.data.io.read_case`), label
-            values missing from the label map, or an empty label volume.
+        DataError: a bad volume (see :func:`segsam.data.io.read_case`) or label
+            values missing from the label map (named in the message).
     """
     out_dir = Path(out_dir)
     vocabulary = Vocabulary.read(vocabulary_csv)
@@ -128,9 +137,12 @@ def slice_case(
     present = np.unique(labels)
     lut = labelmap.lookup_table(present, where=str(label_path))
     classes = lut[labels]
-    if not classes.any():
-        raise DataError(f"{label_path}: label volume is empty after mapping into the vocabulary")
-    pixels = normalise_intensity(sitk.GetArrayFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"])
+    summary: dict[str, Any] = {"case": case, "dataset": dataset, "modality": modality, "skipped": None}
+    empty = not classes.any()
+    if empty:
+        log.warning("%s: label volume is empty after mapping into the vocabulary: case %s skipped", label_path, case)
+        summary.update(skipped=SKIPPED_EMPTY, detail=f"{label_path}: no voxel maps to a vocabulary class")
+    pixels = None if empty else normalise_intensity(sitk.GetArrayFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"])
 
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -139,7 +151,7 @@ def slice_case(
     rows: list[dict[str, Any]] = []
     min_fraction = float(slicing["min_mask_fraction"])
     try:
-        jobs = [(axis, k) for axis in slicing["axes"] for k in _plane_indices(classes.shape, axis, int(slicing["stride"][axis]))]
+        jobs = [] if empty else [(axis, k) for axis in slicing["axes"] for k in _plane_indices(classes.shape, axis, int(slicing["stride"][axis]))]
         for axis, k in tqdm(jobs, desc=f"slice {case}", unit="slice", mininterval=2.0):
             label_plane = _plane(classes, axis, k)
             height, width = label_plane.shape
@@ -174,6 +186,8 @@ def slice_case(
                 })
         manifest = pd.DataFrame(rows, columns=MASK_COLUMNS)
         manifest.to_parquet(tmp_dir / MANIFEST, index=False)
+        summary.update(n_slices=int(manifest["image"].nunique()), n_masks=len(manifest))
+        write_json(tmp_dir / SUMMARY, summary)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp_dir, out_dir)

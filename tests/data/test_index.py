@@ -24,10 +24,10 @@ def _cases(n_ct: int, n_mr: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def slice_dirs(tmp_path_factory: pytest.TempPathFactory, _default_config: dict[str, Any]) -> list[Path]:
+def slice_dirs(tmp_path_factory: pytest.TempPathFactory, default_config: dict[str, Any]) -> list[Path]:
     """Five small phantom cases (3 CT, 2 MR), sliced with large strides."""
     root = tmp_path_factory.mktemp("index")
-    slicing = {**_default_config["slicing"], "stride": {"x": 12, "y": 12, "z": 10}}
+    slicing = {**default_config["slicing"], "stride": {"x": 12, "y": 12, "z": 10}}
     folders = []
     for modality, seed in CASES:
         case = f"{modality}_phantom_{seed}"

@@ -46,10 +46,10 @@ def _slice(image: Path, label: Path, out: Path, slicing: dict[str, Any], **kwarg
 
 
 @pytest.fixture(scope="module")
-def phantom_slices(tmp_path_factory: pytest.TempPathFactory, _default_config: dict[str, Any]) -> dict[int, tuple[Path, pd.DataFrame]]:
+def phantom_slices(tmp_path_factory: pytest.TempPathFactory, default_config: dict[str, Any]) -> dict[int, tuple[Path, pd.DataFrame]]:
     """CT phantoms for an LPS-identity seed and the three flipped/permuted ones, sliced."""
     root = tmp_path_factory.mktemp("phantom_slices")
-    slicing = {**_default_config["slicing"], "stride": FAST_STRIDE}
+    slicing = {**default_config["slicing"], "stride": FAST_STRIDE}
     out = {}
     for seed in (0, 1, 3, 5):
         image, label = root / f"ct_{seed}.nii.gz", root / f"ct_{seed}_seg.nii.gz"
@@ -120,8 +120,8 @@ def test_images_are_uint8_png(phantom_slices) -> None:
         assert pixels.max() > pixels.min()
 
 
-def test_kept_masks_reach_the_minimum_fraction(phantom_slices, _default_config) -> None:
-    min_fraction = _default_config["slicing"]["min_mask_fraction"]
+def test_kept_masks_reach_the_minimum_fraction(phantom_slices, default_config) -> None:
+    min_fraction = default_config["slicing"]["min_mask_fraction"]
     for _, manifest in phantom_slices.values():
         assert (manifest["area_fraction"] >= min_fraction).all()
 
@@ -299,9 +299,9 @@ REAL_CASES = {
 
 
 @pytest.fixture(scope="module")
-def real_slices(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, _default_config) -> dict[str, tuple[Path, pd.DataFrame]]:
+def real_slices(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, default_config) -> dict[str, tuple[Path, pd.DataFrame]]:
     root = tmp_path_factory.mktemp("real_slices")
-    slicing = {**_default_config["slicing"], "stride": {"x": 8, "y": 8, "z": 8}}
+    slicing = {**default_config["slicing"], "stride": {"x": 8, "y": 8, "z": 8}}
     out = {}
     for modality, (image, label, labelmap) in REAL_CASES.items():
         folder = root / f"{modality}_example"
@@ -322,10 +322,10 @@ def real_slices(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, _de
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("modality", ["ct", "mr"])
-def test_real_case_has_the_abdominal_organs(real_slices, modality: str, _default_config) -> None:
+def test_real_case_has_the_abdominal_organs(real_slices, modality: str, default_config) -> None:
     folder, manifest = real_slices[modality]
     assert {"liver", "spleen", "kidney_right", "kidney_left", "vertebrae"} <= set(manifest["class_name"])
-    assert (manifest["area_fraction"] >= _default_config["slicing"]["min_mask_fraction"]).all()
+    assert (manifest["area_fraction"] >= default_config["slicing"]["min_mask_fraction"]).all()
     assert set(manifest["axis"]) == {"x", "y", "z"}
     assert {f"images/{p.name}" for p in (folder / "images").iterdir()} == set(manifest["image"])
 

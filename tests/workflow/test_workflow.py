@@ -12,6 +12,7 @@ import yaml
 
 from segsam.config import encoder_tag, load_config
 
+from tests.text.conftest import FakeOpenAI, fake_openai  # noqa: F401 - the fixture
 from tests.workflow.wfutils import copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -132,3 +133,33 @@ def test_bad_weights_fail_with_what_to_do(tiny_run: Path, encoder: dict, message
     assert "WeightsError" in logs and message in logs
     assert len(logs.strip().splitlines()) == 1  # one line, no traceback
     assert not (tiny_run / "results/embeddings" / tag).exists() or not any((tiny_run / "results/embeddings" / tag).iterdir())
+
+
+# Issue 5. Kept last in this file (pytest runs a module's tests in order): it
+# reconfigures the shared run, which the no-op and rerun tests above must not see.
+KEY = "sk-segsam-WORKFLOW-LEAKCHECK-93b1e2"
+
+
+def test_api_key_never_written(tiny_run: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    overlay = tiny_run / "config" / "llm.yaml"
+    overlay.write_text(yaml.safe_dump({"text": {"llm": {
+        "enabled": True, "base_url": fake_openai.base_url, "model": "fake-llm",
+        "api_key_env": "SEGSAM_WF_KEY", "concurrency": 4, "max_retries": 1,
+    }}}))
+    monkeypatch.setenv("SEGSAM_WF_KEY", KEY)
+    snakemake(
+        tiny_run, "--cores", "2", "--configfile", "config/tiny.yaml", "config/llm.yaml",
+        "--forcerun", "describe_classes", "evaluate",
+        "results/text/class_embeddings.parquet", "results/eval/medsam_lite/summary.json",
+    )
+    chats = fake_openai.calls("/chat/completions")
+    assert len(chats) == 30  # every class described by the endpoint
+    assert all(call.headers["authorization"] == f"Bearer {KEY}" for call in chats)
+    descriptions = (tiny_run / "results/text/descriptions.json").read_text()
+    assert "fake-llm" in descriptions
+    leaked = [
+        path for path in tiny_run.rglob("*")
+        if path.is_file() and KEY.encode() in path.read_bytes()
+    ]
+    assert leaked == []
+    assert (tiny_run / "results/mlflow.db").is_file()

@@ -1,4 +1,18 @@
-# Data stage: volumes -> SA-Med2D slices -> index.   Code: segsam/data/
+# Data stage: demo phantoms or registry downloads -> SA-Med2D slices -> index.   Code: segsam/data/
+#
+# Real datasets come from config/datasets.yaml (segsam/data/registry.py):
+#   fetch_file       one registry file: from dataset.mirror (hard link or copy) or its URL
+#                    (resumable, retried), sha256-checked before it lands
+#   extract_archive  one zip/tar file, safely (no absolute paths, '..' or escaping links)
+#   stage_case       one case's image + label -> results/raw/<dataset>/<case>_{image,label}.nii.gz
+#   download_dataset target: every case staged;  fetch_archives target: every archive fetched
+#                    (AMOS reads its case list from its archive: run this target first)
+# A volume that fails its checks fails its own slice_volume job only: with --keep-going every
+# other case is still sliced, and the index is built once the case is fixed or listed in
+# dataset.exclude. A case whose label volume is empty is skipped with a warning (its slice
+# folder holds an empty manifest and a summary.json saying why) and counted by build_index.
+
+import re
 
 
 rule demo_phantom:
@@ -22,19 +36,121 @@ rule demo_phantom:
         "../scripts/demo_phantom.py"
 
 
+if DATASET_SPEC.kind in ("volumes", "local"):
+    DATASET_FILES = DATASET_SPEC.all_files(CASE_SPECS)
+    ARCHIVES = sorted(path for path, spec in DATASET_FILES.items() if spec.archive)
+
+    localrules:
+        fetch_file,
+        download_dataset,
+        fetch_archives,
+
+    def file_spec(wildcards):
+        if wildcards.file not in DATASET_FILES:
+            raise ValueError(f"{wildcards.file} is not a file of dataset {DATASET} in {config['dataset']['registry']}")
+        spec = DATASET_FILES[wildcards.file]
+        return {"path": spec.path, "url": spec.url, "sha256": spec.sha256, "manual": spec.manual}
+
+    def case_sources(wildcards):
+        """The downloaded file (or the extracted archive folder) behind a case's image and label."""
+        spec = CASE_SPECS[wildcards.case]
+        out = {}
+        for role, source in (("image", spec.image), ("label", spec.label)):
+            root = EXTRACT_DIR if source.member else DOWNLOAD_DIR
+            out[role] = f"{root}/{DATASET}/{source.file.path}"
+        return out
+
+    def case_members(wildcards):
+        spec = CASE_SPECS[wildcards.case]
+        return {"image": spec.image.member, "label": spec.label.member}
+
+    rule fetch_file:
+        output:
+            f"{DOWNLOAD_DIR}/{DATASET}/{{file}}",
+        params:
+            spec=file_spec,
+            download=config["dataset"]["download"],
+            code=code_hash("data.download", "data.registry", *COMMON_CODE),
+        log:
+            f"results/logs/fetch_file/{DATASET}/{{file}}.log",
+        wildcard_constraints:
+            file=r"[^{}]+",
+        conda:
+            "../../envs/data.yaml"
+        resources:
+            downloads=1,
+        script:
+            "../scripts/fetch_file.py"
+
+    rule extract_archive:
+        input:
+            f"{DOWNLOAD_DIR}/{DATASET}/{{archive}}",
+        output:
+            directory(f"{EXTRACT_DIR}/{DATASET}/{{archive}}"),
+        params:
+            code=code_hash("data.archive", *COMMON_CODE),
+        log:
+            f"results/logs/extract_archive/{DATASET}/{{archive}}.log",
+        wildcard_constraints:
+            archive="|".join(re.escape(a) for a in ARCHIVES) or r"(?!)",
+        conda:
+            "../../envs/data.yaml"
+        resources:
+            mem_mb=500,
+        script:
+            "../scripts/extract_archive.py"
+
+    rule stage_case:
+        input:
+            unpack(case_sources),
+        output:
+            image=f"results/raw/{DATASET}/{{case}}_image.nii.gz",
+            label=f"results/raw/{DATASET}/{{case}}_label.nii.gz",
+        params:
+            members=case_members,
+            code=code_hash("data.download", "data.io", *COMMON_CODE),
+        log:
+            f"results/logs/stage_case/{DATASET}/{{case}}.log",
+        conda:
+            "../../envs/data.yaml"
+        resources:
+            mem_mb=1000,
+        script:
+            "../scripts/stage_case.py"
+
+    rule download_dataset:
+        input:
+            expand(f"results/raw/{DATASET}/{{case}}_{{role}}.nii.gz", case=sorted(CASES), role=["image", "label"]),
+
+    rule fetch_archives:
+        input:
+            expand(f"{DOWNLOAD_DIR}/{DATASET}/{{archive}}", archive=ARCHIVES),
+
+
+# the segsam.data modules slicing imports (not download/registry/archive: a change there
+# must not re-slice every case)
+SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
+
+
+def index_inputs(wildcards):
+    if CASES_PENDING:
+        raise ValueError(CASES_PENDING)
+    return all_slice_dirs()
+
+
 rule slice_volume:
     input:
         image=f"results/raw/{DATASET}/{{case}}_image.nii.gz",
         label=f"results/raw/{DATASET}/{{case}}_label.nii.gz",
         vocabulary=config["vocabulary"],
-        labelmap=config["dataset"]["labelmap"],
+        labelmap=case_labelmap,
     output:
         directory("results/slices/{case}"),
     params:
         slicing=config["slicing"],
         modality=lambda wc: CASES[wc.case],
         dataset=DATASET,
-        code=code_hash("data", *COMMON_CODE),
+        code=code_hash(*SLICE_CODE, *COMMON_CODE),
     log:
         "results/logs/slice_volume/{case}.log",
     benchmark:
@@ -49,13 +165,14 @@ rule slice_volume:
 
 rule build_index:
     input:
-        all_slice_dirs(),
+        index_inputs,
     output:
         masks="results/index/masks.parquet",
         images="results/index/images.parquet",
+        summary="results/index/summary.json",
     params:
         split=config["split"],
-        code=code_hash("data", *COMMON_CODE),
+        code=code_hash("data.index", *SLICE_CODE, *COMMON_CODE),
     log:
         "results/logs/build_index.log",
     benchmark:

@@ -1,0 +1,426 @@
+"""Fetch dataset files: resumable HTTP(S) downloads and a local mirror, sha256-checked.
+
+Guarantees, for :func:`download` and :func:`fetch_file`:
+
+* **Nothing unchecked is used.** Data arrive in ``<dest>.part``; only when the
+  whole file is there and its sha256 matches the expected digest is it renamed
+  onto ``dest`` (an atomic rename). A wrong digest removes the ``.part`` file and
+  leaves no ``dest``. Where a source publishes no digest (``sha256=None``), the
+  computed one is logged so that it can be pinned in the registry.
+* **Resumable.** A dropped connection or a killed job leaves the ``.part``
+  file; the next attempt asks for the rest with an HTTP ``Range`` request. A
+  server that ignores ``Range`` (``200`` instead of ``206``) restarts the file.
+* **Retries** with exponential back-off (``backoff_s * 2**attempt``, capped,
+  or the server's ``Retry-After``) on connection errors, time-outs, truncated
+  bodies, ``408``, ``425``, ``429`` and ``5xx``. Other HTTP errors (``403``,
+  ``404``, ...) fail at once with a one-line :class:`DownloadError`.
+* **Mirror.** A local folder standing in for the remote files, at the same
+  relative paths: the file is hard-linked when possible (same file system and
+  permitted), copied otherwise, and checked like a download.
+
+Only the standard library is used for HTTP (``urllib``), so that the data stage
+needs no extra dependency.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from segsam.data.registry import RemoteFile
+from segsam.errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ChecksumError",
+    "DownloadError",
+    "RetryPolicy",
+    "download",
+    "fetch_file",
+    "fetch_from_mirror",
+    "part_path",
+    "sha256_file",
+    "verify_file",
+]
+
+CHUNK = 1 << 20
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+USER_AGENT = "segsam-download/1 (python-urllib)"
+
+
+class DownloadError(DataError):
+    """A file could not be fetched (HTTP error, too many retries, missing mirror file)."""
+
+
+class ChecksumError(DataError):
+    """A fetched file does not match its expected sha256 (nothing was kept)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry.
+
+    Attributes:
+        retries: Attempts after the first one.
+        backoff_s: Wait before the first retry; doubles after each failure.
+        max_backoff_s: Upper bound of one wait (also caps ``Retry-After``).
+        timeout_s: Socket time-out of one request (connect and each read).
+    """
+
+    retries: int = 5
+    backoff_s: float = 2.0
+    max_backoff_s: float = 120.0
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError("back-off times must be >= 0")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based)."""
+        delay = self.backoff_s * (2**attempt) if retry_after is None else retry_after
+        return float(min(max(delay, 0.0), self.max_backoff_s))
+
+
+def part_path(dest: str | Path) -> Path:
+    """The partial file that a download of ``dest`` writes to and resumes from."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".part")
+
+
+def sha256_file(path: str | Path, chunk: int = CHUNK) -> str:
+    """Hex sha256 of a file, read in chunks (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(path: str | Path, sha256: str | None, *, source: str) -> str:
+    """Check ``path`` against ``sha256``; on a mismatch delete it and raise.
+
+    Args:
+        path: The file to check (a ``.part`` file or a copy).
+        sha256: Expected digest, or None to only compute and log it.
+        source: Where the file came from (named in messages).
+
+    Returns:
+        The computed digest.
+
+    Raises:
+        ChecksumError: the digest differs; ``path`` has been removed.
+    """
+    actual = sha256_file(path)
+    if sha256 is None:
+        log.warning("%s: no published sha256 to check against; got %s (pin it in config/datasets.yaml)", source, actual)
+    elif actual != sha256.lower():
+        Path(path).unlink(missing_ok=True)
+        raise ChecksumError(f"{source}: sha256 mismatch (expected {sha256}, got {actual}); the file was not kept")
+    return actual
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt; ``retry_after`` is the server's hint in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _total_from_content_range(value: str | None) -> int | None:
+    """``bytes 100-199/1000`` -> 1000 (None when absent or ``*``)."""
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _attempt(url: str, part: Path, timeout: float, progress: bool, opener: Callable[..., http.client.HTTPResponse]) -> None:
+    """One request: append the rest of ``url`` to ``part`` (or restart it)."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = opener(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            # the part already holds every byte (or more than the file has): let the checksum decide
+            total = _total_from_content_range(err.headers.get("Content-Range"))
+            err.close()
+            if total is not None and total != offset:
+                part.unlink()
+                raise _Retryable(f"HTTP 416 with {offset} bytes kept of {total}: restarting") from err
+            return
+        retry_after = _retry_after(err.headers.get("Retry-After")) if err.headers else None
+        err.close()
+        if err.code in RETRY_STATUS:
+            raise _Retryable(f"HTTP {err.code} {err.reason}", retry_after) from err
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", err)
+        raise _Retryable(f"connection failed ({reason})") from err
+    with response:
+        status = response.status
+        if offset and status == 206:
+            mode = "ab"
+            start = offset
+        else:  # 200: the server sends the whole file (no resume possible)
+            if offset:
+                log.info("%s: server ignored the Range request; restarting from byte 0", url)
+            mode, start = "wb", 0
+        length = response.headers.get("Content-Length")
+        expected_end = start + int(length) if length and length.isdigit() else None
+        total = _total_from_content_range(response.headers.get("Content-Range")) or expected_end
+        received = start
+        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=Path(part.name).stem[:40], disable=not progress, mininterval=1.0, leave=False)
+        try:
+            with open(part, mode) as stream:
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (http.client.IncompleteRead, OSError, socket.timeout) as err:
+                        raise _Retryable(f"connection dropped after {received} bytes ({type(err).__name__})") from err
+                    if not block:
+                        break
+                    stream.write(block)
+                    received += len(block)
+                    bar.update(len(block))
+        finally:
+            bar.close()
+    if expected_end is not None and received < expected_end:
+        raise _Retryable(f"connection dropped after {received} of {expected_end} bytes")
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None,
+    policy: RetryPolicy = RetryPolicy(),
+    progress: bool = True,
+    opener: Callable[..., http.client.HTTPResponse] = urllib.request.urlopen,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
+    """Download ``url`` to ``dest``: resumable, retried, and checked before it lands.
+
+    A ``dest`` that already exists and matches ``sha256`` is kept as it is.
+
+    Args:
+        url: ``http://`` or ``https://`` address.
+        dest: Final path; its folder is created. Partial data live in ``<dest>.part``.
+        sha256: Expected hex digest, or None where the source publishes none.
+        policy: Retries, back-off and time-out.
+        progress: Show a tqdm progress bar (on stderr).
+        opener: ``urllib.request.urlopen``-compatible callable (for tests).
+        sleep: Waits between retries (for tests).
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        DownloadError: a non-retryable HTTP error, or all retries used up (the
+            ``.part`` file is kept so that the next run resumes).
+        ChecksumError: the complete file has the wrong digest (nothing is kept).
+    """
+    dest = Path(dest)
+    if not url.startswith(("http://", "https://")):
+        raise DownloadError(f"{url}: only http:// and https:// addresses can be downloaded")
+    if dest.is_file() and sha256 is not None and sha256_file(dest) == sha256.lower():
+        log.info("%s: already present and verified", dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(dest)
+    last_error = ""
+    for attempt in range(policy.retries + 1):
+        try:
+            _attempt(url, part, policy.timeout_s, progress, opener)
+            break
+        except _Retryable as err:
+            last_error = str(err)
+            if attempt == policy.retries:
+                raise DownloadError(
+                    f"{url}: giving up after {policy.retries + 1} attempts ({last_error}); "
+                    f"{part.stat().st_size if part.exists() else 0} bytes kept in {part} for the next run"
+                ) from err
+            delay = policy.wait(attempt, err.retry_after)
+            log.warning("%s: %s; retry %d of %d in %.1f s", url, last_error, attempt + 1, policy.retries, delay)
+            sleep(delay)
+    if not part.exists():
+        part.touch()  # an empty body: the checksum decides whether that is right
+    verify_file(part, sha256, source=url)
+    os.replace(part, dest)
+    log.info("%s -> %s (%d bytes, sha256 verified: %s)", url, dest, dest.stat().st_size, sha256 is not None)
+    return dest
+
+
+def fetch_from_mirror(mirror: str | Path, relpath: str, dest: str | Path, *, sha256: str | None) -> Path:
+    """Take ``<mirror>/<relpath>`` as the file: hard link (or copy), then check it.
+
+    The link or copy is made as ``<dest>.part`` and renamed onto ``dest`` only
+    after the checksum passes, so a bad mirror file leaves nothing behind.
+
+    Args:
+        mirror: The folder standing in for the remote files.
+        relpath: The file's relative path (its registry key).
+        dest: Final path.
+        sha256: Expected hex digest, or None.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        DownloadError: the file is not in the mirror.
+        ChecksumError: the mirror's file has the wrong digest.
+    """
+    source = Path(mirror) / relpath
+    dest = Path(dest)
+    if not source.is_file():
+        raise DownloadError(f"{source}: not in the local mirror {mirror} (expected the file at its registry path {relpath})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(dest)
+    part.unlink(missing_ok=True)
+    try:
+        os.link(source, part)
+        how = "hard-linked"
+    except OSError:
+        shutil.copyfile(source, part)
+        how = "copied"
+    try:
+        verify_file(part, sha256, source=str(source))
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    log.info("%s -> %s (%s, sha256 verified: %s)", source, dest, how, sha256 is not None)
+    return dest
+
+
+def fetch_file(
+    spec: RemoteFile,
+    dest: str | Path,
+    *,
+    mirror: str | Path | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+    progress: bool = True,
+    manual_step: str | None = None,
+) -> Path:
+    """Fetch one registry file: from the mirror when one is given, else from its URL.
+
+    Args:
+        spec: The registry's description of the file.
+        dest: Final path.
+        mirror: Local folder standing in for the remote files (same relative paths).
+        policy: Retries, back-off and time-out of HTTP downloads.
+        progress: Show a progress bar.
+        manual_step: The dataset's documented manual step, quoted when a manual
+            file is missing.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        DownloadError: a manual file without a mirror, or a failed download.
+        ChecksumError: a wrong digest.
+    """
+    if mirror is not None:
+        return fetch_from_mirror(mirror, spec.path, dest, sha256=spec.sha256)
+    if spec.url is None:
+        step = manual_step or spec.manual
+        raise DownloadError(
+            f"{spec.path}: has no download address ({' '.join(str(step).split())}); put the file at this relative path "
+            "under a folder and set dataset.mirror to that folder"
+        )
+    return download(spec.url, dest, sha256=spec.sha256, policy=policy, progress=progress)
+
+
+def stage_volume(source: str | Path, dest: str | Path) -> Path:
+    """Put one volume at ``dest`` (a ``.nii.gz`` path) for the slicing stage.
+
+    A ``.nii.gz`` source is hard-linked (or copied); any other format SimpleITK
+    reads (``.nii``, ``.mha``, ``.nrrd``, a DICOM folder) is converted, after the
+    checks of :func:`segsam.data.io.read_volume`.
+
+    Args:
+        source: The downloaded or extracted volume.
+        dest: Target path ending in ``.nii.gz``.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        DataError: missing or unreadable source.
+    """
+    source, dest = Path(source), Path(dest)
+    if not source.exists():
+        raise DataError(f"{source}: volume not found (is the registry's path or archive member right?)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_file() and source.name.lower().endswith(".nii.gz"):
+        part = part_path(dest)
+        part.unlink(missing_ok=True)
+        try:
+            os.link(source, part)
+        except OSError:
+            shutil.copyfile(source, part)
+        os.replace(part, dest)
+        return dest
+    import SimpleITK as sitk  # only for conversions: keeps this module light for the workflow's parse step
+
+    from segsam.atomic import atomic_path
+    from segsam.data.io import read_volume
+
+    image = read_volume(source)
+    with atomic_path(dest) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+    log.info("%s -> %s (converted)", source, dest)
+    return dest
+
+
+def stage_case(sources: dict[str, str], members: dict[str, str | None], outputs: dict[str, str]) -> None:
+    """Stage a case's image and label (see :func:`stage_volume`).
+
+    Args:
+        sources: ``{"image": path, "label": path}``: downloaded files, or
+            extracted archive folders when ``members`` names a member.
+        members: ``{"image": member or None, "label": member or None}``.
+        outputs: ``{"image": dest, "label": dest}``.
+    """
+    for role in ("image", "label"):
+        source = Path(sources[role])
+        member = members.get(role)
+        stage_volume(source / member if member else source, outputs[role])
+    log.info("staged %s and %s", outputs["image"], outputs["label"])

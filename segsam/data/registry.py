@@ -1,0 +1,597 @@
+"""The dataset registry (``config/datasets.yaml``): sources, checksums, cases, label maps.
+
+The registry says, for each dataset, where every file comes from (a URL, or a
+manual step such as a Synapse login), the sha256 to check it against where the
+source publishes one, its licence and citation, and the case list: case id,
+modality, image and label (a downloaded file, or a member of a downloaded
+archive) and the label map into the global vocabulary. Case lists are written
+out (``cases``) or generated from templates (``case_sets``), whose numbers are
+ranges or are *discovered* from an archive's member list.
+
+This module is imported by ``workflow/rules/common.smk`` at parse time, so it
+only needs the standard library and PyYAML.
+
+Example::
+
+    registry = load_registry()
+    spec = registry.get("totalseg_example")
+    for case in spec.cases().values():
+        print(case.case, case.modality, case.image.file.path, case.labelmap)
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import string
+import tarfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segsam.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REGISTRY = REPO_ROOT / "config" / "datasets.yaml"
+
+KINDS = ("volumes", "phantoms", "local", "slices2d")
+_ID = re.compile(r"^[A-Za-z0-9_.]+$")
+_MODALITY = re.compile(r"^[a-z0-9_]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "CaseSpec",
+    "CaseSet",
+    "CasesNotReady",
+    "DatasetSpec",
+    "Registry",
+    "RemoteFile",
+    "Source",
+    "check_relative_path",
+    "load_registry",
+]
+
+
+class CasesNotReady(ConfigError):
+    """A case list that is read from an archive which is not there yet (fetch it first)."""
+
+
+def check_relative_path(path: str, where: str) -> str:
+    """Return ``path`` if it is a clean relative POSIX path, else raise.
+
+    Args:
+        path: The path to check (``a/b/c.nii.gz``).
+        where: What names the path in the error (file and key).
+
+    Returns:
+        ``path`` unchanged.
+
+    Raises:
+        ConfigError: an empty or absolute path, a backslash, a drive, or a ``..``/``.`` part.
+    """
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}: expected a relative path, got {path!r}")
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path) or any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(f"{where}: {path!r} must be a relative path without '..', '.', empty parts or backslashes")
+    return path
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset, as published.
+
+    Attributes:
+        path: Relative POSIX path: its place under the download folder and under a mirror.
+        url: ``http(s)://`` source, or None for a manual file.
+        sha256: Expected digest (lower-case hex), or None where none is published.
+        manual: The step a person must do to get the file (then only a mirror provides it).
+        archive: Whether the file is a zip/tar archive that the workflow extracts.
+    """
+
+    path: str
+    url: str | None = None
+    sha256: str | None = None
+    manual: str | None = None
+    archive: bool = False
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.path, "file")
+        if (self.url is None) == (self.manual is None):
+            raise ConfigError(f"file {self.path}: give exactly one of 'url' and 'manual'")
+        if self.url is not None and not re.match(r"^https?://\S+$", self.url):
+            raise ConfigError(f"file {self.path}: url {self.url!r} must start with http:// or https://")
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise ConfigError(f"file {self.path}: sha256 must be 64 lower-case hex digits, got {self.sha256!r}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a case's image or label is: a file, or a member of an archive file."""
+
+    file: RemoteFile
+    member: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.member is not None:
+            check_relative_path(self.member, f"archive {self.file.path} member")
+            if not self.file.archive:
+                raise ConfigError(f"{self.file.path}: a member {self.member!r} is named, but the file is not marked 'archive: true'")
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case of a volume dataset.
+
+    Attributes:
+        case: Case id (letters, digits, '_' and '.'), unique in the dataset.
+        modality: ``ct``, ``mr``, ...
+        image: The image volume's source.
+        label: The label volume's source.
+        labelmap: The label map into the vocabulary (a path relative to the repository).
+    """
+
+    case: str
+    modality: str
+    image: Source
+    label: Source
+    labelmap: str | None
+
+    def __post_init__(self) -> None:
+        if not _ID.match(self.case):
+            raise ConfigError(f"case id {self.case!r} may hold only letters, digits, '_' and '.'")
+        if not _MODALITY.match(self.modality):
+            raise ConfigError(f"case {self.case}: modality {self.modality!r} must be lower-case letters, digits or '_'")
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """A regex matching what ``template.format(n=...)`` produces, with the number in group ``n``."""
+    pattern = ""
+    for literal, name, spec, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if name is None:
+            continue
+        width = re.fullmatch(r"0?(\d*)d?", spec or "")
+        digits = int(width.group(1)) if width and width.group(1) else 0
+        pattern += rf"(?P<n>\d{{{digits},}})" if digits else r"(?P<n>\d+)"
+    return re.compile(f"^{pattern}$")
+
+
+def _format(template: str, number: int, where: str) -> str:
+    try:
+        return template.format(n=number)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"{where}: template {template!r} must use only {{n}} ({err})") from err
+
+
+def _ranges(value: Any, where: str) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a list of [first, last] ranges")
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) and v >= 0 for v in item) and item[0] <= item[1]):
+            raise ConfigError(f"{where}: {item!r} is not a [first, last] range of non-negative integers")
+        out.append((item[0], item[1]))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    """Cases generated from templates: ``id``, ``image`` and ``label`` use ``{n}``.
+
+    Attributes:
+        id: Case id template, e.g. ``case_{n:05d}``.
+        numbers: Inclusive ranges of n, or None to discover them from the archive.
+        modality: The modality of every case, or None with ``modality_by_number``.
+        modality_by_number: ``((modality, ranges), ...)``, first match wins.
+        archive: Path of the archive file holding ``member`` templates (or None).
+        image: ``{"path": ..., "url": ...}`` (one remote file per case) or ``{"member": ...}``.
+        label: Same for the label.
+        labelmap: Label map of these cases (None: the dataset's).
+        sha256: Expected sha256 of the per-case files ``{path template: digest}`` (rarely known).
+    """
+
+    id: str
+    numbers: tuple[tuple[int, int], ...] | None
+    modality: str | None
+    modality_by_number: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+    archive: str | None
+    image: Mapping[str, str]
+    label: Mapping[str, str]
+    labelmap: str | None = None
+
+    def modality_of(self, number: int) -> str | None:
+        if self.modality is not None:
+            return self.modality
+        for modality, ranges in self.modality_by_number:
+            if any(lo <= number <= hi for lo, hi in ranges):
+                return modality
+        return None
+
+    def member_regex(self) -> re.Pattern[str]:
+        """The regex that finds this set's label members (group ``n`` = the case number)."""
+        return _template_regex(self.label["member"])
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registry entry. Build the case list with :meth:`cases`."""
+
+    name: str
+    kind: str
+    description: str
+    homepage: str | None
+    licence: str
+    citation: str | None
+    labelmap: str | None
+    manual: str | None = None
+    classmap: str | None = None
+    files: Mapping[str, RemoteFile] = field(default_factory=dict)
+    fixed_cases: Mapping[str, CaseSpec] = field(default_factory=dict)
+    case_sets: tuple[CaseSet, ...] = ()
+    release: Mapping[str, Any] | None = None
+    layout: Mapping[str, str] | None = None
+
+    def cases(self, roots: Sequence[str | Path] = (), *, labelmap: str | None = None) -> dict[str, CaseSpec]:
+        """The dataset's cases, sorted by id.
+
+        Args:
+            roots: Folders that may hold the dataset's files at their relative
+                paths (the local mirror, the download folder): searched for
+                archives whose members give ``numbers: discover`` case lists and,
+                for ``kind: local``, for the volumes themselves. The first
+                folder holding the file wins.
+            labelmap: A label map that replaces every case's (``dataset.labelmap``).
+
+        Returns:
+            ``{case id: CaseSpec}``; empty for ``phantoms`` and ``slices2d`` datasets.
+
+        Raises:
+            CasesNotReady: a discovered case list whose archive is in none of ``roots``.
+            ConfigError: duplicate case ids, a case without a modality or label map,
+                or a ``local`` dataset without ``roots``.
+        """
+        if self.kind in ("phantoms", "slices2d"):
+            return {}
+        found: dict[str, CaseSpec] = {}
+
+        def add(spec: CaseSpec) -> None:
+            if spec.case in found:
+                raise ConfigError(f"dataset {self.name}: case {spec.case!r} is listed twice")
+            found[spec.case] = spec
+
+        if self.kind == "local":
+            for spec in self._local_cases(roots, labelmap):
+                add(spec)
+        for spec in self.fixed_cases.values():
+            add(spec)
+        for index, case_set in enumerate(self.case_sets):
+            for spec in self._expand(case_set, index, roots):
+                add(spec)
+        out = {}
+        for case_id in sorted(found):
+            spec = found[case_id]
+            chosen = labelmap or spec.labelmap
+            if chosen is None:
+                raise ConfigError(f"dataset {self.name}: case {case_id} has no label map (set dataset.labelmap)")
+            out[case_id] = CaseSpec(spec.case, spec.modality, spec.image, spec.label, chosen)
+        return out
+
+    def all_files(self, cases: Mapping[str, CaseSpec]) -> dict[str, RemoteFile]:
+        """Every file the given cases need, plus the dataset's listed files, by path."""
+        files = dict(self.files)
+        for spec in cases.values():
+            for source in (spec.image, spec.label):
+                files.setdefault(source.file.path, source.file)
+        return dict(sorted(files.items()))
+
+    # --- case list helpers -------------------------------------------------------------
+
+    def _expand(self, case_set: CaseSet, index: int, roots: Sequence[str | Path]) -> Iterable[CaseSpec]:
+        where = f"dataset {self.name}: case_sets[{index}]"
+        if case_set.numbers is None:
+            numbers = sorted(self._discover(case_set, roots))
+        else:
+            numbers = [n for lo, hi in case_set.numbers for n in range(lo, hi + 1)]
+        archive = self.files[case_set.archive] if case_set.archive else None
+        for n in numbers:
+            modality = case_set.modality_of(n)
+            if modality is None:
+                raise ConfigError(f"{where}: case number {n} falls in no modality_by_number range")
+            sources = []
+            for role in ("image", "label"):
+                item = getattr(case_set, role)
+                if "member" in item:
+                    assert archive is not None
+                    sources.append(Source(archive, _format(item["member"], n, where)))
+                else:
+                    sources.append(Source(RemoteFile(_format(item["path"], n, where), url=_format(item["url"], n, where))))
+            yield CaseSpec(_format(case_set.id, n, where), modality, sources[0], sources[1], case_set.labelmap or self.labelmap)
+
+    def _discover(self, case_set: CaseSet, roots: Sequence[str | Path]) -> set[int]:
+        assert case_set.archive is not None
+        regex = case_set.member_regex()
+        for root in map(Path, roots):
+            extracted = root / case_set.archive
+            if extracted.is_dir():  # an extracted copy: its files are the members
+                names = (p.relative_to(extracted).as_posix() for p in extracted.rglob("*") if p.is_file())
+            elif extracted.is_file():
+                names = iter(_archive_names(extracted))
+            else:
+                continue
+            return {int(m["n"]) for m in map(regex.match, names) if m}
+        raise CasesNotReady(
+            f"dataset {self.name}: its case list is read from {case_set.archive}, which is not in "
+            f"{', '.join(str(r) for r in roots) or 'any folder'} yet: fetch it first (rule fetch_archives) or set dataset.mirror"
+        )
+
+    def _local_cases(self, roots: Sequence[str | Path], labelmap: str | None) -> Iterable[CaseSpec]:
+        assert self.layout is not None
+        if not roots:
+            raise ConfigError(f"dataset {self.name}: set dataset.mirror to the folder holding your volumes")
+        root = Path(roots[0])
+        if not root.is_dir():
+            raise ConfigError(f"dataset {self.name}: dataset.mirror {root} is not a folder")
+        image_re = _layout_regex(self.layout["image"])
+        label_re = _layout_regex(self.layout["label"])
+        images: dict[tuple[str, str], str] = {}
+        labels: dict[tuple[str, str], str] = {}
+        for path in sorted(root.rglob("*")):
+            if not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            for regex, table in ((image_re, images), (label_re, labels)):
+                match = regex.match(rel)
+                if match:
+                    table[(match["case"], match["modality"])] = rel
+        unpaired = sorted(set(images) ^ set(labels))
+        if unpaired:
+            raise ConfigError(f"{root}: cases without both an image and a label: {[f'{m}/{c}' for c, m in unpaired]}")
+        for (case, modality), image in images.items():
+            yield CaseSpec(
+                case, modality,
+                Source(RemoteFile(image, manual="your own file under dataset.mirror")),
+                Source(RemoteFile(labels[(case, modality)], manual="your own file under dataset.mirror")),
+                labelmap,
+            )
+
+
+def _layout_regex(template: str) -> re.Pattern[str]:
+    pattern = ""
+    for literal, name, _, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if name == "modality":
+            pattern += r"(?P<modality>[a-z0-9_]+)"
+        elif name == "case":
+            pattern += r"(?P<case>[A-Za-z0-9_.]+?)"
+    return re.compile(rf"^{pattern}\.(nii|nii\.gz|mha|mhd|nrrd|nhdr)$")
+
+
+def _archive_names(path: Path) -> list[str]:
+    """Member names of a zip or tar archive (the zip central directory only: cheap)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return archive.namelist()
+        with tarfile.open(path) as archive:
+            return archive.getnames()
+    except (OSError, zipfile.BadZipFile, tarfile.TarError) as err:
+        raise ConfigError(f"{path}: cannot list the archive's members ({err})") from err
+
+
+# --- loading and validation ------------------------------------------------------------
+
+_DATASET_KEYS = {
+    "kind", "description", "homepage", "licence", "citation", "labelmap", "manual",
+    "classmap", "files", "cases", "case_sets", "release", "layout",
+}
+_REQUIRED = {"kind", "description", "licence", "citation", "labelmap"}
+_FILE_KEYS = {"url", "manual", "sha256", "archive"}
+_CASE_KEYS = {"modality", "image", "label", "labelmap"}
+_CASE_SET_KEYS = {"id", "numbers", "modality", "modality_by_number", "archive", "image", "label", "labelmap"}
+_RELEASE_KEYS = {"root", "image_to_masks", "mask_to_image", "class_mapping", "unknown_classes"}
+
+
+def _keys(obj: Any, allowed: set[str], where: str, required: set[str] = frozenset()) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(obj))
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    return obj
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}.{key}: expected a string or null, got {value!r}")
+    return value.strip() if isinstance(value, str) else None
+
+
+def _check_repo_file(path: str | None, base: Path, where: str) -> str | None:
+    if path is None:
+        return None
+    check_relative_path(path, where)
+    if not (base / path).is_file():
+        raise ConfigError(f"{where}: {path} not found")
+    return path
+
+
+def _parse_file(path: str, raw: Any, where: str) -> RemoteFile:
+    check_relative_path(path, where)
+    raw = _keys(raw, _FILE_KEYS, where, {"sha256"})
+    archive = raw.get("archive", False)
+    if not isinstance(archive, bool):
+        raise ConfigError(f"{where}.archive: expected true or false")
+    try:
+        return RemoteFile(path, _opt_str(raw, "url", where), raw.get("sha256"), _opt_str(raw, "manual", where), archive)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def _parse_source(value: Any, files: Mapping[str, RemoteFile], where: str) -> Source:
+    if isinstance(value, str):
+        if value not in files:
+            raise ConfigError(f"{where}: {value!r} is not one of the dataset's files")
+        return Source(files[value])
+    value = _keys(value, {"archive", "member"}, where, {"archive", "member"})
+    if value["archive"] not in files:
+        raise ConfigError(f"{where}.archive: {value['archive']!r} is not one of the dataset's files")
+    try:
+        return Source(files[value["archive"]], value["member"])
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def _parse_case_set(raw: Any, files: Mapping[str, RemoteFile], base: Path, where: str) -> CaseSet:
+    raw = _keys(raw, _CASE_SET_KEYS, where, {"id", "numbers", "image", "label"})
+    numbers = None if raw["numbers"] == "discover" else _ranges(raw["numbers"], f"{where}.numbers")
+    modality = raw.get("modality")
+    by_number: list[tuple[str, tuple[tuple[int, int], ...]]] = []
+    if "modality_by_number" in raw:
+        table = raw["modality_by_number"]
+        if not isinstance(table, Mapping) or not table:
+            raise ConfigError(f"{where}.modality_by_number: expected {{modality: [[first, last], ...]}}")
+        by_number = [(str(m), _ranges(r, f"{where}.modality_by_number.{m}")) for m, r in table.items()]
+    if (modality is None) == (not by_number):
+        raise ConfigError(f"{where}: give exactly one of 'modality' and 'modality_by_number'")
+    for name in [modality] if modality else [m for m, _ in by_number]:
+        if not _MODALITY.match(str(name)):
+            raise ConfigError(f"{where}: modality {name!r} must be lower-case letters, digits or '_'")
+    archive = raw.get("archive")
+    if archive is not None and (archive not in files or not files[archive].archive):
+        raise ConfigError(f"{where}.archive: {archive!r} is not one of the dataset's files marked 'archive: true'")
+    roles = {}
+    for role in ("image", "label"):
+        item = raw[role]
+        if archive is not None:
+            item = _keys(item, {"member"}, f"{where}.{role}", {"member"})
+        else:
+            item = _keys(item, {"path", "url"}, f"{where}.{role}", {"path", "url"})
+        roles[role] = dict(item)
+    if numbers is None and archive is None:
+        raise ConfigError(f"{where}: 'numbers: discover' needs an 'archive' to discover them in")
+    labelmap = _check_repo_file(raw.get("labelmap"), base, f"{where}.labelmap")
+    case_set = CaseSet(str(raw["id"]), numbers, modality, tuple(by_number), archive, roles["image"], roles["label"], labelmap)
+    # format every template once with a sample number, so a bad template fails at load time
+    sample = numbers[0][0] if numbers else 1
+    for template in (case_set.id, *case_set.image.values(), *case_set.label.values()):
+        _format(template, sample, where)
+    if numbers is not None:
+        probe = _format(case_set.id, sample, where)
+        if not _ID.match(probe):
+            raise ConfigError(f"{where}.id: {case_set.id!r} gives case id {probe!r}, which may hold only letters, digits, '_' and '.'")
+    return case_set
+
+
+def _parse_dataset(name: str, raw: Any, base: Path, where: str) -> DatasetSpec:
+    raw = _keys(raw, _DATASET_KEYS, where, _REQUIRED)
+    kind = raw["kind"]
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind: {kind!r} is not one of {', '.join(KINDS)}")
+    files = {path: _parse_file(path, item, f"{where}.files.{path}") for path, item in (raw.get("files") or {}).items()}
+    labelmap = _check_repo_file(raw.get("labelmap"), base, f"{where}.labelmap")
+    fixed: dict[str, CaseSpec] = {}
+    for case_id, item in (raw.get("cases") or {}).items():
+        cw = f"{where}.cases.{case_id}"
+        item = _keys(item, _CASE_KEYS, cw, {"modality", "image", "label"})
+        try:
+            fixed[str(case_id)] = CaseSpec(
+                str(case_id), str(item["modality"]),
+                _parse_source(item["image"], files, f"{cw}.image"),
+                _parse_source(item["label"], files, f"{cw}.label"),
+                _check_repo_file(item.get("labelmap"), base, f"{cw}.labelmap") or labelmap,
+            )
+        except ConfigError as err:
+            raise ConfigError(err if str(err).startswith(where) else f"{cw}: {err}") from err
+    sets_raw = raw.get("case_sets") or []
+    if not isinstance(sets_raw, list):
+        raise ConfigError(f"{where}.case_sets: expected a list")
+    case_sets = tuple(_parse_case_set(item, files, base, f"{where}.case_sets[{i}]") for i, item in enumerate(sets_raw))
+    release = None
+    if raw.get("release") is not None:
+        release = dict(_keys(raw["release"], _RELEASE_KEYS, f"{where}.release", {"root", "image_to_masks", "mask_to_image"}))
+        if release.get("unknown_classes", "error") not in ("error", "skip"):
+            raise ConfigError(f"{where}.release.unknown_classes: expected 'error' or 'skip'")
+    layout = raw.get("layout")
+    if kind == "local":
+        layout = dict(_keys(layout, {"image", "label"}, f"{where}.layout", {"image", "label"}))
+    if kind == "volumes" and not fixed and not case_sets:
+        raise ConfigError(f"{where}: a 'volumes' dataset needs 'cases' or 'case_sets'")
+    if kind == "slices2d" and release is None:
+        raise ConfigError(f"{where}: a 'slices2d' dataset needs a 'release' section")
+    return DatasetSpec(
+        name=name, kind=kind, description=" ".join(str(raw["description"]).split()),
+        homepage=_opt_str(raw, "homepage", where), licence=str(raw["licence"]), citation=_opt_str(raw, "citation", where),
+        labelmap=labelmap, manual=_opt_str(raw, "manual", where),
+        classmap=_check_repo_file(raw.get("classmap"), base, f"{where}.classmap"),
+        files=files, fixed_cases=fixed, case_sets=case_sets, release=release, layout=layout,
+    )
+
+
+@dataclass(frozen=True)
+class Registry:
+    """All datasets of a registry file."""
+
+    path: Path
+    datasets: Mapping[str, DatasetSpec]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.datasets)
+
+    def get(self, name: str) -> DatasetSpec:
+        """The dataset called ``name``.
+
+        Raises:
+            ConfigError: naming the known datasets.
+        """
+        if name not in self.datasets:
+            raise ConfigError(f"dataset {name!r} is not in the registry {self.path} (known: {', '.join(self.names)})")
+        return self.datasets[name]
+
+
+def load_registry(path: str | Path = DEFAULT_REGISTRY, base: str | Path | None = None) -> Registry:
+    """Load and validate a registry file.
+
+    Args:
+        path: The registry YAML.
+        base: Folder that label map paths are relative to (default: the
+            registry's grandparent, i.e. the repository root for ``config/datasets.yaml``).
+
+    Returns:
+        The registry.
+
+    Raises:
+        ConfigError: one line naming the file, the key path and the problem.
+    """
+    path = Path(path)
+    base = Path(base) if base is not None else path.resolve().parent.parent
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: cannot read the dataset registry ({where}{problem})") from err
+    try:
+        raw = _keys(raw, {"version", "datasets"}, "top level", {"version", "datasets"})
+        if raw["version"] != 1:
+            raise ConfigError(f"version: expected 1, got {raw['version']!r}")
+        entries = _keys(raw["datasets"], set(raw["datasets"] or {}), "datasets")
+        datasets = {}
+        for name, item in entries.items():
+            if not _ID.match(str(name)):
+                raise ConfigError(f"datasets.{name}: a dataset name may hold only letters, digits, '_' and '.'")
+            datasets[str(name)] = _parse_dataset(str(name), item, base, f"datasets.{name}")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+    return Registry(path, datasets)

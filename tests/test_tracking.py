@@ -1,0 +1,117 @@
+"""Tests of MLflow tracking (segsam.tracking) against a real sqlite store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from segsam.config import config_hash, flatten
+from segsam.tracking import init_store, is_rank0, start_run
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """start_run sets the process-wide tracking URI and experiment: put them back afterwards."""
+    monkeypatch.delenv("RANK", raising=False)
+    previous = mlflow.get_tracking_uri()
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One sqlite store for the module (creating the schema is the slow part)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'db' / 'mlflow.db'}"
+    experiment_id = init_store(uri, "segsam-test", root / "artifacts", root / "marker.json")
+    return {"root": root, "uri": uri, "experiment": "segsam-test", "experiment_id": experiment_id}
+
+
+def _config(config: dict[str, Any], store: dict[str, Any]) -> dict[str, Any]:
+    config["tracking"] = {"uri": store["uri"], "experiment": store["experiment"], "artifacts": str(store["root"] / "artifacts")}
+    return config
+
+
+def test_init_store_creates_db_experiment_and_marker(store: dict[str, Any]) -> None:
+    root = store["root"]
+    assert (root / "db" / "mlflow.db").is_file()
+    assert (root / "artifacts").is_dir()
+    experiment = mlflow.MlflowClient(tracking_uri=store["uri"]).get_experiment_by_name("segsam-test")
+    assert experiment is not None and experiment.experiment_id == store["experiment_id"]
+    assert experiment.artifact_location == (root / "artifacts").resolve().as_uri()
+    marker = json.loads((root / "marker.json").read_text(encoding="utf-8"))
+    assert marker == {"tracking_uri": store["uri"], "experiment": "segsam-test", "experiment_id": store["experiment_id"]}
+
+
+def test_init_store_is_idempotent(store: dict[str, Any]) -> None:
+    root = store["root"]
+    again = init_store(store["uri"], "segsam-test", root / "artifacts", root / "marker2.json")
+    assert again == store["experiment_id"]
+    experiments = mlflow.MlflowClient(tracking_uri=store["uri"]).search_experiments()
+    assert [e.name for e in experiments].count("segsam-test") == 1
+    assert (root / "marker2.json").is_file()
+
+
+def test_relative_uri_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    init_store("sqlite:///results/mlflow.db", "rel", "results/artifacts", "results/marker.json")
+    marker = json.loads((tmp_path / "results" / "marker.json").read_text(encoding="utf-8"))
+    assert marker["tracking_uri"] == f"sqlite:///{(tmp_path / 'results' / 'mlflow.db').resolve()}"
+    assert (tmp_path / "results" / "mlflow.db").is_file()
+
+
+def test_start_run_names_tags_and_params(store: dict[str, Any], config: dict[str, Any]) -> None:
+    config = _config(config, store)
+    with start_run(config, "train", "ft_decoder", extra_tags={"note": "unit test"}) as run:
+        assert run is not None
+        mlflow.log_metric("loss", 0.5)
+        run_id = run.info.run_id
+    client = mlflow.MlflowClient(tracking_uri=store["uri"])
+    logged = client.get_run(run_id)
+    assert logged.info.experiment_id == store["experiment_id"]
+    assert logged.info.run_name == "train/ft_decoder"
+    assert logged.info.status == "FINISHED"
+    tags = logged.data.tags
+    assert tags["stage"] == "train"
+    assert tags["method"] == "ft_decoder"
+    assert tags["dataset"] == config["dataset"]["name"]
+    assert tags["config_hash"] == config_hash(config)
+    assert tags["git_commit"]
+    assert tags["note"] == "unit test"
+    assert logged.data.params == flatten(config)
+    assert logged.data.metrics == {"loss": 0.5}
+
+
+def test_failed_run_is_marked_failed(store: dict[str, Any], config: dict[str, Any]) -> None:
+    config = _config(config, store)
+    with pytest.raises(RuntimeError, match="boom"):
+        with start_run(config, "evaluate", "medsam_lite") as run:
+            run_id = run.info.run_id
+            raise RuntimeError("boom")
+    assert mlflow.MlflowClient(tracking_uri=store["uri"]).get_run(run_id).info.status == "FAILED"
+
+
+def test_other_ranks_log_nothing(tmp_path: Path, config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    assert not is_rank0()
+    db = tmp_path / "rank1.db"
+    config["tracking"] = {"uri": f"sqlite:///{db}", "experiment": "never", "artifacts": str(tmp_path / "art")}
+    with start_run(config, "train", "ft_decoder") as run:
+        assert run is None
+    assert mlflow.active_run() is None
+    assert not db.exists()  # not even a database was created
+
+
+def test_rank_zero_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert is_rank0()
+    monkeypatch.setenv("RANK", "0")
+    assert is_rank0()
+    monkeypatch.setenv("RANK", "3")
+    assert not is_rank0()
