@@ -8,26 +8,52 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from segsam.errors import SegsamError
 
 
-def methods_table() -> str:
-    """Markdown table of the registered methods with their parameter counts."""
-    from segsam.models.litemedsam import build_litemedsam
-    from segsam.models.methods import METHODS, parameter_counts, set_trainable
+def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
+    """Markdown table of the registered methods with their parameter counts.
+
+    Every model is built by :func:`segsam.models.build.build_model` with random
+    weights (the counts do not depend on them), including its image encoder.
+
+    Args:
+        num_classes: C for SAWD / semantic heads; default: the size of the
+            default config's vocabulary.
+        text_dim: Width of the class text embeddings (384 for the offline MiniLM).
+    """
+    import gc
+
+    from segsam.models.build import build_model
+    from segsam.models.methods import METHODS, parameter_counts
+
+    if num_classes is None:
+        from segsam.config import REPO_ROOT, load_config
+        from segsam.data.vocabulary import Vocabulary
+
+        vocabulary = Path(load_config()["vocabulary"])
+        num_classes = len(Vocabulary.read(vocabulary if vocabulary.is_absolute() else REPO_ROOT / vocabulary))
 
     lines = [
-        "| Method | Table row | Trains | Trainable params | Frozen params | What trains |",
-        "|---|---|---|---:|---:|---|",
+        f"Counts for C = {num_classes} classes and {text_dim}-d text embeddings.",
+        "",
+        "| Method | Table row | Encoder | Encoder frozen | Components | Trains | Trainable params | Frozen params | What trains |",
+        "|---|---|---|---|---|---|---:|---:|---|",
     ]
     for spec in METHODS.values():
-        model = build_litemedsam(None)
-        set_trainable(model, spec)
+        model = build_model(spec.name, encoder_weights=None, num_classes=num_classes, text_dim=text_dim)
         trainable, frozen = parameter_counts(model)
+        del model
+        gc.collect()
+        parts = list(spec.trainable) + ([f"{spec.adapter} adapters"] if spec.adapter else [])
+        encoder = spec.encoder or spec.network
+        frozen_encoder = "—" if spec.prompt_free else ("yes (embedding cache)" if spec.encoder_frozen else "no")
         lines.append(
-            f"| `{spec.name}` | {spec.display} | {'yes' if spec.trains else 'no'} | {trainable:,} | {frozen:,} | "
-            f"{', '.join(spec.trainable) or '—'} |"
+            f"| `{spec.name}` | {spec.display} | {encoder}{' + ' + spec.adapter + ' adapters' if spec.adapter else ''} | "
+            f"{frozen_encoder} | {', '.join(spec.components) or '—'} | {'yes' if spec.trains else 'no'} | "
+            f"{trainable:,} | {frozen:,} | {', '.join(parts) or '—'} |"
         )
     return "\n".join(lines)
 

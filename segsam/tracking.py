@@ -70,7 +70,9 @@ def init_store(uri: str, experiment: str, artifacts: str | Path, marker: str | P
 
 
 @contextlib.contextmanager
-def start_run(config: Mapping[str, Any], stage: str, method: str, extra_tags: Mapping[str, str] | None = None) -> Iterator[Any]:
+def start_run(
+    config: Mapping[str, Any], stage: str, method: str, extra_tags: Mapping[str, str] | None = None, run_id: str | None = None
+) -> Iterator[Any]:
     """Open the MLflow run of one job (rank 0 only; other ranks get ``None``).
 
     Args:
@@ -78,6 +80,7 @@ def start_run(config: Mapping[str, Any], stage: str, method: str, extra_tags: Ma
         stage: ``train`` or ``evaluate``.
         method: Method name.
         extra_tags: More tags (e.g. the training run id an evaluation uses).
+        run_id: Continue this run (a resumed training job) instead of starting one.
 
     Yields:
         The active ``mlflow.ActiveRun``, or ``None`` on ranks other than 0.
@@ -99,6 +102,10 @@ def start_run(config: Mapping[str, Any], stage: str, method: str, extra_tags: Ma
         "run_name": config["run_name"],
         **(extra_tags or {}),
     }
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
+        return
     with mlflow.start_run(run_name=f"{stage}/{method}", tags=tags) as run:
         params = flatten(config)
         items = sorted(params.items())

@@ -1,20 +1,38 @@
 """The dataset index: parquet tables of masks and images, split by case (SPEC §4).
 
 Splits are drawn per modality over *cases*, never slices: slices of one volume
-along three axes would otherwise leak into the test set.
+along three axes would otherwise leak into the test set. ``split.assign`` fixes
+the split of named cases (an official split, or a dataset with one case per
+modality); the others are drawn.
+
+Two builders:
+
+* :func:`build_index` (the workflow's ``build_index`` rule): per-case manifests ->
+  two parquet files held in memory (fine up to a few million masks).
+* :func:`write_index_dataset` / :func:`build_index_dataset`: the masks table
+  streamed in chunks into a partitioned parquet *dataset* (hive folders
+  ``modality=<m>/dataset=<d>/``), in bounded memory, for SA-Med2D-16M scale;
+  :func:`count_masks` queries it the same way (a filter, then counts per split).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
 
-from segsam.atomic import atomic_path
-from segsam.data.slicing import MANIFEST
+from segsam.atomic import atomic_path, write_json
+from segsam.data.slicing import MANIFEST, MASK_COLUMNS, SUMMARY
 from segsam.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -22,22 +40,41 @@ log = logging.getLogger(__name__)
 IMAGE_COLUMNS = ["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "n_masks", "split"]
 
 
-def split_cases(cases: pd.DataFrame, test_fraction: float, seed: int) -> dict[str, str]:
+SPLITS = ("train", "test")
+
+
+def split_cases(cases: pd.DataFrame, test_fraction: float, seed: int, assign: Mapping[str, str] | None = None) -> dict[str, str]:
     """Assign each case to ``train`` or ``test``, per modality, deterministically.
 
     Args:
         cases: DataFrame with columns ``case`` and ``modality`` (one row per case).
         test_fraction: Share of each modality's cases in the test split; at
             least one case goes to each side when a modality has two or more.
+            A modality with a single (unassigned) case puts it in ``test``
+            only when ``round(test_fraction) == 1``.
         seed: Seed of the shuffle.
+        assign: ``{case: "train" | "test"}`` fixed beforehand (``split.assign``);
+            only the other cases are drawn, with the rule above.
 
     Returns:
         ``{case: split}``.
+
+    Raises:
+        DataError: ``assign`` names a case that is not in ``cases``, or a split
+            other than train/test.
     """
+    assign = dict(assign or {})
+    known = set(cases["case"])
+    unknown = sorted(set(assign) - known)
+    if unknown:
+        raise DataError(f"split.assign names cases that are not in the index: {unknown}")
+    bad = sorted({v for v in assign.values() if v not in SPLITS})
+    if bad:
+        raise DataError(f"split.assign: splits must be 'train' or 'test', got {bad}")
     rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
+    assignment: dict[str, str] = dict(assign)
     for modality in sorted(cases["modality"].unique()):
-        ids = sorted(cases.loc[cases["modality"] == modality, "case"].unique())
+        ids = sorted(c for c in cases.loc[cases["modality"] == modality, "case"].unique() if c not in assign)
         order = list(rng.permutation(len(ids)))
         n_test = int(round(test_fraction * len(ids)))
         if len(ids) >= 2:
@@ -47,6 +84,16 @@ def split_cases(cases: pd.DataFrame, test_fraction: float, seed: int) -> dict[st
     return assignment
 
 
+def _read_summary(folder: Path) -> dict[str, Any]:
+    path = folder / SUMMARY
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable slice summary ({err})") from err
+
+
 def build_index(
     slice_dirs: Sequence[str | Path],
     masks_out: str | Path,
@@ -54,28 +101,60 @@ def build_index(
     *,
     test_fraction: float,
     seed: int,
+    assign: Mapping[str, str] | None = None,
+    summary_out: str | Path | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Combine per-case manifests into the masks and images tables.
 
     Paths in the tables are relative to the working directory (the folder the
     workflow runs in), e.g. ``results/slices/<case>/images/<name>.png``.
+    Cases the slice stage skipped (an empty label volume: see
+    :mod:`segsam.data.slicing`) and cases left without any mask are left out of
+    the tables and the split, counted, and reported in the log and ``summary_out``.
+
+    Args:
+        slice_dirs: One folder per case (``manifest.parquet``, ``summary.json``).
+        masks_out: The masks parquet file.
+        images_out: The images parquet file.
+        test_fraction: See :func:`split_cases`.
+        seed: See :func:`split_cases`.
+        assign: Fixed splits ``{case: split}`` (``split.assign``).
+        summary_out: Optional JSON with counts per split, the skipped cases and why.
+
+    Returns:
+        (masks, images) tables.
 
     Raises:
-        DataError: a manifest is missing, or no masks at all were kept.
+        DataError: a manifest is missing, ``assign`` names an unknown case, or
+            no masks at all were kept.
     """
     frames = []
+    skipped: dict[str, str] = {}
+    no_masks: list[str] = []
     for folder in map(Path, slice_dirs):
         manifest = folder / MANIFEST
         if not manifest.is_file():
             raise DataError(f"{manifest}: slice manifest not found (did the slice stage finish?)")
+        summary = _read_summary(folder)
         frame = pd.read_parquet(manifest)
+        if summary.get("skipped"):
+            skipped[str(summary.get("case", folder.name))] = str(summary["skipped"])
+            continue
+        if frame.empty:
+            no_masks.append(str(summary.get("case", folder.name)))
+            continue
         frame["image"] = [str(folder / p) for p in frame["image"]]
         frame["mask"] = [str(folder / p) for p in frame["mask"]]
         frames.append(frame)
+    for case, reason in sorted(skipped.items()):
+        log.warning("index: case %s skipped by the slice stage (%s)", case, reason)
+    for case in no_masks:
+        log.warning("index: case %s kept no mask (all below slicing.min_mask_fraction?)", case)
     masks = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if masks.empty:
         raise DataError("no masks survived slicing and filtering: check slicing.min_mask_fraction and the label maps")
-    splits = split_cases(masks[["case", "modality"]].drop_duplicates(), test_fraction, seed)
+    assign = {c: s for c, s in (assign or {}).items() if c not in skipped and c not in no_masks}
+    splits = split_cases(masks[["case", "modality"]].drop_duplicates(), test_fraction, seed, assign)
     masks["split"] = masks["case"].map(splits)
     masks = masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)
     images = (
@@ -83,11 +162,205 @@ def build_index(
         .size()
         .rename(columns={"size": "n_masks"})[IMAGE_COLUMNS]
     )
+    for split in SPLITS:
+        if split not in set(splits.values()):
+            log.warning("index: the %s split is empty (see split.test_fraction / split.assign)", split)
     for table, out in ((masks, masks_out), (images, images_out)):
         with atomic_path(out) as tmp:
             table.to_parquet(tmp, index=False)
+    if summary_out is not None:
+        write_json(summary_out, {
+            "n_cases": int(masks["case"].nunique()),
+            "n_images": len(images),
+            "n_masks": len(masks),
+            "skipped": dict(sorted(skipped.items())),
+            "no_masks": sorted(no_masks),
+            "splits": {
+                split: {
+                    "cases": sorted(c for c, s in splits.items() if s == split),
+                    "images": int((images["split"] == split).sum()),
+                    "masks": int((masks["split"] == split).sum()),
+                }
+                for split in SPLITS
+            },
+        })
     log.info(
-        "index: %d cases, %d images, %d masks; test cases: %s",
-        masks["case"].nunique(), len(images), len(masks), sorted(c for c, s in splits.items() if s == "test"),
+        "index: %d cases, %d images, %d masks; test cases: %s; skipped: %d",
+        masks["case"].nunique(), len(images), len(masks), sorted(c for c, s in splits.items() if s == "test"), len(skipped),
     )
     return masks, images
+
+
+# --- streaming: a partitioned parquet dataset, bounded memory ----------------------------
+
+MASK_SCHEMA = pa.schema([
+    ("image", pa.string()), ("mask", pa.string()), ("dataset", pa.string()), ("modality", pa.string()),
+    ("case", pa.string()), ("axis", pa.string()), ("slice", pa.int64()), ("class_id", pa.int64()),
+    ("class_name", pa.string()), ("instance", pa.int64()), ("area_fraction", pa.float64()),
+    ("height", pa.int64()), ("width", pa.int64()), ("split", pa.string()),
+])
+PARTITION_COLUMNS = ("modality", "dataset")
+
+
+def write_index_dataset(
+    chunks: Iterable[pd.DataFrame | pa.Table],
+    out_dir: str | Path,
+    *,
+    splits: Mapping[str, str] | None = None,
+    partitioning: Sequence[str] = PARTITION_COLUMNS,
+    rows_per_group: int = 131_072,
+    max_open_files: int = 256,
+) -> int:
+    """Stream mask rows into a partitioned parquet dataset (hive folders), atomically.
+
+    Memory stays bounded by one chunk plus the writer's open row groups
+    (``rows_per_group`` rows per open partition), whatever the total size.
+
+    Args:
+        chunks: Tables with the :data:`MASK_COLUMNS` (``split`` optional).
+        out_dir: The dataset folder (replaced if it exists).
+        splits: ``{case: split}``, filled in where a chunk has no ``split`` column.
+        partitioning: Columns that become folders (``modality=ct/dataset=amos/``).
+        rows_per_group: Parquet row-group size (and the writer's buffer per partition).
+        max_open_files: Open partition files at a time.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        DataError: a chunk lacks columns, or a case has no split.
+    """
+    out_dir = Path(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    counted = [0]
+
+    def batches() -> Iterable[pa.RecordBatch]:
+        for chunk in chunks:
+            table = chunk if isinstance(chunk, pa.Table) else pa.Table.from_pandas(chunk, preserve_index=False)
+            if "split" not in table.column_names:
+                if splits is None:
+                    raise DataError("index chunk has no 'split' column and no case -> split mapping was given")
+                cases = table.column("case").to_pylist()
+                missing = sorted({c for c in cases if c not in splits})
+                if missing:
+                    raise DataError(f"cases without a split: {missing[:10]}")
+                table = table.append_column("split", pa.array([splits[c] for c in cases], pa.string()))
+            absent = [c for c in MASK_SCHEMA.names if c not in table.column_names]
+            if absent:
+                raise DataError(f"index chunk lacks columns {absent}")
+            table = table.select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
+            counted[0] += table.num_rows
+            yield from table.to_batches(max_chunksize=rows_per_group)
+
+    part_schema = pa.schema([MASK_SCHEMA.field(c) for c in partitioning])
+    try:
+        pds.write_dataset(
+            batches(), tmp, schema=MASK_SCHEMA, format="parquet",
+            partitioning=pds.partitioning(part_schema, flavor="hive"),
+            max_rows_per_group=rows_per_group, min_rows_per_group=min(rows_per_group, 16_384),
+            max_open_files=max_open_files, existing_data_behavior="error",
+            basename_template="part-{i}.parquet",
+        )
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("index dataset %s: %d mask rows", out_dir, counted[0])
+    return counted[0]
+
+
+def build_index_dataset(
+    slice_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    test_fraction: float,
+    seed: int,
+    assign: Mapping[str, str] | None = None,
+) -> int:
+    """:func:`build_index`'s masks table as a partitioned dataset, one manifest in memory at a time.
+
+    A first pass reads only the ``case`` and ``modality`` columns to draw the
+    split; the second streams each manifest into :func:`write_index_dataset`.
+
+    Returns:
+        The number of mask rows written.
+
+    Raises:
+        DataError: a missing manifest, or no masks at all.
+    """
+    folders = [Path(f) for f in slice_dirs]
+    case_rows = []
+    for folder in folders:
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            raise DataError(f"{manifest}: slice manifest not found (did the slice stage finish?)")
+        if _read_summary(folder).get("skipped"):
+            continue
+        case_rows.append(pd.read_parquet(manifest, columns=["case", "modality"]).drop_duplicates())
+    cases = pd.concat(case_rows, ignore_index=True).drop_duplicates() if case_rows else pd.DataFrame(columns=["case", "modality"])
+    if cases.empty:
+        raise DataError("no masks survived slicing and filtering: check slicing.min_mask_fraction and the label maps")
+    assign = {c: s for c, s in (assign or {}).items() if c in set(cases["case"])}
+    splits = split_cases(cases, test_fraction, seed, assign)
+
+    def chunks() -> Iterable[pd.DataFrame]:
+        for folder in folders:
+            frame = pd.read_parquet(folder / MANIFEST)
+            if frame.empty:
+                continue
+            frame["image"] = [str(folder / p) for p in frame["image"]]
+            frame["mask"] = [str(folder / p) for p in frame["mask"]]
+            yield frame[MASK_COLUMNS]
+
+    return write_index_dataset(chunks(), out_dir, splits=splits)
+
+
+def count_masks(
+    dataset_dir: str | Path,
+    *,
+    modality: str | None = None,
+    class_name: str | None = None,
+    dataset: str | None = None,
+    by: str = "split",
+    batch_size: int = 262_144,
+) -> dict[str, int]:
+    """Count mask rows of a partitioned index, filtered, grouped by one column; bounded memory.
+
+    Partition filters (``modality``, ``dataset``) prune whole folders; the rest
+    is scanned batch by batch, reading only the columns the query needs.
+
+    Args:
+        dataset_dir: A folder written by :func:`write_index_dataset`.
+        modality: Keep this modality only.
+        class_name: Keep this class only.
+        dataset: Keep this source dataset only.
+        by: The column to count by (``split``, ``class_name``, ...).
+        batch_size: Rows per scanned batch.
+
+    Returns:
+        ``{value: count}``, sorted by value.
+
+    Raises:
+        DataError: the folder is not an index dataset.
+    """
+    path = Path(dataset_dir)
+    if not path.is_dir():
+        raise DataError(f"{path}: index dataset not found")
+    data = pds.dataset(path, format="parquet", partitioning=pds.partitioning(
+        pa.schema([MASK_SCHEMA.field(c) for c in PARTITION_COLUMNS]), flavor="hive"))
+    expr = None
+    for column, value in (("modality", modality), ("class_name", class_name), ("dataset", dataset)):
+        if value is not None:
+            term = pc.field(column) == value
+            expr = term if expr is None else expr & term
+    counts: dict[str, int] = {}
+    for batch in data.to_batches(columns=[by], filter=expr, batch_size=batch_size):
+        if batch.num_rows == 0:
+            continue
+        for item in pc.value_counts(batch.column(0)).to_pylist():
+            key = str(item["values"])
+            counts[key] = counts.get(key, 0) + int(item["counts"])
+    return dict(sorted(counts.items()))

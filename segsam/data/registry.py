@@ -327,7 +327,8 @@ class DatasetSpec:
             return {int(m["n"]) for m in map(regex.match, names) if m}
         raise CasesNotReady(
             f"dataset {self.name}: its case list is read from {case_set.archive}, which is not in "
-            f"{', '.join(str(r) for r in roots) or 'any folder'} yet: fetch it first (rule fetch_archives) or set dataset.mirror"
+            f"{', '.join(str(r) for r in roots) or 'any folder'} yet: fetch it first with `snakemake --cores 1 fetch_archives` "
+            "(same config), or set dataset.mirror to a folder holding it"
         )
 
     def _local_cases(self, roots: Sequence[str | Path], labelmap: str | None) -> Iterable[CaseSpec]:

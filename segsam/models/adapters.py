@@ -57,7 +57,7 @@ class ChannelConvAdapter(nn.Module):
 
     Channel attention is a squeeze-and-excitation gate (mean over the grid ->
     bottleneck MLP -> sigmoid). The spatial path is a stride-2 3 x 3
-    convolution and a stride-2 4 x 4 transposed convolution back to the grid.
+    convolution and a stride-2 3 x 3 transposed convolution back to the grid.
 
     Args:
         dim (int): Token width C.
@@ -74,7 +74,7 @@ class ChannelConvAdapter(nn.Module):
             raise ValueError(f"ChannelConvAdapter needs dim >= 1 and dim * reduction >= 1, got {dim} and {reduction}")
         self.channel = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim), nn.Sigmoid())
         self.down = nn.Conv2d(dim, dim, kernel_size=3, stride=2, padding=1)
-        self.up = nn.ConvTranspose2d(dim, dim, kernel_size=4, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(dim, dim, kernel_size=3, stride=2, padding=1)  # 2n - 1 or 2n: fits odd grids
         _init_small(self.up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

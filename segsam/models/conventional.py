@@ -14,6 +14,8 @@ as the SAM-family methods, without prompts.
 
 from __future__ import annotations
 
+import importlib.util
+
 from monai.networks.nets import UNETR, DynUNet
 from torch import nn
 
@@ -108,6 +110,8 @@ def build_unetr(num_outputs: int, *, image_size: int = 256, in_channels: int = 3
         raise ValueError(f"a semantic head needs at least 2 outputs (background + 1 class), got {num_outputs}")
     if image_size % 16:
         raise ValueError(f"UNETR needs an image side that is a multiple of 16, got {image_size}")
+    if importlib.util.find_spec("einops") is None:
+        raise ImportError("MONAI's UNETR needs the einops package: pip install einops (it is in requirements.txt)")
     return UNETR(
         in_channels=in_channels,
         out_channels=num_outputs,

@@ -2,7 +2,34 @@
 
 A method name is a config value (``methods:`` in ``config/config.yaml``) and a
 table row. ``workflow/schemas/config.schema.yaml`` enumerates the same names
-(a test keeps the two equal).
+(a test keeps the two equal). This module is read at workflow start-up, so it
+does not import torch.
+
+Families (see :class:`MethodSpec` for the fields):
+
+* **LiteMedSAM backbone** (``tiny_vit``, frozen, trains from the image
+  embedding cache): ``medsam_lite`` (zero-shot), ``ft_decoder`` (prompt
+  encoder + SAGD fine-tuned), ``segsam`` and the ablation rows of the paper's
+  tables 4/8/6. The ablation rows are cumulative, as in the paper:
+  ``sawd_pmt`` = row 1 (SAWD prompted branch), ``sawd_unpmt`` = row 2
+  (+ unprompted branch), ``sawd_sem`` = row 3 (prompted + full-image semantic
+  branch), ``t2vse`` = row 4 (row 2 + T2VSE), ``t2vse_v1`` = table 6 (row 4
+  with the T2VSE token also fed to SAWD), ``cmsa`` = the last row (row 4 +
+  CMSA, i.e. the same components as ``segsam``). Their baseline row is
+  ``ft_decoder``. The paper runs SEG-SAM on SAM ViT-B with SAM-Med2D
+  adapters; we use the frozen LiteMedSAM encoder because it is the only
+  pretrained SAM-family encoder available offline and the CPU demo needs the
+  embedding cache. ``build_model`` accepts a modified spec
+  (``dataclasses.replace``) to run the same components on another backbone.
+* **SAM ViT-B baselines** (``vit_b`` at 256 input, weights resized from
+  1024): ``sam`` (zero-shot), ``ft_sam`` (frozen encoder; prompt encoder +
+  decoder), ``sam_med2d`` (SAM-Med2D adapters + prompt encoder + decoder),
+  ``medsam`` (image encoder + decoder; prompt encoder frozen, as MedSAM),
+  ``med_sa`` (Med-SA adapters + decoder), and each of the last four with
+  SAWD plugged in (``<baseline>+sawd``: prompted + unprompted branches,
+  tables 2, 5, 7).
+* **Prompt-free networks** of table 2: ``unet`` (nnU-Net-style DynUNet) and
+  ``unetr`` (2-D UNETR), with a C + 1 class head, trained on images.
 """
 
 from __future__ import annotations
@@ -15,6 +42,29 @@ from segsam.errors import ConfigError
 if TYPE_CHECKING:  # the registry is read at workflow start-up: keep torch out of it
     from torch import nn
 
+__all__ = [
+    "ENCODERS",
+    "ADAPTERS",
+    "NETWORKS",
+    "COMPONENTS",
+    "MethodSpec",
+    "METHODS",
+    "get_method",
+    "set_trainable",
+    "parameter_counts",
+]
+
+#: Image encoders: LiteMedSAM's TinyViT (64 x 64 embedding) and SAM ViT-B at 256 (16 x 16).
+ENCODERS = ("tiny_vit", "vit_b")
+#: Adapter styles for the ViT-B encoder (:mod:`segsam.models.adapters`).
+ADAPTERS = ("sam_med2d", "med_sa")
+#: Prompt-free networks (:mod:`segsam.models.conventional`).
+NETWORKS = ("unet", "unetr")
+#: SEG-SAM components, named after the columns of the paper's table 4.
+COMPONENTS = ("sawd_pmt", "sawd_unpmt", "sawd_sem", "t2vse", "t2vse_v1", "cmsa")
+
+_TOP_LEVEL = ("image_encoder", "prompt_encoder", "mask_decoder", "sawd", "t2vse", "semantic_net")
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -24,10 +74,23 @@ class MethodSpec:
         name: Config name.
         display: Row label in tables and figures.
         trains: Whether the method has a train stage (False: zero-shot).
-        trainable: Top-level sub-modules whose parameters train; everything
-            else is frozen. The image encoder is frozen for every method
-            here, so all of them train from the image-embedding cache.
+        trainable: Top-level sub-modules whose parameters train (any of
+            ``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAGD),
+            ``sawd``, ``t2vse``, ``semantic_net``); everything else is frozen
+            except adapters (below).
         description: One sentence for the README table.
+        encoder: ``"tiny_vit"`` (LiteMedSAM) or ``"vit_b"`` (SAM ViT-B at
+            256); None for prompt-free networks.
+        adapter: ``"sam_med2d"`` or ``"med_sa"``: adapters are added to every
+            ViT-B block and their parameters train.
+        components: SEG-SAM components that are on (subset of
+            :data:`COMPONENTS`).
+        network: ``"unet"`` or ``"unetr"`` for prompt-free networks.
+
+    Raises:
+        ValueError: If the fields contradict each other (unknown encoder,
+            adapter or component, adapters without ViT-B, a component whose
+            module does not train in a trained method, ...).
     """
 
     name: str
@@ -35,27 +98,212 @@ class MethodSpec:
     trains: bool
     trainable: tuple[str, ...]
     description: str
+    encoder: str | None = "tiny_vit"
+    adapter: str | None = None
+    components: tuple[str, ...] = ()
+    network: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"method {self.name!r}"
+        if self.network is not None:
+            if self.network not in NETWORKS:
+                raise ValueError(f"{where}: unknown network {self.network!r}; known: {', '.join(NETWORKS)}")
+            if self.encoder is not None or self.adapter is not None or self.components:
+                raise ValueError(f"{where}: a prompt-free network has no encoder, adapter or SEG-SAM components")
+        elif self.encoder not in ENCODERS:
+            raise ValueError(f"{where}: unknown encoder {self.encoder!r}; known: {', '.join(ENCODERS)}")
+        if self.adapter is not None:
+            if self.adapter not in ADAPTERS:
+                raise ValueError(f"{where}: unknown adapter {self.adapter!r}; known: {', '.join(ADAPTERS)}")
+            if self.encoder != "vit_b":
+                raise ValueError(f"{where}: adapters need the vit_b encoder, not {self.encoder!r}")
+            if "image_encoder" in self.trainable:
+                raise ValueError(f"{where}: adapters make no sense when the whole image encoder trains")
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"{where}: unknown components {unknown}; known: {', '.join(COMPONENTS)}")
+        parts = set(self.components)
+        if "sawd_sem" in parts and "sawd_unpmt" in parts:
+            raise ValueError(f"{where}: sawd_sem replaces sawd_unpmt; choose one")
+        if "t2vse_v1" in parts and not {"t2vse", "sawd_pmt"} <= parts:
+            raise ValueError(f"{where}: t2vse_v1 feeds the T2VSE token to SAWD's prompted branch: needs t2vse and sawd_pmt")
+        if "cmsa" in parts and "sawd_pmt" not in parts:
+            raise ValueError(f"{where}: cmsa aligns the SAWD mask with SAGD's: needs sawd_pmt")
+        bad = [t for t in self.trainable if t not in _TOP_LEVEL]
+        if bad:
+            raise ValueError(f"{where}: unknown trainable sub-modules {bad}; known: {', '.join(_TOP_LEVEL)}")
+        if self.trains != bool(self.trainable or self.adapter):
+            raise ValueError(f"{where}: trains={self.trains} but trainable={self.trainable}, adapter={self.adapter}")
+        if self.trains:
+            if self.has_sawd and "sawd" not in self.trainable:
+                raise ValueError(f"{where}: SAWD starts random, so 'sawd' must train")
+            if self.has_t2vse and "t2vse" not in self.trainable:
+                raise ValueError(f"{where}: T2VSE starts random, so 't2vse' must train")
+
+    @property
+    def prompt_free(self) -> bool:
+        """True for the conventional networks (no prompts, semantic output)."""
+        return self.network is not None
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when nothing in the image encoder trains: train from the embedding cache."""
+        return not self.prompt_free and "image_encoder" not in self.trainable and self.adapter is None
+
+    @property
+    def has_sawd(self) -> bool:
+        """Whether the model has a semantic-aware decoder."""
+        return bool({"sawd_pmt", "sawd_unpmt", "sawd_sem"} & set(self.components))
+
+    @property
+    def has_t2vse(self) -> bool:
+        """Whether the model has the text-to-vision module (needs class text embeddings)."""
+        return "t2vse" in self.components
 
 
-METHODS: dict[str, MethodSpec] = {
-    spec.name: spec
-    for spec in (
-        MethodSpec(
+def _spec(**kwargs: object) -> MethodSpec:
+    return MethodSpec(**kwargs)  # type: ignore[arg-type]
+
+
+_SAWD = ("sawd_pmt", "sawd_unpmt")
+_DECODERS = ("prompt_encoder", "mask_decoder")
+_SEGSAM_TRAINS = ("prompt_encoder", "mask_decoder", "sawd", "t2vse")
+
+_BASELINES = {
+    # name: (display, trainable, adapter, description)
+    "ft_sam": ("FT-SAM", _DECODERS, None, "SAM ViT-B at 256, encoder frozen; prompt encoder and mask decoder fine-tuned."),
+    "sam_med2d": (
+        "SAM-Med2D",
+        _DECODERS,
+        "sam_med2d",
+        "SAM ViT-B at 256 frozen with SAM-Med2D adapters (channel attention + conv, parallel to each MLP); adapters, prompt encoder and mask decoder train.",
+    ),
+    "medsam": (
+        "MedSAM",
+        ("image_encoder", "mask_decoder"),
+        None,
+        "SAM ViT-B at 256; image encoder and mask decoder fully fine-tuned, prompt encoder frozen (as MedSAM).",
+    ),
+    "med_sa": (
+        "Med-SA",
+        ("mask_decoder",),
+        "med_sa",
+        "SAM ViT-B at 256 frozen with Med-SA adapters (after attention + scaled parallel to each MLP); adapters and mask decoder train.",
+    ),
+}
+
+_ABLATIONS = {
+    # name: (display, components, description)
+    "sawd_pmt": ("+SAWD_pmt (ablation 1)", ("sawd_pmt",), "Table 4 row 1: SAGD + SAWD's prompted branch (SO-token) only."),
+    "sawd_unpmt": ("+SAWD_pmt+SAWD_unpmt (ablation 2)", _SAWD, "Table 4 row 2: SAGD + full SAWD (SO-token and CO-token presence branch)."),
+    "sawd_sem": (
+        "+SAWD_pmt+SAWD_sem (ablation 3)",
+        ("sawd_pmt", "sawd_sem"),
+        "Table 4 row 3: SAWD whose unprompted branch segments every class (full-image semantic masks) instead of classifying.",
+    ),
+    "t2vse": ("+SAWD+T2VSE (ablation 4)", (*_SAWD, "t2vse"), "Table 4 row 4: SAGD + SAWD + T2VSE token for SAGD; no CMSA."),
+    "t2vse_v1": (
+        "+SAWD+T2VSE_v1 (table 6)",
+        (*_SAWD, "t2vse", "t2vse_v1"),
+        "Table 6: as ablation 4, with the T2VSE token also appended to SAWD's prompt tokens.",
+    ),
+    "cmsa": (
+        "+SAWD+T2VSE+CMSA (ablation 5)",
+        (*_SAWD, "t2vse", "cmsa"),
+        "Table 4 last row: all components (same as segsam), listed as its own ablation row.",
+    ),
+}
+
+
+def _registry() -> dict[str, MethodSpec]:
+    specs = [
+        _spec(
             name="medsam_lite",
             display="LiteMedSAM (zero-shot)",
             trains=False,
             trainable=(),
             description="LiteMedSAM (MedSAM distilled into TinyViT) as released, no training.",
         ),
-        MethodSpec(
+        _spec(
             name="ft_decoder",
             display="LiteMedSAM + fine-tuned decoder",
             trains=True,
-            trainable=("prompt_encoder", "mask_decoder"),
+            trainable=_DECODERS,
             description="Frozen LiteMedSAM encoder; prompt encoder and SAM mask decoder (SAGD) fine-tuned.",
         ),
+        _spec(
+            name="sam",
+            display="SAM",
+            trains=False,
+            trainable=(),
+            encoder="vit_b",
+            description="SAM ViT-B (1024-trained weights resized to 256 input), no training.",
+        ),
+    ]
+    for name, (display, trainable, adapter, description) in _BASELINES.items():
+        specs.append(
+            _spec(name=name, display=display, trains=True, trainable=trainable, encoder="vit_b", adapter=adapter, description=description)
+        )
+    specs.append(
+        _spec(
+            name="segsam",
+            display="SEG-SAM",
+            trains=True,
+            trainable=_SEGSAM_TRAINS,
+            components=(*_SAWD, "t2vse", "cmsa"),
+            description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train with CMSA.",
+        )
     )
-}
+    for name, (display, trainable, adapter, description) in _BASELINES.items():
+        specs.append(
+            _spec(
+                name=f"{name}+sawd",
+                display=f"{display} + SAWD",
+                trains=True,
+                trainable=(*trainable, "sawd"),
+                encoder="vit_b",
+                adapter=adapter,
+                components=_SAWD,
+                description=f"{display} with SAWD plugged in (prompted + unprompted branches); SAWD trains too.",
+            )
+        )
+    for name, (display, components, description) in _ABLATIONS.items():
+        specs.append(
+            _spec(
+                name=name,
+                display=f"LiteMedSAM {display}",
+                trains=True,
+                trainable=_SEGSAM_TRAINS if "t2vse" in components else ("prompt_encoder", "mask_decoder", "sawd"),
+                components=components,
+                description=f"{description} Frozen LiteMedSAM encoder.",
+            )
+        )
+    specs.append(
+        _spec(
+            name="unet",
+            display="nnU-Net (2D)",
+            trains=True,
+            trainable=("semantic_net",),
+            encoder=None,
+            network="unet",
+            description="Prompt-free nnU-Net-style 2-D U-Net (MONAI DynUNet) with a C+1 class head, trained on images.",
+        )
+    )
+    specs.append(
+        _spec(
+            name="unetr",
+            display="UNETR (2D)",
+            trains=True,
+            trainable=("semantic_net",),
+            encoder=None,
+            network="unetr",
+            description="Prompt-free 2-D UNETR (MONAI) with a C+1 class head, trained on images.",
+        )
+    )
+    return {spec.name: spec for spec in specs}
+
+
+METHODS: dict[str, MethodSpec] = _registry()
 
 
 def get_method(name: str) -> MethodSpec:
@@ -71,9 +319,18 @@ def get_method(name: str) -> MethodSpec:
 
 
 def set_trainable(model: nn.Module, spec: MethodSpec) -> None:
-    """Freeze every parameter of ``model`` except those under ``spec.trainable``."""
+    """Freeze every parameter of ``model`` except those ``spec`` trains.
+
+    A parameter trains when its top-level sub-module is in ``spec.trainable``
+    or, for a method with adapters, when it is an adapter parameter of the
+    image encoder (:func:`segsam.models.adapters.is_adapter_parameter`).
+    """
+    from segsam.models.adapters import is_adapter_parameter
+
     for name, param in model.named_parameters():
-        param.requires_grad = name.split(".", 1)[0] in spec.trainable
+        top = name.split(".", 1)[0]
+        adapter = spec.adapter is not None and top == "image_encoder" and is_adapter_parameter(name)
+        param.requires_grad = top in spec.trainable or adapter
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

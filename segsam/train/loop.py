@@ -24,12 +24,13 @@ from torch import nn
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
-from segsam.errors import DataError
+from segsam.errors import ConfigError, DataError
 from segsam.models.litemedsam import LiteMedSAM, build_litemedsam
 from segsam.models.methods import MethodSpec, get_method, parameter_counts, set_trainable
 from segsam.models.preprocess import ResizeInfo
 from segsam.models.weights import resolve_weights
 from segsam.tracking import start_run
+from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.train.embedding_cache import EmbeddingStore, read_png
 from segsam.train.prompts import jitter_box, mask_box, random_point
 
@@ -131,6 +132,30 @@ class SagdLoss(nn.Module):
         return {"loss": total, "focal": focal, "dice": dice, "iou_mse": iou}
 
 
+LOSS_TERMS = ("loss", "focal", "dice", "iou_mse")
+
+
+class PromptForward(nn.Module):
+    """Routes a mixed box/point batch through ``forward`` (so DDP sees the call).
+
+    Args:
+        model: A :class:`LiteMedSAM` without image encoder (embeddings are cached).
+    """
+
+    def __init__(self, model: LiteMedSAM) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings: torch.Tensor, is_point: np.ndarray, boxes: np.ndarray, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """N x 256 x 64 x 64 embeddings and N prompts -> (N x 1 x 256 x 256 logits, N x 1 IoU)."""
+        return decode_prompts(self.model, embeddings, is_point, boxes, points)
+
+
+def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
+    """Positions of this rank's images in the global batch: ``rank, rank + world, ...``."""
+    return list(range(rank, len(batch), world))
+
+
 def train_method(
     method: str,
     masks_parquet: str | Path,
@@ -140,8 +165,10 @@ def train_method(
     *,
     config: Mapping[str, Any],
     threads: int = 1,
+    state_dir: str | Path | None = None,
+    fingerprint: str = "",
 ) -> dict[str, Any]:
-    """Train one method on the train split from cached embeddings.
+    """Train one method on the train split from cached embeddings (1..N processes).
 
     Args:
         method: Method name (must train; see :mod:`segsam.models.methods`).
@@ -151,14 +178,30 @@ def train_method(
         out_summary: JSON with losses, timings, parameter counts, MLflow run id.
         config: The whole validated config.
         threads: torch intra-op threads.
+        state_dir: Folder of the resume state (written every
+            ``train.checkpoint_every`` steps and at each epoch's end; removed
+            when training finishes). ``None``: no resume.
+        fingerprint: Identifies the settings and code of this training; a
+            saved state with another fingerprint is ignored.
 
     Returns:
         The summary.
+
+    Raises:
+        DataError: zero-shot method or empty train split.
+        ConfigError: a global batch not divisible by the number of processes.
     """
+    from segsam.train.ddp import DistContext
+
     spec: MethodSpec = get_method(method)
     if not spec.trains:
         raise DataError(f"method {method!r} is zero-shot and has no train stage")
     cfg = config["train"]
+    context = DistContext.from_env()
+    context.init()
+    batch_size = int(cfg["batch_size"])
+    if batch_size % context.world_size:
+        raise ConfigError(f"config key 'train.batch_size': {batch_size} images per step do not split over {context.world_size} processes")
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
@@ -170,82 +213,128 @@ def train_method(
     images = load_train_images(train_table, int(config["encoder"]["image_size"]))
     store = EmbeddingStore.open(cache_dir, train_table["case"].unique())
 
-    model = build_decoder_model(config["encoder"])
+    model = build_decoder_model(config["encoder"]).to(context.device)
     set_trainable(model, spec)
     n_train, n_frozen = parameter_counts(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=float(cfg["lr"]))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=list(cfg["lr_milestones"]), gamma=float(cfg["lr_gamma"]))
     criterion = SagdLoss()
-    batch_size = int(cfg["batch_size"])
+    forward: nn.Module = PromptForward(model)
+    if context.world_size > 1:
+        forward = nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
     steps_per_epoch = (len(images) + batch_size - 1) // batch_size
+    every = int(cfg["checkpoint_every"])
+    autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]) and context.device.type == "cuda")
 
-    history: list[dict[str, float]] = []
-    with start_run(config, "train", method) as run:
+    state = load_state(state_dir, fingerprint) if state_dir else None
+    if state is not None:
+        model.load_state_dict(state.model, strict=False)
+        optimiser.load_state_dict(state.optimiser)
+        scheduler.load_state_dict(state.scheduler)
+        if state.torch_rng is not None:
+            torch.set_rng_state(state.torch_rng)
+    else:
+        state = TrainState(fingerprint=fingerprint)
+
+    def trained_weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.split(".", 1)[0] in ("prompt_encoder", "mask_decoder")}
+
+    def snapshot() -> None:
+        state.rng_state = rng.bit_generator.state
+        state.torch_rng = torch.get_rng_state()
+        state.model = trained_weights()
+        state.optimiser = optimiser.state_dict()
+        state.scheduler = scheduler.state_dict()
+        if context.is_main and state_dir:
+            save_state(state_dir, state)
+        context.barrier()
+
+    with start_run(config, "train", method, run_id=state.mlflow_run_id) as run:
         import mlflow
 
-        mlflow.log_params({"trainable_params": n_train, "frozen_params": n_frozen, "train_images": len(images)})
+        if run is not None:
+            state.mlflow_run_id = run.info.run_id
+            if state.global_step == 0:
+                mlflow.log_params({"trainable_params": n_train, "frozen_params": n_frozen, "train_images": len(images), "world_size": context.world_size})
         model.train()
-        step = 0
-        start = time.perf_counter()
-        for epoch in range(int(cfg["epochs"])):
-            order = rng.permutation(len(images))
-            sums: dict[str, float] = {}
-            seen = 0
+        resumed_mid_epoch = bool(state.order)
+        if state.rng_state:  # resumed: continue the prompt-sampling stream where it stopped
+            rng.bit_generator.state = state.rng_state
+        for epoch in range(state.epoch, int(cfg["epochs"])):
+            if not resumed_mid_epoch:
+                state.order = rng.permutation(len(images)).tolist()
+                state.step_in_epoch = 0
+                state.epoch = epoch
+            resumed_mid_epoch = False
+            sums = torch.zeros(5, dtype=torch.float64)  # loss terms x prompts, prompts
             epoch_start = time.perf_counter()
-            bar = tqdm(range(steps_per_epoch), desc=f"train {method} epoch {epoch + 1}", unit="step", mininterval=2.0)
+            bar = tqdm(range(state.step_in_epoch, steps_per_epoch), desc=f"train {method} epoch {epoch + 1}", unit="step",
+                       mininterval=2.0, disable=not context.is_main)
             for b in bar:
-                batch = [images[i] for i in order[b * batch_size : (b + 1) * batch_size]]
-                targets, kinds, boxes, points, keys = [], [], [], [], []
-                for item in batch:
-                    masks, is_point, box, point = simulate_prompts(item.masks, int(cfg["masks_per_image"]), int(cfg["box_jitter_px"]), float(cfg["point_fraction"]), rng)
-                    targets.append(masks)
-                    kinds.append(is_point)
-                    boxes.append(box)
-                    points.append(point)
-                    keys.extend([item.image] * len(is_point))
-                embeddings = store.get(keys)
-                target = torch.cat(targets).unsqueeze(1).float()
-                logits, iou = decode_prompts(model, embeddings, np.concatenate(kinds), np.concatenate(boxes), np.concatenate(points))
-                losses = criterion(logits, iou, target)
+                step_start = time.perf_counter()
+                batch = [images[i] for i in state.order[b * batch_size : (b + 1) * batch_size]]
+                prompts = [simulate_prompts(item.masks, int(cfg["masks_per_image"]), int(cfg["box_jitter_px"]), float(cfg["point_fraction"]), rng) for item in batch]
+                n_global = sum(len(p[1]) for p in prompts)
+                mine = _shard(batch, context.rank, context.world_size)
+                targets = torch.cat([prompts[i][0] for i in mine]).unsqueeze(1).float().to(context.device)
+                kinds = np.concatenate([prompts[i][1] for i in mine])
+                keys = [batch[i].image for i in mine for _ in range(len(prompts[i][1]))]
+                embeddings = store.get(keys).to(context.device)
+                with autocast:
+                    logits, iou = forward(embeddings, kinds, np.concatenate([prompts[i][2] for i in mine]), np.concatenate([prompts[i][3] for i in mine]))
+                losses = criterion(logits.float(), iou.float(), targets)
+                # DDP averages gradients over ranks: scale each rank's mean so the average is the global mean
+                scale = len(kinds) * context.world_size / n_global
                 optimiser.zero_grad(set_to_none=True)
-                losses["loss"].backward()
+                (losses["loss"] * scale).backward()
                 if cfg["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
                 optimiser.step()
-                values = {k: float(v.detach()) for k, v in losses.items()}
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v * len(batch)
-                seen += len(batch)
+                terms = torch.tensor([float(losses[k].detach()) * len(kinds) for k in LOSS_TERMS] + [len(kinds)], dtype=torch.float64)
+                terms = context.all_reduce_sum(terms)
+                sums += terms
+                state.step_in_epoch = b + 1
+                state.global_step += 1
+                values = {k: float(terms[i] / terms[-1]) for i, k in enumerate(LOSS_TERMS)}
                 if run is not None:
-                    mlflow.log_metrics({f"step/{k}": v for k, v in values.items()}, step=step)
+                    mlflow.log_metrics({f"step/{k}": v for k, v in values.items()} | {"step/images_per_s": len(batch) / max(time.perf_counter() - step_start, 1e-9)}, step=state.global_step)
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
-                step += 1
+                if every and state.global_step % every == 0 and state.step_in_epoch < steps_per_epoch:
+                    snapshot()
             epoch_time = time.perf_counter() - epoch_start
-            record = {k: v / max(seen, 1) for k, v in sums.items()}
-            record.update({"epoch": epoch + 1, "lr": optimiser.param_groups[0]["lr"], "images_per_s": seen / max(epoch_time, 1e-9)})
-            history.append(record)
+            state.seconds += epoch_time
+            record = {k: float(sums[i] / max(float(sums[-1]), 1.0)) for i, k in enumerate(LOSS_TERMS)}
+            record.update({"epoch": epoch + 1, "lr": optimiser.param_groups[0]["lr"], "images_per_s": len(images) / max(epoch_time, 1e-9)})
+            state.history.append(record)
             if run is not None:
                 mlflow.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
             scheduler.step()
-        elapsed = time.perf_counter() - start
+            state.epoch = epoch + 1
+            state.order = []
+            state.step_in_epoch = 0
+            snapshot()
 
-        state = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in ("prompt_encoder", "mask_decoder")}
-        with atomic_path(out_checkpoint) as tmp:
-            torch.save(state, tmp)
         summary = {
             "method": method,
             "train_images": len(images),
-            "steps": step,
-            "seconds": elapsed,
+            "steps": state.global_step,
+            "seconds": state.seconds,
+            "world_size": context.world_size,
             "trainable_params": n_train,
             "frozen_params": n_frozen,
-            "history": history,
-            "mlflow_run_id": run.info.run_id if run is not None else None,
+            "history": state.history,
+            "mlflow_run_id": state.mlflow_run_id,
         }
-        if run is not None:
-            mlflow.log_artifact(str(out_checkpoint), artifact_path="checkpoint")
-            mlflow.log_dict(dict(config), "config.json")
-        write_json(out_summary, summary)
+        if context.is_main:
+            with atomic_path(out_checkpoint) as tmp:
+                torch.save(trained_weights(), tmp)
+            if run is not None:
+                mlflow.log_artifact(str(out_checkpoint), artifact_path="checkpoint")
+                mlflow.log_dict(dict(config), "config.json")
+            write_json(out_summary, summary)
+            if state_dir:
+                clear_state(state_dir)
+        context.barrier()
     return summary

@@ -36,7 +36,8 @@ def test_registry_entries_are_consistent() -> None:
         assert spec.name == name
         assert spec.display and spec.description
         assert spec.trains == bool(spec.trainable)
-        assert "image_encoder" not in spec.trainable  # every method trains from the embedding cache
+        # a method trains from the embedding cache exactly when nothing in its encoder trains
+        assert spec.encoder_frozen == (not spec.prompt_free and "image_encoder" not in spec.trainable and spec.adapter is None)
 
 
 def test_get_method_known() -> None:

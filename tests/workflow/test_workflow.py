@@ -76,13 +76,13 @@ def test_second_run_does_nothing(tiny_run: Path) -> None:
 
 
 def test_evaluation_setting_reruns_only_evaluation_and_tables(tiny_run: Path) -> None:
-    jobs = planned_jobs(tiny_run, "--configfile", "config/tiny.yaml", overlay(tiny_run, "eval_change.yaml", {"evaluate": {"bootstrap": 300}}))
+    jobs = planned_jobs(tiny_run, overlay(tiny_run, "eval_change.yaml", {"evaluate": {"bootstrap": 300}}))
     assert jobs.get("evaluate") == 2 and jobs.get("table1") == 1
     assert set(jobs) <= {"test_prompts", "evaluate", "table1", "all"}
 
 
 def test_slicing_setting_reruns_slicing_and_everything_after(tiny_run: Path) -> None:
-    jobs = planned_jobs(tiny_run, "--configfile", "config/tiny.yaml", overlay(tiny_run, "slice_change.yaml", {"slicing": {"min_mask_fraction": 0.002}}))
+    jobs = planned_jobs(tiny_run, overlay(tiny_run, "slice_change.yaml", {"slicing": {"min_mask_fraction": 0.002}}))
     assert jobs.get("slice_volume") == 4 and jobs.get("embed_images") == 4
     assert {"build_index", "train", "test_prompts", "evaluate", "table1"} <= set(jobs)
     assert not {"demo_phantom", "mlflow_init", "describe_classes", "embed_text"} & set(jobs)
@@ -111,7 +111,7 @@ def test_code_change_reruns_the_stage_using_it(tiny_run: Path) -> None:
 )
 def test_invalid_config_fails_at_start_up(tmp_path: Path, content: dict, expected: str) -> None:
     work = copy_workflow(tmp_path)
-    proc = snakemake(work, "-n", "--configfile", "config/tiny.yaml", overlay(work, "bad.yaml", content), check=False)
+    proc = snakemake(work, "-n", overlays=(overlay(work, "bad.yaml", content),), check=False)
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
     assert not (work / "results" / "raw").exists()
@@ -126,7 +126,7 @@ def test_invalid_config_fails_at_start_up(tmp_path: Path, content: dict, expecte
 )
 def test_bad_weights_fail_with_what_to_do(tiny_run: Path, encoder: dict, message: str) -> None:
     config = overlay(tiny_run, "bad_weights.yaml", {"encoder": encoder})
-    proc = snakemake(tiny_run, "--cores", "1", "--configfile", "config/tiny.yaml", config, "--until", "embed_images", check=False)
+    proc = snakemake(tiny_run, "--cores", "1", "--until", "embed_images", overlays=(config,), check=False)
     assert proc.returncode != 0
     tag = encoder_tag({**load_config()["encoder"], **encoder})
     logs = "".join(p.read_text() for p in (tiny_run / "results/logs/embed_images" / tag).glob("*.log"))
@@ -148,9 +148,8 @@ def test_api_key_never_written(tiny_run: Path, fake_openai: FakeOpenAI, monkeypa
     }}}))
     monkeypatch.setenv("SEGSAM_WF_KEY", KEY)
     snakemake(
-        tiny_run, "--cores", "2", "--configfile", "config/tiny.yaml", "config/llm.yaml",
-        "--forcerun", "describe_classes", "evaluate",
-        "results/text/class_embeddings.parquet", "results/eval/medsam_lite/summary.json",
+        tiny_run, "--cores", "2", "--forcerun", "describe_classes", "evaluate", overlays=("config/llm.yaml",),
+        targets=("results/text/class_embeddings.parquet", "results/eval/medsam_lite/summary.json"),
     )
     chats = fake_openai.calls("/chat/completions")
     assert len(chats) == 30  # every class described by the endpoint

@@ -15,12 +15,17 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ("Snakefile", "workflow", "config", "envs", "segsam")
+COPIED = ("Snakefile", "workflow", "config", "envs", "segsam", "profiles")
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run Snakemake (this interpreter's) in ``workdir`` on the tiny config."""
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/tiny.yaml", *args]
+def snakemake(
+    workdir: Path, *args: str, overlays: tuple[str, ...] = (), targets: tuple[str, ...] = (), check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake (this interpreter's) in ``workdir`` on the tiny config (+ ``overlays``).
+
+    Targets go first: ``--configfile`` and other list options would swallow them.
+    """
+    cmd = [sys.executable, "-m", "snakemake", *targets, *args, "--configfile", "config/tiny.yaml", *overlays]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
@@ -28,9 +33,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 90
     return proc
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *overlays: str) -> dict[str, int]:
     """Rules (and job counts) a dry run would execute; {} when nothing is to be done."""
-    proc = snakemake(workdir, "-n", *args)
+    proc = snakemake(workdir, "-n", overlays=overlays)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}

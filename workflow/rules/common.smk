@@ -4,6 +4,7 @@
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -57,11 +58,17 @@ def dataset_roots():
 def case_specs():
     """({case id: registry CaseSpec}, why the list is not known yet or None).
 
-    Demo and 2D (slices2d) datasets have no registry case list. A list that is
+    The demo has no registry case list; a 2D release (slices2d) is not wired into
+    the workflow yet (it stops here, saying how to import it). A list that is
     discovered from an archive (AMOS) stays empty until the archive is there
     (rule fetch_archives); the reason is returned. dataset.exclude drops cases.
     """
-    if DATASET_SPEC.kind in ("phantoms", "slices2d"):
+    if DATASET_SPEC.kind == "slices2d":
+        raise ValueError(
+            f"dataset {DATASET} is a 2D release: index it with `python -m segsam.data.sa_med2d` "
+            "(segsam/data/sa_med2d.py); the workflow's embedding and training stages take volume datasets only so far"
+        )
+    if DATASET_SPEC.kind == "phantoms":
         return {}, None
     try:
         specs = DATASET_SPEC.cases(dataset_roots(), labelmap=config["dataset"]["labelmap"])
@@ -87,6 +94,45 @@ def cases():
 
 
 CASES = cases()
+
+
+DATASET_FILES = DATASET_SPEC.all_files(CASE_SPECS)
+ARCHIVES = sorted(path for path, spec in DATASET_FILES.items() if spec.archive)
+ARCHIVE_PATTERN = "|".join(re.escape(a) for a in ARCHIVES) or r"(?!)"  # (?!) matches nothing
+# the segsam.data modules slicing imports (not download/registry/archive: a change there
+# must not re-slice every case)
+SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
+
+
+def file_spec(wildcards):
+    """The registry entry of one file of the dataset, as plain params."""
+    if wildcards.file not in DATASET_FILES:
+        raise ValueError(f"{wildcards.file} is not a file of dataset {DATASET} in {config['dataset']['registry']}")
+    spec = DATASET_FILES[wildcards.file]
+    return {"path": spec.path, "url": spec.url, "sha256": spec.sha256, "manual": spec.manual, "archive": spec.archive}
+
+
+def case_sources(wildcards):
+    """The downloaded file (or the extracted archive folder) behind a case's image and label."""
+    spec = CASE_SPECS[wildcards.case]
+    out = {}
+    for role, source in (("image", spec.image), ("label", spec.label)):
+        root = EXTRACT_DIR if source.member else DOWNLOAD_DIR
+        out[role] = f"{root}/{DATASET}/{source.file.path}"
+    return out
+
+
+def case_members(wildcards):
+    """Archive members of a case's image and label (None: the file itself)."""
+    spec = CASE_SPECS[wildcards.case]
+    return {"image": spec.image.member, "label": spec.label.member}
+
+
+def index_inputs(wildcards):
+    """Every case's slice folder; stops with the reason when the case list is not known yet."""
+    if CASES_PENDING:
+        raise ValueError(CASES_PENDING)
+    return all_slice_dirs()
 
 
 def case_labelmap(wildcards):

@@ -12,7 +12,6 @@
 # dataset.exclude. A case whose label volume is empty is skipped with a warning (its slice
 # folder holds an empty manifest and a summary.json saying why) and counted by build_index.
 
-import re
 
 
 rule demo_phantom:
@@ -37,32 +36,11 @@ rule demo_phantom:
 
 
 if DATASET_SPEC.kind in ("volumes", "local"):
-    DATASET_FILES = DATASET_SPEC.all_files(CASE_SPECS)
-    ARCHIVES = sorted(path for path, spec in DATASET_FILES.items() if spec.archive)
 
     localrules:
         fetch_file,
         download_dataset,
         fetch_archives,
-
-    def file_spec(wildcards):
-        if wildcards.file not in DATASET_FILES:
-            raise ValueError(f"{wildcards.file} is not a file of dataset {DATASET} in {config['dataset']['registry']}")
-        spec = DATASET_FILES[wildcards.file]
-        return {"path": spec.path, "url": spec.url, "sha256": spec.sha256, "manual": spec.manual}
-
-    def case_sources(wildcards):
-        """The downloaded file (or the extracted archive folder) behind a case's image and label."""
-        spec = CASE_SPECS[wildcards.case]
-        out = {}
-        for role, source in (("image", spec.image), ("label", spec.label)):
-            root = EXTRACT_DIR if source.member else DOWNLOAD_DIR
-            out[role] = f"{root}/{DATASET}/{source.file.path}"
-        return out
-
-    def case_members(wildcards):
-        spec = CASE_SPECS[wildcards.case]
-        return {"image": spec.image.member, "label": spec.label.member}
 
     rule fetch_file:
         output:
@@ -74,7 +52,7 @@ if DATASET_SPEC.kind in ("volumes", "local"):
         log:
             f"results/logs/fetch_file/{DATASET}/{{file}}.log",
         wildcard_constraints:
-            file=r"[^{}]+",
+            file=r".+",
         conda:
             "../../envs/data.yaml"
         resources:
@@ -92,7 +70,7 @@ if DATASET_SPEC.kind in ("volumes", "local"):
         log:
             f"results/logs/extract_archive/{DATASET}/{{archive}}.log",
         wildcard_constraints:
-            archive="|".join(re.escape(a) for a in ARCHIVES) or r"(?!)",
+            archive=ARCHIVE_PATTERN,
         conda:
             "../../envs/data.yaml"
         resources:
@@ -125,17 +103,6 @@ if DATASET_SPEC.kind in ("volumes", "local"):
     rule fetch_archives:
         input:
             expand(f"{DOWNLOAD_DIR}/{DATASET}/{{archive}}", archive=ARCHIVES),
-
-
-# the segsam.data modules slicing imports (not download/registry/archive: a change there
-# must not re-slice every case)
-SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
-
-
-def index_inputs(wildcards):
-    if CASES_PENDING:
-        raise ValueError(CASES_PENDING)
-    return all_slice_dirs()
 
 
 rule slice_volume:

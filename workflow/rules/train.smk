@@ -26,13 +26,14 @@ rule train:
         summary="results/models/{method}/train_summary.json",
     params:
         cache_dir=embedding_dir,
+        state_dir=lambda wc: f"results/models/{wc.method}/state",
         train=config["train"],
         encoder=config["encoder"],
         code=code_hash("train", "models", "tracking", *COMMON_CODE),
     threads: 2
     resources:
         mem_mb=4000,
-        gpu=0,
+        gpu=0,  # GPUs (= torchrun processes) per job: --set-resources train:gpu=4, or a profile
     log:
         "results/logs/train/{method}.log",
     benchmark:

@@ -1,16 +1,19 @@
-"""Rule train: train one method on cached embeddings (segsam.train.loop)."""
+"""Rule train: train one method on cached embeddings, through torchrun when nproc > 1 (segsam.train.ddp)."""
 
 from segsam.errors import run_stage
-from segsam.train.loop import train_method
+from segsam.train.ddp import launch, nproc_for
 
 run_stage(
-    train_method,
+    launch,
     snakemake.wildcards.method,
     snakemake.input.masks,
     snakemake.params.cache_dir,
     snakemake.output.checkpoint,
     snakemake.output.summary,
     config=snakemake.config,
+    nproc=nproc_for(snakemake.resources.gpu, snakemake.config["train"]["distributed"]["cpu_ranks"]),
     threads=snakemake.threads,
+    state_dir=snakemake.params.state_dir,
+    code=snakemake.params.code,
     log=snakemake.log[0],
 )

@@ -1,0 +1,247 @@
+"""``build_model``: one :class:`~segsam.models.segsam_net.PromptableModel` per method.
+
+What a method gets (its :class:`~segsam.models.methods.MethodSpec`):
+
+* encoder ``tiny_vit``: LiteMedSAM's TinyViT, prompt encoder and SAGD
+  (64 x 64 embedding at 256); ``vit_b``: SAM ViT-B at 256 input (16 x 16
+  embedding), with SAM-Med2D or Med-SA adapters when the spec says so;
+* SAWD with the branches of its components; T2VSE when ``t2vse`` is on;
+* prompt-free methods get only ``semantic_net`` (U-Net / UNETR).
+
+Weights. ``encoder_weights`` is a state dict in SAM's layout
+(``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``): the LiteMedSAM
+checkpoint for ``tiny_vit`` methods, ``sam_vit_b_01ec64.pth`` (or a
+SAM-Med2D / MedSAM ViT-B checkpoint) for ``vit_b`` methods. The prompt encoder
+and SAGD load strictly; the image encoder loads strictly for TinyViT and, for
+ViT-B, with its position tensors resized to 256 input
+(:func:`segsam.models.vit.load_vit_weights`; adapters keep their
+initialisation). SAWD and T2VSE start random, except that SAWD's two-way
+transformer and output upscaling are copied from SAGD's (pretrained when
+weights are given): the prompted branch then starts with SAM's image-token
+interaction, while its SO-token, self-attention, hypernetwork, class head and
+the whole unprompted branch are new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segsam.models.conventional import build_conventional
+from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder
+from segsam.models.methods import MethodSpec, get_method, set_trainable
+from segsam.models.adapters import add_adapters
+from segsam.models.sam_compat import PromptEncoder, TwoWayTransformer
+from segsam.models.sawd import SemanticAwareDecoder
+from segsam.models.segsam_net import PromptableModel
+from segsam.models.t2vse import TextToVisionEnhancement
+from segsam.models.tiny_vit import TinyViT
+from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights
+from segsam.models.weights import WeightsError, load_state_dict
+
+__all__ = ["IMAGE_SIZE", "build_model", "build_tiny_vit", "load_sam_weights", "with_backbone"]
+
+IMAGE_SIZE = 256
+_TINY_VIT_EMBEDDING = 64
+_PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
+
+
+def build_tiny_vit() -> TinyViT:
+    """LiteMedSAM's TinyViT encoder (random weights): B x 3 x 256 x 256 -> B x 256 x 64 x 64."""
+    return TinyViT(
+        img_size=IMAGE_SIZE,
+        in_chans=3,
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 5, 10),
+        window_sizes=(7, 7, 14, 7),
+        merge_strides=(2, 2, 1),
+        mlp_ratio=4.0,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+        out_chans=EMBED_DIM,
+    )
+
+
+def _two_way_transformer() -> TwoWayTransformer:
+    return TwoWayTransformer(depth=2, embedding_dim=EMBED_DIM, mlp_dim=2048, num_heads=8)
+
+
+def _sagd() -> PairedMaskDecoder:
+    return PairedMaskDecoder(
+        transformer_dim=EMBED_DIM,
+        transformer=_two_way_transformer(),
+        num_multimask_outputs=3,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+
+
+def load_sam_weights(model: PromptableModel, path: Path | str, *, encoder: str) -> list[str]:
+    """Loads a SAM-layout checkpoint into a promptable model's SAM parts.
+
+    Args:
+        model (PromptableModel): Target; its ``image_encoder`` may be None
+          (then the checkpoint's encoder tensors are skipped).
+        path (Path | str): State dict with ``image_encoder.*``,
+          ``prompt_encoder.*`` and ``mask_decoder.*`` keys.
+        encoder (str): ``"tiny_vit"`` (strict) or ``"vit_b"`` (position
+          tensors resized, adapters may be missing).
+
+    Returns:
+        list[str]: Encoder keys whose tensors were resized (ViT-B only).
+
+    Raises:
+        WeightsError: If the file cannot be read, has keys outside the three
+          parts, or does not fit the model (the message names the part).
+    """
+    state = load_state_dict(path)
+    split: dict[str, dict[str, torch.Tensor]] = {part: {} for part in _PARTS}
+    other = []
+    for key, value in state.items():
+        part, _, rest = key.partition(".")
+        if part in split:
+            split[part][rest] = value
+        else:
+            other.append(key)
+    if other:
+        raise WeightsError(f"{path}: keys outside {', '.join(_PARTS)}: {other[:5]}")
+    resized: list[str] = []
+    for part in _PARTS:
+        module = getattr(model, part)
+        if module is None:
+            continue
+        try:
+            if part == "image_encoder" and encoder == "vit_b":
+                resized = load_vit_weights(module, split[part])
+            else:
+                module.load_state_dict(split[part], strict=True)
+        except (RuntimeError, ValueError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise WeightsError(f"{path}: its {part} weights do not fit the {encoder} model: {first}") from error
+    return [f"image_encoder.{key}" for key in resized]
+
+
+def build_model(
+    method: str | MethodSpec,
+    *,
+    encoder_weights: Path | str | None,
+    num_classes: int,
+    text_dim: int | None,
+    vit_geometry: ViTGeometry | None = None,
+    with_image_encoder: bool = True,
+) -> PromptableModel:
+    """Builds the model of a method, loads pretrained weights, freezes what does not train.
+
+    Args:
+        method (str | MethodSpec): Registry name (or a spec, e.g. one changed
+          with ``dataclasses.replace`` to run a method on another backbone).
+        encoder_weights (Path | str | None): SAM-layout checkpoint (see the
+          module docstring), or None for random weights. Ignored by
+          prompt-free methods.
+        num_classes (int): C, the vocabulary size.
+        text_dim (int | None): d_text of the class text embeddings; required
+          when the method has T2VSE.
+        vit_geometry (ViTGeometry | None): ViT shape for ``vit_b`` methods
+          (default ViT-B at 256). A smaller geometry runs the same code
+          faster (tests); pretrained ViT-B weights need the default.
+        with_image_encoder (bool): Build the image encoder. Methods whose
+          encoder is frozen train from cached embeddings and may leave it
+          out (then ``encode`` raises); methods that train encoder
+          parameters always get it.
+
+    Returns:
+        PromptableModel: In eval mode, with ``requires_grad`` set by
+          :func:`~segsam.models.methods.set_trainable`.
+
+    Raises:
+        segsam.errors.ConfigError: If the method name is unknown.
+        ValueError: If ``num_classes`` is not positive or ``text_dim`` is
+          missing for T2VSE.
+        WeightsError: If the checkpoint does not fit.
+    """
+    spec = get_method(method) if isinstance(method, str) else method
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if spec.prompt_free:
+        model = PromptableModel(num_classes=num_classes, semantic_net=build_conventional(spec.network, num_classes, image_size=IMAGE_SIZE), image_size=IMAGE_SIZE)
+        set_trainable(model, spec)
+        return model.eval()
+    if spec.has_t2vse and (text_dim is None or text_dim < 1):
+        raise ValueError(f"method {spec.name!r} has T2VSE: pass text_dim (the width of the class text embeddings)")
+    if vit_geometry is not None and spec.encoder != "vit_b":
+        raise ValueError(f"vit_geometry applies to vit_b methods, not {spec.name!r} ({spec.encoder})")
+
+    geometry = vit_geometry or VIT_B
+    if geometry.image_size != IMAGE_SIZE or geometry.out_chans != EMBED_DIM:
+        raise ValueError(f"the ViT must take {IMAGE_SIZE} x {IMAGE_SIZE} input and give {EMBED_DIM} channels")
+    embedding = _TINY_VIT_EMBEDDING if spec.encoder == "tiny_vit" else geometry.embedding_size
+    image_encoder: nn.Module | None = None
+    if with_image_encoder or not spec.encoder_frozen:
+        if spec.encoder == "tiny_vit":
+            image_encoder = build_tiny_vit()
+        else:
+            image_encoder = build_sam_vit(geometry)
+            if spec.adapter is not None:
+                add_adapters(image_encoder, spec.adapter)
+
+    parts = set(spec.components)
+    sawd = None
+    if spec.has_sawd:
+        prompted = "sawd_pmt" in parts
+        sawd = SemanticAwareDecoder(
+            num_classes=num_classes,
+            transformer=_two_way_transformer() if prompted else None,
+            transformer_dim=EMBED_DIM,
+            prompted=prompted,
+            unprompted=bool({"sawd_unpmt", "sawd_sem"} & parts),
+            semantic_unprompted="sawd_sem" in parts,
+        )
+    t2vse = TextToVisionEnhancement(text_dim, EMBED_DIM) if spec.has_t2vse else None
+
+    model = PromptableModel(
+        num_classes=num_classes,
+        image_encoder=image_encoder,
+        prompt_encoder=PromptEncoder(
+            embed_dim=EMBED_DIM,
+            image_embedding_size=(embedding, embedding),
+            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            mask_in_chans=16,
+        ),
+        mask_decoder=_sagd(),
+        sawd=sawd,
+        t2vse=t2vse,
+        t2vse_to_sawd="t2vse_v1" in parts,
+        cmsa="cmsa" in parts,
+        image_size=IMAGE_SIZE,
+    )
+    if encoder_weights is not None:
+        load_sam_weights(model, encoder_weights, encoder=spec.encoder)
+    if sawd is not None and sawd.prompted:
+        sawd.transformer.load_state_dict(model.mask_decoder.transformer.state_dict())
+        sawd.output_upscaling.load_state_dict(model.mask_decoder.output_upscaling.state_dict())
+    set_trainable(model, spec)
+    return model.eval()
+
+
+def with_backbone(spec: MethodSpec, encoder: str, adapter: str | None = None) -> MethodSpec:
+    """The same method on another backbone (e.g. SEG-SAM on ViT-B + SAM-Med2D adapters, as in the paper).
+
+    Args:
+        spec (MethodSpec): A promptable method.
+        encoder (str): ``"tiny_vit"`` or ``"vit_b"``.
+        adapter (str | None): Adapter style for ``vit_b``.
+
+    Returns:
+        MethodSpec: A copy named ``<name>@<encoder>[+<adapter>]``.
+
+    Raises:
+        ValueError: If the spec is prompt-free or the combination is invalid.
+    """
+    if spec.prompt_free:
+        raise ValueError(f"{spec.name!r} is prompt-free and has no SAM backbone")
+    suffix = encoder if adapter is None else f"{encoder}+{adapter}"
+    return replace(spec, name=f"{spec.name}@{suffix}", encoder=encoder, adapter=adapter)

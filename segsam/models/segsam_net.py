@@ -1,0 +1,402 @@
+"""The assembled model shared by every method: :class:`PromptableModel`.
+
+Sub-modules (a method's :class:`~segsam.models.methods.MethodSpec` says which
+exist and which train):
+
+* ``image_encoder``: TinyViT (LiteMedSAM) or SAM ViT (optionally with
+  adapters); may be None when embeddings come from the cache.
+* ``prompt_encoder``: SAM's prompt encoder.
+* ``mask_decoder``: SAGD, SAM's mask decoder unchanged
+  (:class:`~segsam.models.litemedsam.PairedMaskDecoder`).
+* ``sawd``: :class:`~segsam.models.sawd.SemanticAwareDecoder` or None.
+* ``t2vse``: :class:`~segsam.models.t2vse.TextToVisionEnhancement` or None.
+* ``semantic_net``: a prompt-free U-Net / UNETR (then all of the above are None).
+
+Prompts. SAM's prompt encoder makes two sparse tokens for one box (its two
+corners) and also for one point (the point plus the padding point it adds
+when there is no box). A batch mixing box and point prompts is therefore
+encoded as two sub-batches and scattered back into prompt order, giving
+N x 2 x D tokens. The T2VSE token (N x 1 x D) is appended for SAGD (and for
+SAWD in variant ``t2vse_v1``).
+
+Resolution. The decoders upscale the embedding 4x: 64 x 64 -> 256 x 256 for
+TinyViT; 16 x 16 -> 64 x 64 for ViT-B at 256, which is then resized
+bilinearly to 256 x 256 (as SAM-Med2D does). Every per-prompt mask in
+:class:`ModelOutput` is 256 x 256; ``class_masks`` (``sawd_sem``) stay at the
+decoder's resolution to bound memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from segsam.models.litemedsam import PairedMaskDecoder
+from segsam.models.losses import SagdLoss, SawdLoss, SemanticLoss, cmsa_loss, loss_weights
+from segsam.models.sam_compat import PromptEncoder
+from segsam.models.sawd import SemanticAwareDecoder
+from segsam.models.t2vse import TextToVisionEnhancement
+
+__all__ = ["ModelOutput", "PromptableModel"]
+
+
+@dataclass
+class ModelOutput:
+    """Predictions for N prompts (or B images for a prompt-free network).
+
+    Attributes:
+        masks: N x 1 x 256 x 256 SAGD mask logits (binary task); None for
+            prompt-free networks.
+        iou: N x 1 SAGD IoU predictions; None for prompt-free networks.
+        sem_masks: N x 1 x 256 x 256 SAWD mask logits of the prompted object
+            (semantic task; its class is ``class_logits.argmax(1)``).
+        class_logits: N x C class logits of the prompted object (SAWD).
+        presence_logits: N x C logits "class k is among the image's objects
+            that were not prompted" (SAWD unprompted branch).
+        class_masks: N x C x h x w full-image per-class mask logits
+            (``sawd_sem`` only; h x w is the decoder's resolution).
+        semantic: B x (C + 1) x 256 x 256 logits of a prompt-free network
+            (channel 0 = background, k + 1 = class k).
+    """
+
+    masks: torch.Tensor | None
+    iou: torch.Tensor | None
+    sem_masks: torch.Tensor | None = None
+    class_logits: torch.Tensor | None = None
+    presence_logits: torch.Tensor | None = None
+    class_masks: torch.Tensor | None = None
+    semantic: torch.Tensor | None = None
+
+
+def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    return torch.as_tensor(value, dtype=dtype, device=device)
+
+
+class PromptableModel(nn.Module):
+    """SAM-family model with optional SAWD and T2VSE, or a prompt-free network.
+
+    Args:
+        num_classes (int): C, the vocabulary size.
+        image_encoder (nn.Module | None): B x 3 x S x S -> B x 256 x h x w,
+          or None (embeddings come from a cache; :meth:`encode` then raises).
+        prompt_encoder (PromptEncoder | None): SAM prompt encoder whose
+          ``image_embedding_size`` is h x w and ``input_image_size`` S x S.
+        mask_decoder (PairedMaskDecoder | None): SAGD.
+        sawd (SemanticAwareDecoder | None): Semantic-aware decoder.
+        t2vse (TextToVisionEnhancement | None): Text-to-vision module.
+        t2vse_to_sawd (bool): Also append the T2VSE token to SAWD's prompt
+          tokens (variant ``t2vse_v1``).
+        cmsa (bool): Add the CMSA term to :meth:`loss`.
+        semantic_net (nn.Module | None): A prompt-free network
+          (B x 3 x S x S -> B x (C+1) x S x S); excludes every other module.
+        image_size (int): S, the model-frame side (256).
+
+    Raises:
+        ValueError: If the parts do not fit together (missing SAGD, sizes,
+          class counts, a T2VSE/CMSA flag without its module).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        image_encoder: nn.Module | None = None,
+        prompt_encoder: PromptEncoder | None = None,
+        mask_decoder: PairedMaskDecoder | None = None,
+        sawd: SemanticAwareDecoder | None = None,
+        t2vse: TextToVisionEnhancement | None = None,
+        t2vse_to_sawd: bool = False,
+        cmsa: bool = False,
+        semantic_net: nn.Module | None = None,
+        image_size: int = 256,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be positive, got {image_size}")
+        if semantic_net is not None:
+            others = [n for n, m in (("image_encoder", image_encoder), ("prompt_encoder", prompt_encoder), ("mask_decoder", mask_decoder), ("sawd", sawd), ("t2vse", t2vse)) if m is not None]
+            if others or t2vse_to_sawd or cmsa:
+                raise ValueError(f"a prompt-free model has only semantic_net; got also {others or 't2vse_to_sawd/cmsa'}")
+        else:
+            if prompt_encoder is None or mask_decoder is None:
+                raise ValueError("a promptable model needs a prompt encoder and a mask decoder (SAGD)")
+            if tuple(prompt_encoder.input_image_size) != (image_size, image_size):
+                raise ValueError(f"prompt encoder input size {prompt_encoder.input_image_size} is not {image_size} x {image_size}")
+            if sawd is not None and sawd.num_classes != num_classes:
+                raise ValueError(f"SAWD has {sawd.num_classes} classes, the model {num_classes}")
+            if t2vse_to_sawd and (t2vse is None or sawd is None or not sawd.prompted):
+                raise ValueError("t2vse_to_sawd needs a T2VSE module and SAWD's prompted branch")
+            if cmsa and (sawd is None or not sawd.prompted):
+                raise ValueError("CMSA needs SAWD's prompted branch (its mask)")
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.sawd = sawd
+        self.t2vse = t2vse
+        self.semantic_net = semantic_net
+        self.t2vse_to_sawd = t2vse_to_sawd
+        self.cmsa = cmsa
+
+    def train(self, mode: bool = True) -> PromptableModel:
+        """Sets training mode, but keeps a fully frozen image encoder in eval mode.
+
+        TinyViT has batch norm: running it in training mode would change its
+        statistics even though none of its parameters train.
+        """
+        super().train(mode)
+        encoder = self.image_encoder
+        if mode and encoder is not None and not any(p.requires_grad for p in encoder.parameters()):
+            encoder.eval()
+        return self
+
+    @property
+    def prompt_free(self) -> bool:
+        """True for a prompt-free network (U-Net, UNETR)."""
+        return self.semantic_net is not None
+
+    @property
+    def embedding_size(self) -> tuple[int, int] | None:
+        """(h, w) of the image embedding the decoders expect; None when prompt-free."""
+        return None if self.prompt_encoder is None else tuple(self.prompt_encoder.image_embedding_size)
+
+    @property
+    def embed_dim(self) -> int | None:
+        """Channel width D of the image embedding (256 for SAM); None when prompt-free."""
+        return None if self.prompt_encoder is None else int(self.prompt_encoder.embed_dim)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeds preprocessed images (for prompt-free networks: returns them as they are).
+
+        Args:
+            images (torch.Tensor): B x 3 x S x S from
+              :func:`segsam.models.preprocess.prepare_image`.
+
+        Returns:
+            torch.Tensor: B x 256 x h x w image embeddings (prompt-free: the images).
+
+        Raises:
+            ValueError: If the images are not B x 3 x S x S, or the model was
+              built without its image encoder.
+        """
+        if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
+            raise ValueError(f"expected images B x 3 x {self.image_size} x {self.image_size}, got {tuple(images.shape)}")
+        if self.prompt_free:
+            return images
+        if self.image_encoder is None:
+            raise ValueError("this model was built without its image encoder (embeddings come from the cache)")
+        return self.image_encoder(images)
+
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        if tuple(logits.shape[-2:]) == (self.image_size, self.image_size):
+            return logits
+        return F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    def encode_prompts(
+        self, is_point: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sparse and dense prompt embeddings for a batch mixing boxes and single points.
+
+        Args:
+            is_point (torch.Tensor): N bool, True for a point prompt.
+            boxes (torch.Tensor): N x 4 (x0, y0, x1, y1) in the model frame;
+              rows of point prompts are ignored.
+            points (torch.Tensor): N x 2 (x, y) foreground points; rows of
+              box prompts are ignored.
+            device (torch.device): Where to compute.
+
+        Returns:
+            torch.Tensor: N x 2 x D sparse tokens, in prompt order.
+            torch.Tensor: N x D x h x w dense embeddings.
+        """
+        num = is_point.shape[0]
+        box_idx = torch.nonzero(~is_point, as_tuple=False).flatten()
+        point_idx = torch.nonzero(is_point, as_tuple=False).flatten()
+        parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        if box_idx.numel():
+            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[box_idx], masks=None)
+            parts.append((box_idx, sparse, dense))
+        if point_idx.numel():
+            coords = points[point_idx].unsqueeze(1)
+            labels = torch.ones(point_idx.numel(), 1, dtype=torch.int64, device=device)
+            sparse, dense = self.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+            parts.append((point_idx, sparse, dense))
+        if len(parts) == 1:
+            return parts[0][1], parts[0][2]
+        _, first_sparse, first_dense = parts[0]
+        sparse_all = first_sparse.new_zeros((num, *first_sparse.shape[1:]))
+        dense_all = first_dense.new_zeros((num, *first_dense.shape[1:]))
+        for index, sparse, dense in parts:
+            sparse_all = sparse_all.index_copy(0, index, sparse)
+            dense_all = dense_all.index_copy(0, index, dense)
+        return sparse_all, dense_all
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        is_point: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """Decodes one object per prompt (or segments images, prompt-free).
+
+        Args:
+            embeddings (torch.Tensor): N x 256 x h x w, one per prompt
+              (cached frozen-encoder output or :meth:`encode`); for a
+              prompt-free network, B x 3 x S x S images.
+            is_point (torch.Tensor | None): N bool (a numpy array is
+              accepted): point prompt, else box. Ignored when prompt-free.
+            boxes (torch.Tensor | None): N x 4 model-frame (x0, y0, x1, y1),
+              used where ``~is_point``.
+            points (torch.Tensor | None): N x 2 model-frame (x, y),
+              foreground, used where ``is_point``.
+            text (torch.Tensor | None): C x d_text class text embeddings;
+              required when the model has T2VSE, ignored otherwise.
+
+        Returns:
+            ModelOutput: see its fields.
+
+        Raises:
+            ValueError: If shapes disagree, prompts are missing, or T2VSE
+              has no text.
+        """
+        if self.prompt_free:
+            images = embeddings
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise ValueError(f"a prompt-free model takes images B x 3 x S x S, got {tuple(images.shape)}")
+            return ModelOutput(masks=None, iou=None, semantic=self.semantic_net(images))
+
+        device = embeddings.device
+        h, w = self.embedding_size
+        if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (self.embed_dim, h, w):
+            raise ValueError(f"expected embeddings N x {self.embed_dim} x {h} x {w}, got {tuple(embeddings.shape)}")
+        if is_point is None or boxes is None or points is None:
+            raise ValueError("a promptable model needs is_point, boxes and points (N each)")
+        is_point = _as_tensor(is_point, torch.bool, device).flatten()
+        boxes = _as_tensor(boxes, torch.float32, device)
+        points = _as_tensor(points, torch.float32, device)
+        num = is_point.shape[0]
+        if embeddings.shape[0] != num:
+            raise ValueError(f"got {embeddings.shape[0]} embeddings for {num} prompts (one per prompt)")
+        if num == 0:
+            raise ValueError("no prompts")
+        if tuple(boxes.shape) != (num, 4) or tuple(points.shape) != (num, 2):
+            raise ValueError(f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}")
+
+        sparse, dense = self.encode_prompts(is_point, boxes, points, device)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        sagd_sparse = sawd_sparse = sparse
+        if self.t2vse is not None:
+            if text is None:
+                raise ValueError("this model has T2VSE: pass the class text embeddings (C x d_text)")
+            token = self.t2vse(embeddings, image_pe, text)
+            sagd_sparse = torch.cat([sparse, token], dim=1)
+            if self.t2vse_to_sawd:
+                sawd_sparse = sagd_sparse
+
+        masks, iou = self.mask_decoder(
+            image_embeddings=embeddings,
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sagd_sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        out = ModelOutput(masks=self._upsample(masks), iou=iou)
+        if self.sawd is not None:
+            sem = self.sawd(embeddings, image_pe, sawd_sparse, dense)
+            out.sem_masks = None if sem.mask is None else self._upsample(sem.mask)
+            out.class_logits = sem.class_logits
+            out.presence_logits = sem.presence_logits
+            out.class_masks = sem.class_masks
+        return out
+
+    def loss(
+        self,
+        out: ModelOutput,
+        masks: torch.Tensor,
+        classes: torch.Tensor,
+        presence: torch.Tensor,
+        weights: Mapping[str, Any] | None = None,
+        class_masks: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``L_SAGD + L_SAWD + lambda_cmsa * L_CMSA`` for the parts this model has.
+
+        Args:
+            out (ModelOutput): :meth:`forward`'s output for N prompts.
+            masks (torch.Tensor): N x 1 x 256 x 256 prompted-object masks {0, 1}.
+            classes (torch.Tensor): N long, class index in ``[0, C)`` of each
+              prompted object.
+            presence (torch.Tensor): N x C {0, 1}: classes present among the
+              image's objects that were NOT prompted.
+            weights (Mapping[str, Any] | None): Loss weights
+              (:data:`segsam.models.losses.LOSS_DEFAULTS` keys).
+            class_masks (torch.Tensor | None): N x C x 256 x 256 {0, 1}
+              full-image masks per class (every object of class k in the
+              prompt's image); required by ``sawd_sem`` only.
+
+        Returns:
+            dict[str, torch.Tensor]: ``loss`` (the total) and every term
+              (``sagd``, ``focal``, ``dice``, ``iou_mse``, ``sawd``,
+              ``class_ce``, ``mask_bce``, ``mask_dice``, ``presence_bce``,
+              ``class_mask_bce``, ``class_mask_dice``, ``cmsa``) it computed.
+
+        Raises:
+            ValueError: For a prompt-free model (use :meth:`semantic_loss`)
+              or inconsistent shapes.
+        """
+        if self.prompt_free:
+            raise ValueError("a prompt-free model is trained with semantic_loss(out, labels, weights)")
+        merged = loss_weights(weights)
+        terms = SagdLoss(merged)(out.masks, out.iou, masks)
+        total = terms["sagd"]
+        if self.sawd is not None:
+            sawd_terms = SawdLoss(merged)(
+                target=masks,
+                classes=classes.to(out.masks.device),
+                presence=presence.to(out.masks.device),
+                mask_logits=out.sem_masks,
+                class_logits=out.class_logits,
+                presence_logits=out.presence_logits,
+                class_mask_logits=out.class_masks,
+                class_masks=class_masks,
+            )
+            terms.update(sawd_terms)
+            total = total + sawd_terms["sawd"]
+        if self.cmsa:
+            terms["cmsa"] = cmsa_loss(out.sem_masks, out.masks)
+            total = total + merged["lambda_cmsa"] * terms["cmsa"]
+        terms["loss"] = total
+        return terms
+
+    def semantic_loss(
+        self, out: ModelOutput, labels: torch.Tensor, weights: Mapping[str, Any] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Loss of a prompt-free network: CE + dice over C + 1 classes.
+
+        Args:
+            out (ModelOutput): :meth:`forward`'s output (``semantic`` set).
+            labels (torch.Tensor): B x S x S label map, 0 = background,
+              k + 1 = class k.
+            weights (Mapping[str, Any] | None): Loss weights.
+
+        Returns:
+            dict[str, torch.Tensor]: ``loss``, ``ce``, ``dice``.
+
+        Raises:
+            ValueError: If the model is promptable.
+        """
+        if out.semantic is None:
+            raise ValueError("semantic_loss needs a prompt-free model's output (out.semantic)")
+        return SemanticLoss(weights)(out.semantic, labels.to(out.semantic.device))

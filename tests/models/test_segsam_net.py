@@ -1,0 +1,182 @@
+"""The assembled model (segsam.models.segsam_net.PromptableModel), random weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segsam.models.build import build_model, with_backbone
+from segsam.models.methods import get_method
+from segsam.models.segsam_net import ModelOutput, PromptableModel
+from segsam.models.vit import ViTGeometry
+
+C, TEXT = 6, 384
+SMALL_VIT = ViTGeometry(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,))
+
+
+def _build(method: str, *, small: bool = True, **kwargs) -> PromptableModel:
+    """Random-weight model; ``small``: on a small ViT (16 x 16 embedding) to keep CPU time low."""
+    torch.manual_seed(0)
+    spec = get_method(method)
+    kwargs.setdefault("with_image_encoder", False)
+    if small and not spec.prompt_free:
+        spec = spec if spec.encoder == "vit_b" else with_backbone(spec, "vit_b")
+        kwargs.setdefault("vit_geometry", SMALL_VIT)
+    return build_model(spec, encoder_weights=None, num_classes=C, text_dim=TEXT, **kwargs)
+
+
+def _batch(hw: int = 16):
+    """2 images x 3 prompted masks each, mixing points and boxes."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 256, hw, hw, generator=g)
+    owner = torch.tensor([0, 0, 0, 1, 1, 1])
+    is_point = torch.tensor([True, False, True, False, False, True])
+    boxes = torch.tensor([[0, 0, 0, 0], [30, 40, 120, 160], [0, 0, 0, 0], [5, 5, 250, 250], [100, 20, 140, 90], [0, 0, 0, 0]], dtype=torch.float32)
+    points = torch.tensor([[60, 70], [0, 0], [200, 30], [0, 0], [0, 0], [128, 128]], dtype=torch.float32)
+    text = torch.randn(C, TEXT, generator=g)
+    return images[owner], is_point, boxes, points, text
+
+
+@pytest.fixture(scope="module")
+def segsam() -> PromptableModel:
+    return _build("segsam")
+
+
+def test_mixed_prompt_batch_shapes():
+    """The real geometry: LiteMedSAM's 64 x 64 embedding."""
+    segsam = _build("segsam", small=False)
+    embeddings, is_point, boxes, points, text = _batch(hw=64)
+    with torch.inference_mode():
+        out = segsam(embeddings, is_point, boxes, points, text)
+    assert isinstance(out, ModelOutput)
+    assert out.masks.shape == (6, 1, 256, 256) and out.iou.shape == (6, 1)
+    assert out.sem_masks.shape == (6, 1, 256, 256)
+    assert out.class_logits.shape == (6, C) and out.presence_logits.shape == (6, C)
+    assert out.class_masks is None and out.semantic is None
+    assert segsam.embedding_size == (64, 64) and segsam.embed_dim == 256
+
+
+def test_mixed_batch_equals_one_prompt_at_a_time(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    with torch.inference_mode():
+        batch = segsam(embeddings, is_point, boxes, points, text)
+        for i in range(len(is_point)):
+            single = segsam(embeddings[i : i + 1], is_point[i : i + 1], boxes[i : i + 1], points[i : i + 1], text)
+            for field in ("masks", "iou", "sem_masks", "class_logits", "presence_logits"):
+                torch.testing.assert_close(getattr(single, field)[0], getattr(batch, field)[i], rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_prompts_are_accepted(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    with torch.inference_mode():
+        a = segsam(embeddings, is_point, boxes, points, text)
+        b = segsam(embeddings, is_point.numpy(), boxes.numpy(), points.numpy().astype(np.float64), text)
+    torch.testing.assert_close(a.masks, b.masks)
+
+
+def test_point_and_box_prompts_differ(segsam):
+    embeddings, _, boxes, points, text = _batch()
+    with torch.inference_mode():
+        as_points = segsam(embeddings, torch.ones(6, dtype=torch.bool), boxes, points, text)
+        as_boxes = segsam(embeddings, torch.zeros(6, dtype=torch.bool), boxes, points, text)
+    assert not torch.allclose(as_points.masks, as_boxes.masks)
+
+
+def test_t2vse_token_feeds_sagd_only_unless_v1():
+    embeddings, is_point, boxes, points, text = _batch()
+    for method, sawd_sees_text in (("t2vse", False), ("t2vse_v1", True)):
+        model = _build(method)
+        with torch.inference_mode():
+            a = model(embeddings, is_point, boxes, points, text)
+            b = model(embeddings, is_point, boxes, points, text * -1.0)
+        assert not torch.allclose(a.masks, b.masks), method
+        assert torch.allclose(a.sem_masks, b.sem_masks) is not sawd_sees_text, method
+        assert torch.equal(a.presence_logits, b.presence_logits), method  # the unprompted branch never sees text
+
+
+def test_sawd_sem_outputs_class_masks_and_needs_their_targets():
+    model = _build("sawd_sem")
+    embeddings, is_point, boxes, points, _ = _batch()
+    out = model(embeddings, is_point, boxes, points)
+    assert out.class_masks.shape == (6, C, 64, 64) and out.presence_logits is None  # decoder resolution
+    masks, classes, presence = torch.zeros(6, 1, 256, 256), torch.arange(6) % C, torch.zeros(6, C)
+    with pytest.raises(ValueError, match="needs class_masks"):
+        model.loss(out, masks, classes, presence)
+    terms = model.loss(out, masks, classes, presence, class_masks=torch.zeros(6, C, 256, 256))
+    assert "class_mask_bce" in terms and "presence_bce" not in terms and "cmsa" not in terms
+
+
+def test_loss_total_is_sagd_plus_sawd_plus_lambda_cmsa(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    out = segsam(embeddings, is_point, boxes, points, text)
+    masks = torch.zeros(6, 1, 256, 256)
+    masks[:, :, 50:150, 60:120] = 1
+    classes = torch.tensor([0, 1, 2, 3, 4, 5])
+    presence = torch.zeros(6, C)
+    presence[:3, 1] = 1
+    terms = segsam.loss(out, masks, classes, presence, {"lambda_cmsa": 0.25})
+    torch.testing.assert_close(terms["loss"], terms["sagd"] + terms["sawd"] + 0.25 * terms["cmsa"])
+    assert {"focal", "dice", "iou_mse", "class_ce", "mask_bce", "mask_dice", "presence_bce", "cmsa"} <= set(terms)
+    baseline = _build("ft_decoder")
+    terms = baseline.loss(baseline(embeddings, is_point, boxes, points), masks, classes, presence)
+    assert set(terms) == {"loss", "sagd", "focal", "dice", "iou_mse"}
+
+
+def test_input_validation(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    with pytest.raises(ValueError, match="N x 256 x 16 x 16"):
+        segsam(embeddings[:, :, :8, :8], is_point, boxes, points, text)
+    with pytest.raises(ValueError, match="one per prompt"):
+        segsam(embeddings[:2], is_point, boxes, points, text)
+    with pytest.raises(ValueError, match="class text embeddings"):
+        segsam(embeddings, is_point, boxes, points)
+    with pytest.raises(ValueError, match="needs is_point"):
+        segsam(embeddings)
+    with pytest.raises(ValueError, match="boxes 6 x 4"):
+        segsam(embeddings, is_point, boxes[:, :2], points, text)
+    with pytest.raises(ValueError, match="without its image encoder"):
+        segsam.encode(torch.rand(1, 3, 256, 256))
+    with pytest.raises(ValueError, match="B x 3 x 256 x 256"):
+        segsam.encode(torch.rand(1, 3, 128, 128))
+
+
+def test_constructor_validation(segsam):
+    with pytest.raises(ValueError, match="prompt encoder and a mask decoder"):
+        PromptableModel(num_classes=C)
+    with pytest.raises(ValueError, match="SAWD has 6 classes"):
+        PromptableModel(num_classes=C + 1, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, sawd=segsam.sawd)
+    with pytest.raises(ValueError, match="CMSA needs"):
+        PromptableModel(num_classes=C, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, cmsa=True)
+    with pytest.raises(ValueError, match="t2vse_to_sawd"):
+        PromptableModel(num_classes=C, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, t2vse_to_sawd=True)
+
+
+def test_train_mode_keeps_a_frozen_encoder_in_eval():
+    model = _build("ft_decoder", small=False, with_image_encoder=True).train()
+    assert model.training and model.mask_decoder.training and not model.image_encoder.training
+    medsam = _build("medsam", vit_geometry=SMALL_VIT).train()
+    assert medsam.image_encoder.training  # its encoder trains
+    assert medsam.embedding_size == (16, 16)
+
+
+def test_vit_b_masks_are_resized_to_256():
+    model = _build("sam_med2d+sawd", vit_geometry=SMALL_VIT)
+    embeddings, is_point, boxes, points, _ = _batch()
+    with torch.inference_mode():
+        out = model(model.encode(torch.rand(2, 3, 256, 256))[[0, 0, 0, 1, 1, 1]], is_point, boxes, points)
+        direct = model(embeddings, is_point, boxes, points)
+    assert out.masks.shape == direct.masks.shape == (6, 1, 256, 256)
+    assert out.sem_masks.shape == (6, 1, 256, 256)
+
+
+def test_prompt_free_model():
+    model = _build("unet")
+    images = torch.rand(1, 3, 256, 256)
+    assert model.prompt_free and model.embedding_size is None and torch.equal(model.encode(images), images)
+    out = model(images)
+    assert out.semantic.shape == (1, C + 1, 256, 256) and out.masks is None
+    terms = model.semantic_loss(out, torch.randint(0, C + 1, (1, 256, 256)))
+    assert torch.isfinite(terms["loss"])
+    with pytest.raises(ValueError, match="semantic_loss"):
+        model.loss(out, torch.zeros(1, 1, 256, 256), torch.zeros(1, dtype=torch.long), torch.zeros(1, C))
