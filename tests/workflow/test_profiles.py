@@ -18,4 +18,3 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path: Path) -> None:
     train = text.split("rule train:", 1)[1].split("\n\n", 1)[0]
     resources = re.search(r"resources: (.*)", train).group(1)
     assert "gpu=4" in resources and "slurm_partition=gpu" in resources and "cpus_per_task=16" in resources
-    assert "threads: 16" in train
