@@ -43,5 +43,7 @@ rule all:
     input:
         "results/table1.csv",
         "results/figures/table1.png",
+        "results/figures/qualitative.png",
+        "results/figures/training_curves.png",
         "results/text/class_embeddings.parquet",
     default_target: True

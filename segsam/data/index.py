@@ -209,19 +209,23 @@ def write_index_dataset(
     splits: Mapping[str, str] | None = None,
     partitioning: Sequence[str] = PARTITION_COLUMNS,
     rows_per_group: int = 131_072,
+    buffer_rows: int = 8_192,
     max_open_files: int = 256,
 ) -> int:
     """Stream mask rows into a partitioned parquet dataset (hive folders), atomically.
 
-    Memory stays bounded by one chunk plus the writer's open row groups
-    (``rows_per_group`` rows per open partition), whatever the total size.
+    Memory stays bounded by one chunk plus the writer's buffers (up to
+    ``buffer_rows`` rows per open partition before a row group is written),
+    whatever the total size.
 
     Args:
         chunks: Tables with the :data:`MASK_COLUMNS` (``split`` optional).
         out_dir: The dataset folder (replaced if it exists).
         splits: ``{case: split}``, filled in where a chunk has no ``split`` column.
         partitioning: Columns that become folders (``modality=ct/dataset=amos/``).
-        rows_per_group: Parquet row-group size (and the writer's buffer per partition).
+        rows_per_group: Largest parquet row group.
+        buffer_rows: Rows a partition collects before it writes a row group (memory
+            ~ partitions x buffer_rows x row size; 0 writes every chunk at once).
         max_open_files: Open partition files at a time.
 
     Returns:
@@ -258,7 +262,7 @@ def write_index_dataset(
         pds.write_dataset(
             batches(), tmp, schema=MASK_SCHEMA, format="parquet",
             partitioning=pds.partitioning(part_schema, flavor="hive"),
-            max_rows_per_group=rows_per_group, min_rows_per_group=min(rows_per_group, 16_384),
+            max_rows_per_group=rows_per_group, min_rows_per_group=min(rows_per_group, buffer_rows),
             max_open_files=max_open_files, existing_data_behavior="error",
             basename_template="part-{i}.parquet",
         )

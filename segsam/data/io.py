@@ -131,7 +131,8 @@ def read_case(image_path: str | Path, label_path: str | Path) -> tuple[sitk.Imag
         raise DataError(f"{label_path}: label values up to {extrema.GetMaximum():g} exceed 65535")
     # orient first, then cast, and skip either when it is a no-op: the reader's freed buffer
     # is reused, so the peak stays near two copies of the volume (benchmarks/slicing_throughput.py)
-    image, label = _to_lps(image), _to_lps(label)
+    image = _to_lps(image)  # one at a time: each original is freed before the next copy
+    label = _to_lps(label)
     if label.GetPixelID() != sitk.sitkUInt16:
         label = sitk.Cast(label, sitk.sitkUInt16)  # safe now: no value wraps around
     if image.GetPixelID() != sitk.sitkFloat32:
@@ -139,11 +140,31 @@ def read_case(image_path: str | Path, label_path: str | Path) -> tuple[sitk.Imag
     return image, label
 
 
+_OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
+
+
 def _to_lps(image: sitk.Image) -> sitk.Image:
-    """Reorient to :data:`CANONICAL_ORIENTATION` (a no-op, without a copy, when it already is)."""
-    if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection()) == CANONICAL_ORIENTATION:
+    """Reorient to :data:`CANONICAL_ORIENTATION`, like ``sitk.DICOMOrient``, with fewer copies.
+
+    Already LPS: returned as is. Flips only (e.g. RAS, the usual NIfTI case): one
+    ``sitk.Flip`` (one output buffer; ``DICOMOrient`` makes an intermediate one too),
+    with origin and direction set so that every voxel keeps its physical position.
+    Axis permutations: ``sitk.DICOMOrient``.
+    """
+    orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    if orientation == CANONICAL_ORIENTATION:
         return image
-    return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    if any(have not in (want, _OPPOSITE[want]) for have, want in zip(orientation, CANONICAL_ORIENTATION)):
+        return sitk.DICOMOrient(image, CANONICAL_ORIENTATION)
+    flips = [have != want for have, want in zip(orientation, CANONICAL_ORIENTATION)]
+    corner = [size - 1 if flip else 0 for size, flip in zip(image.GetSize(), flips)]
+    origin = image.TransformIndexToPhysicalPoint(corner)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    direction[:, flips] *= -1
+    flipped = sitk.Flip(image, flips)
+    flipped.SetOrigin(origin)
+    flipped.SetDirection(tuple(float(v) for v in direction.ravel()))
+    return flipped
 
 
 def resample_isotropic(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image, sitk.Image]:

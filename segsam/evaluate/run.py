@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,10 +23,17 @@ from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
-from segsam.train.embedding_cache import EmbeddingStore, read_png
+from segsam.train.embedding_cache import EmbeddingStore, read_png, write_png
 from segsam.train.loop import build_decoder_model, decode_prompts
 
 log = logging.getLogger(__name__)
+
+
+def example_images(prompts: pd.DataFrame, per_modality: int = 2) -> list[str]:
+    """Test slices shown in the qualitative figure: per modality, those with the most masks (ties by name)."""
+    counts = prompts[prompts["prompt"] == prompts["prompt"].iloc[0]].groupby(["modality", "image"]).size().reset_index(name="n")
+    counts = counts.sort_values(["modality", "n", "image"], ascending=[True, False, True])
+    return counts.groupby("modality").head(per_modality)["image"].tolist()
 
 
 def evaluate_method(
@@ -33,6 +42,7 @@ def evaluate_method(
     cache_dir: str | Path,
     out_per_mask: str | Path,
     out_summary: str | Path,
+    out_examples: str | Path,
     *,
     config: Mapping[str, Any],
     checkpoint: str | Path | None = None,
@@ -47,6 +57,8 @@ def evaluate_method(
         cache_dir: Embedding cache folder of the frozen encoder.
         out_per_mask: Parquet, one row per (mask, prompt) with its DSC.
         out_summary: JSON with the per-modality means and the MLflow run ids.
+        out_examples: Folder of predicted masks (box prompts, PNG named like the
+            ground-truth mask) on the slices of :func:`example_images`.
         config: The whole validated config.
         checkpoint: Trained weights (methods that train), overlaid on the
             pretrained ones.
@@ -73,6 +85,10 @@ def evaluate_method(
     threshold_logit = float(np.log(cfg["threshold"] / (1 - cfg["threshold"])))
 
     results = []
+    examples = set(example_images(prompts))
+    examples_tmp = Path(out_examples).parent / f".{Path(out_examples).name}.tmp"
+    shutil.rmtree(examples_tmp, ignore_errors=True)
+    examples_tmp.mkdir(parents=True)
     start = time.perf_counter()
     with torch.inference_mode():
         for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
@@ -90,6 +106,10 @@ def evaluate_method(
             frame["pred_area"] = pred.flatten(1).sum(1).numpy()
             frame["gt_area"] = targets.reshape(len(group), -1).sum(1)
             results.append(frame)
+            if image in examples:
+                for mask_path, kind, predicted in zip(group["mask"], group["prompt"], pred):
+                    if kind == "box":
+                        write_png(examples_tmp / Path(mask_path).name, predicted.numpy().astype(np.uint8) * 255)
     per_mask = pd.concat(results, ignore_index=True)
     per_mask.insert(0, "method", method)
     elapsed = time.perf_counter() - start
@@ -120,6 +140,8 @@ def evaluate_method(
             mlflow.log_artifact(str(out_per_mask), artifact_path="tables")
             mlflow.log_table(summary, artifact_file="tables/summary.json")
         write_json(out_summary, record)
+        shutil.rmtree(out_examples, ignore_errors=True)
+        os.replace(examples_tmp, out_examples)
     log.info("%s: %d prompts in %.1f s; %s", method, len(per_mask), elapsed,
              "; ".join(f"{r.prompt}/{r.modality}={r.mean:.3f}" for r in summary.itertuples() if r.modality == "avg"))
     return per_mask

@@ -161,10 +161,6 @@ class MethodSpec:
         return "t2vse" in self.components
 
 
-def _spec(**kwargs: object) -> MethodSpec:
-    return MethodSpec(**kwargs)  # type: ignore[arg-type]
-
-
 _SAWD = ("sawd_pmt", "sawd_unpmt")
 _DECODERS = ("prompt_encoder", "mask_decoder")
 _SEGSAM_TRAINS = ("prompt_encoder", "mask_decoder", "sawd", "t2vse")
@@ -217,21 +213,21 @@ _ABLATIONS = {
 
 def _registry() -> dict[str, MethodSpec]:
     specs = [
-        _spec(
+        MethodSpec(
             name="medsam_lite",
             display="LiteMedSAM (zero-shot)",
             trains=False,
             trainable=(),
             description="LiteMedSAM (MedSAM distilled into TinyViT) as released, no training.",
         ),
-        _spec(
+        MethodSpec(
             name="ft_decoder",
             display="LiteMedSAM + fine-tuned decoder",
             trains=True,
             trainable=_DECODERS,
             description="Frozen LiteMedSAM encoder; prompt encoder and SAM mask decoder (SAGD) fine-tuned.",
         ),
-        _spec(
+        MethodSpec(
             name="sam",
             display="SAM",
             trains=False,
@@ -242,10 +238,10 @@ def _registry() -> dict[str, MethodSpec]:
     ]
     for name, (display, trainable, adapter, description) in _BASELINES.items():
         specs.append(
-            _spec(name=name, display=display, trains=True, trainable=trainable, encoder="vit_b", adapter=adapter, description=description)
+            MethodSpec(name=name, display=display, trains=True, trainable=trainable, encoder="vit_b", adapter=adapter, description=description)
         )
     specs.append(
-        _spec(
+        MethodSpec(
             name="segsam",
             display="SEG-SAM",
             trains=True,
@@ -256,7 +252,7 @@ def _registry() -> dict[str, MethodSpec]:
     )
     for name, (display, trainable, adapter, description) in _BASELINES.items():
         specs.append(
-            _spec(
+            MethodSpec(
                 name=f"{name}+sawd",
                 display=f"{display} + SAWD",
                 trains=True,
@@ -269,7 +265,7 @@ def _registry() -> dict[str, MethodSpec]:
         )
     for name, (display, components, description) in _ABLATIONS.items():
         specs.append(
-            _spec(
+            MethodSpec(
                 name=name,
                 display=f"LiteMedSAM {display}",
                 trains=True,
@@ -279,7 +275,7 @@ def _registry() -> dict[str, MethodSpec]:
             )
         )
     specs.append(
-        _spec(
+        MethodSpec(
             name="unet",
             display="nnU-Net (2D)",
             trains=True,
@@ -290,7 +286,7 @@ def _registry() -> dict[str, MethodSpec]:
         )
     )
     specs.append(
-        _spec(
+        MethodSpec(
             name="unetr",
             display="UNETR (2D)",
             trains=True,

@@ -249,6 +249,8 @@ class PromptableModel(nn.Module):
         boxes: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
         text: torch.Tensor | None = None,
+        *,
+        semantic: bool = True,
     ) -> ModelOutput:
         """Decodes one object per prompt (or segments images, prompt-free).
 
@@ -264,6 +266,8 @@ class PromptableModel(nn.Module):
               foreground, used where ``is_point``.
             text (torch.Tensor | None): C x d_text class text embeddings;
               required when the model has T2VSE, ignored otherwise.
+            semantic (bool): Run SAWD. False skips it (binary-task
+              inference needs only SAGD); its fields are then None.
 
         Returns:
             ModelOutput: see its fields.
@@ -298,12 +302,13 @@ class PromptableModel(nn.Module):
         sparse, dense = self.encode_prompts(is_point, boxes, points, device)
         image_pe = self.prompt_encoder.get_dense_pe()
         sagd_sparse = sawd_sparse = sparse
+        run_sawd = semantic and self.sawd is not None
         if self.t2vse is not None:
             if text is None:
                 raise ValueError("this model has T2VSE: pass the class text embeddings (C x d_text)")
             token = self.t2vse(embeddings, image_pe, text)
             sagd_sparse = torch.cat([sparse, token], dim=1)
-            if self.t2vse_to_sawd:
+            if self.t2vse_to_sawd and run_sawd:
                 sawd_sparse = sagd_sparse
 
         masks, iou = self.mask_decoder(
@@ -314,7 +319,7 @@ class PromptableModel(nn.Module):
             multimask_output=False,
         )
         out = ModelOutput(masks=self._upsample(masks), iou=iou)
-        if self.sawd is not None:
+        if run_sawd:
             sem = self.sawd(embeddings, image_pe, sawd_sparse, dense)
             out.sem_masks = None if sem.mask is None else self._upsample(sem.mask)
             out.class_logits = sem.class_logits
@@ -353,11 +358,13 @@ class PromptableModel(nn.Module):
               ``class_mask_bce``, ``class_mask_dice``, ``cmsa``) it computed.
 
         Raises:
-            ValueError: For a prompt-free model (use :meth:`semantic_loss`)
-              or inconsistent shapes.
+            ValueError: For a prompt-free model (use :meth:`semantic_loss`),
+              an output without SAWD predictions, or inconsistent shapes.
         """
         if self.prompt_free:
             raise ValueError("a prompt-free model is trained with semantic_loss(out, labels, weights)")
+        if self.sawd is not None and out.class_logits is None and out.presence_logits is None and out.class_masks is None:
+            raise ValueError("the output has no SAWD predictions (forward(..., semantic=False)); the loss needs them")
         merged = loss_weights(weights)
         terms = SagdLoss(merged)(out.masks, out.iou, masks)
         total = terms["sagd"]

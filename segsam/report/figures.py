@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -36,4 +39,68 @@ def modality_bars(table: pd.DataFrame, out_png: str | Path, title: str) -> None:
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+# one colour per class id (tab20 cycled); background transparent
+def _class_colour(class_id: int) -> tuple[float, float, float]:
+    return plt.get_cmap("tab20")(class_id % 20)[:3]
+
+
+def _overlay(ax: Any, image: np.ndarray, masks: list[tuple[int, np.ndarray]], title: str) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    rgba = np.zeros((*image.shape[:2], 4))
+    for class_id, mask in masks:
+        rgba[mask > 0] = (*_class_colour(class_id), 0.45)
+    ax.imshow(rgba, interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def qualitative_panel(per_mask_files: Sequence[str | Path], example_dirs: Sequence[str | Path], displays: Sequence[str], out_png: str | Path) -> None:
+    """Fig. 3-style panel: per example slice, the image with ground truth, then each method's masks (box prompts).
+
+    Args:
+        per_mask_files: Each method's per-mask table (gives image, mask and class of every test mask).
+        example_dirs: Each method's folder of predicted example masks (same order).
+        displays: Row labels of the methods (same order).
+        out_png: Output figure.
+    """
+    from segsam.train.embedding_cache import read_png
+
+    table = pd.read_parquet(per_mask_files[0])
+    table = table[table["prompt"] == "box"]
+    names = {Path(p).name for p in Path(example_dirs[0]).glob("*.png")}
+    table = table[[Path(m).name in names for m in table["mask"]]]
+    images = sorted(table["image"].unique())
+    fig, axes = plt.subplots(max(len(images), 1), len(example_dirs) + 1, figsize=(2.4 * (len(example_dirs) + 1), 2.4 * max(len(images), 1)), squeeze=False)
+    for row, image in enumerate(images):
+        group = table[table["image"] == image]
+        pixels = read_png(image)
+        truth = [(int(c), read_png(m)) for c, m in zip(group["class_id"], group["mask"])]
+        _overlay(axes[row, 0], pixels, truth, f"ground truth\n{Path(image).stem.split('--')[2]}")
+        for col, (folder, label) in enumerate(zip(example_dirs, displays), start=1):
+            masks = [(int(c), read_png(Path(folder) / Path(m).name)) for c, m in zip(group["class_id"], group["mask"]) if (Path(folder) / Path(m).name).exists()]
+            _overlay(axes[row, col], pixels, masks, label)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def training_curves(summaries: Sequence[str | Path], out_png: str | Path) -> None:
+    """Loss per epoch of every trained method (from their train_summary.json)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for path in summaries:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+        epochs = [h["epoch"] for h in summary["history"]]
+        ax.plot(epochs, [h["loss"] for h in summary["history"]], marker="o", label=summary["method"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    if summaries:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

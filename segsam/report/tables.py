@@ -25,6 +25,29 @@ from segsam.tracking import git_commit
 log = logging.getLogger(__name__)
 
 MODALITY_ORDER = ["ct", "mr", "pet", "dermoscopy", "endoscopy", "fundus", "ultrasound", "xray"]
+PAPER_DIR = Path(__file__).resolve().parents[2] / "config" / "paper"
+# our method names -> the paper's row labels (methods without a paper row get no paper cells)
+PAPER_ROWS = {
+    "sam": "SAM", "ft_sam": "FT-SAM", "sam_med2d": "SAM-Med2D", "medsam": "MedSAM", "med_sa": "Med-SA",
+    "segsam": "SEG-SAM", "sam_med2d+sawd": "SAM-Med2D+SAWD", "medsam+sawd": "MedSAM+SAWD", "med_sa+sawd": "Med-SA+SAWD",
+    "unet": "nnU-Net", "unetr": "UNETR",
+}
+
+
+def paper_values(csv_name: str) -> pd.DataFrame:
+    """The paper's published cells (``config/paper/<csv_name>``, copied from ../shared/paper)."""
+    return pd.read_csv(PAPER_DIR / csv_name)
+
+
+def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Add ``paper_<col>`` and ``delta_<col>`` (ours - paper) where the paper has the cell."""
+    table = table.copy()
+    lookup = {(r.method, r.prompt, r.modality): r.value for r in paper.itertuples(index=False)}
+    for column in columns:
+        paper_col = [lookup.get((PAPER_ROWS.get(m), p, column), float("nan")) for m, p in zip(table["method"], table["prompt"])]
+        table[f"paper_{column}"] = paper_col
+        table[f"delta_{column}"] = (table[column] - table[f"paper_{column}"]).round(2)
+    return table
 
 
 def binary_table(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
@@ -53,7 +76,11 @@ def to_markdown(table: pd.DataFrame, modalities: Sequence[str]) -> str:
     for row in table.to_dict(orient="records"):
         cells = [row["row"], row["prompt"]]
         for m in modalities:
-            cells.append(f"{row[m]:.2f} [{row[f'{m}_lo']:.2f}, {row[f'{m}_hi']:.2f}] (n={row[f'n_{m}']})")
+            cell = f"{row[m]:.2f} [{row[f'{m}_lo']:.2f}, {row[f'{m}_hi']:.2f}] (n={row[f'n_{m}']})"
+            paper = row.get(f"paper_{m}", float("nan"))
+            if paper == paper:  # not NaN
+                cell += f"; paper {paper:.2f}"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -75,11 +102,14 @@ def make_table1(
     cfg = config["evaluate"]
     table = binary_table(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
     modalities = [c for c in table.columns if c in MODALITY_ORDER or c == "avg"]
+    table = add_paper_columns(table, paper_values("table1_binary_dsc.csv"), modalities)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(out_md, to_markdown(table, modalities))
     write_json(out_json, {
         "table": "table1: binary DSC (%) per prompted mask; avg = mean of modality means",
+        "paper_columns": "paper_<col> = the paper's published cell (config/paper/table1_binary_dsc.csv), delta_<col> = ours - paper; "
+        "the paper's avg covers 8 modalities, ours those present",
         "dataset": config["dataset"]["name"],
         "is_paper_data": config["dataset"]["name"] == "paper",
         "warning": None if config["dataset"]["name"] == "paper" else (

@@ -41,6 +41,11 @@ def read_png(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: unreadable PNG ({str(err).strip().splitlines()[-1]})") from err
 
 
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a 2D uint8 array as PNG with SimpleITK."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8)), str(path))
+
+
 def encode_case(
     slice_dir: str | Path,
     out_npy: str | Path,

@@ -75,6 +75,17 @@ def test_numpy_prompts_are_accepted(segsam):
     torch.testing.assert_close(a.masks, b.masks)
 
 
+def test_binary_only_inference_skips_sawd(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    with torch.inference_mode():
+        full = segsam(embeddings, is_point, boxes, points, text)
+        binary = segsam(embeddings, is_point, boxes, points, text, semantic=False)
+    torch.testing.assert_close(binary.masks, full.masks)
+    assert binary.sem_masks is None and binary.class_logits is None and binary.presence_logits is None
+    with pytest.raises(ValueError, match="no SAWD predictions"):
+        segsam.loss(binary, torch.zeros(6, 1, 256, 256), torch.zeros(6, dtype=torch.long), torch.zeros(6, C))
+
+
 def test_point_and_box_prompts_differ(segsam):
     embeddings, _, boxes, points, text = _batch()
     with torch.inference_mode():

@@ -54,6 +54,15 @@ def test_every_rule_has_log_and_benchmark(tiny_run: Path) -> None:
     assert expected <= benches
 
 
+def test_each_slice_encoded_exactly_once(tiny_run: Path) -> None:
+    images = pd.read_parquet(tiny_run / "results/index/images.parquet")["image"]
+    cache_dir = tiny_run / "results/embeddings" / encoder_tag(load_config()["encoder"])
+    cached = pd.concat([pd.read_parquet(p) for p in cache_dir.glob("*.parquet")])["image"]
+    assert sorted(cached) == sorted(images)  # one encoder pass per slice, shared by every method
+    for log in (tiny_run / "results/logs").glob("[te][rv]a*/*.log"):  # train/ and evaluate/ never encode
+        assert "encoded" not in log.read_text()
+
+
 def test_mlflow_runs(tiny_run: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results/mlflow.db'}")
     experiment = client.get_experiment_by_name("segsam")

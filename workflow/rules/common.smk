@@ -143,6 +143,7 @@ def case_labelmap(wildcards):
 ENCODER_TAG = encoder_tag(config["encoder"])
 EMBED_DIR = f"results/embeddings/{ENCODER_TAG}"
 TRAINED_METHODS = [m for m in config["methods"] if get_method(m).trains]
+METHOD_DISPLAY = {m: get_method(m).display for m in config["methods"]}
 
 
 def demo_seed(wildcards):

@@ -28,6 +28,7 @@ rule evaluate:
     output:
         per_mask="results/eval/{method}/per_mask.parquet",
         summary="results/eval/{method}/summary.json",
+        examples=directory("results/eval/{method}/examples"),
     params:
         cache_dir=embedding_dir,
         evaluate=config["evaluate"],

@@ -21,3 +21,24 @@ rule table1:
         "../../envs/torch.yaml"
     script:
         "../scripts/table1.py"
+
+
+rule figures:
+    input:
+        per_mask=expand("results/eval/{method}/per_mask.parquet", method=config["methods"]),
+        examples=expand("results/eval/{method}/examples", method=config["methods"]),
+        summaries=expand("results/models/{method}/train_summary.json", method=TRAINED_METHODS),
+    output:
+        qualitative=report("results/figures/qualitative.png", category="Figures", caption="../report/qualitative.rst"),
+        curves=report("results/figures/training_curves.png", category="Figures", caption="../report/training_curves.rst"),
+    params:
+        displays=[METHOD_DISPLAY[m] for m in config["methods"]],
+        code=code_hash("report", *COMMON_CODE),
+    log:
+        "results/logs/figures.log",
+    benchmark:
+        "results/benchmarks/figures.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/figures.py"

@@ -10,6 +10,7 @@ run_stage(
     snakemake.params.cache_dir,
     snakemake.output.per_mask,
     snakemake.output.summary,
+    snakemake.output.examples,
     config=snakemake.config,
     checkpoint=snakemake.input.get("checkpoint"),
     train_summary=snakemake.input.get("train_summary"),
