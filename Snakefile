@@ -45,5 +45,6 @@ rule all:
         "results/figures/table1.png",
         "results/figures/qualitative.png",
         "results/figures/training_curves.png",
+        "results/table2.csv",
         "results/text/class_embeddings.parquet",
     default_target: True

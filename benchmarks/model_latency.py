@@ -14,7 +14,8 @@ them) this prints
 Then the target check: SEG-SAM adds at most 15% to the time of
 encoder + SAGD per prompt. The two sides are timed end to end (image in,
 masks out), interleaved repeat by repeat so that machine load hits both
-alike: ``segsam`` against ``ft_decoder`` (same frozen LiteMedSAM encoder), and
+alike, and the ratio is given for the medians and for the minima (the minima
+are the better estimate on a busy machine): ``segsam`` against ``ft_decoder`` (same frozen LiteMedSAM encoder), and
 SEG-SAM on the paper's backbone (ViT-B + SAM-Med2D adapters) against
 ``sam_med2d``. Prompt-free networks are timed per image.
 
@@ -120,17 +121,19 @@ def compare(base: MethodSpec, full: MethodSpec, num_classes: int, text_dim: int,
                 start = time.perf_counter()
                 model(model.encode(image), **prompt, text=text, semantic=semantic)
                 times[key].append(time.perf_counter() - start)
-    result = {k: statistics.median(v) for k, v in times.items()}
-    result.update(
-        base=base.name,
-        full=full.name,
-        ratio=result["full"] / result["base"],
-        ratio_binary=result["full_binary"] / result["base"],
-        base_s=result.pop("base"),
-        full_s=result.pop("full"),
-        full_binary_s=result.pop("full_binary"),
-    )
-    return result
+    med = {k: statistics.median(v) for k, v in times.items()}
+    low = {k: min(v) for k, v in times.items()}
+    return {
+        "base": base.name,
+        "full": full.name,
+        "base_s": med["base"],
+        "full_s": med["full"],
+        "full_binary_s": med["full_binary"],
+        "ratio": med["full"] / med["base"],
+        "ratio_binary": med["full_binary"] / med["base"],
+        "ratio_min": low["full"] / low["base"],
+        "ratio_binary_min": low["full_binary"] / low["base"],
+    }
 
 
 def render(rows: list[dict], checks: list[dict], meta: dict) -> str:
@@ -152,11 +155,15 @@ def render(rows: list[dict], checks: list[dict], meta: dict) -> str:
                 f"{ms(r['decoders_s'])} | {ms(r.get('decoders_binary_s'))} | {ms(r['per_prompt_s'])} |"
             )
     lines += ["", f"Target: SEG-SAM adds at most {100 * (TARGET - 1):.0f}% to encoder + SAGD per prompt (end to end, interleaved).", ""]
-    lines += ["| Base | SEG-SAM | Base ms | SEG-SAM ms | Ratio | Meets target | Binary path (no SAWD) ms | Ratio |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    lines += [
+        "| Base | SEG-SAM | Base ms | SEG-SAM ms | Ratio (medians) | Ratio (minima) | Meets target | Binary path (no SAWD) ms | Ratio (medians / minima) |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
     for c in checks:
         lines.append(
-            f"| `{c['base']}` | `{c['full']}` | {ms(c['base_s'])} | {ms(c['full_s'])} | {c['ratio']:.3f} | "
-            f"{'yes' if c['ratio'] <= TARGET else 'NO'} | {ms(c['full_binary_s'])} | {c['ratio_binary']:.3f} |"
+            f"| `{c['base']}` | `{c['full']}` | {ms(c['base_s'])} | {ms(c['full_s'])} | {c['ratio']:.3f} | {c['ratio_min']:.3f} | "
+            f"{'yes' if max(c['ratio'], c['ratio_min']) <= TARGET else 'NO'} | {ms(c['full_binary_s'])} | "
+            f"{c['ratio_binary']:.3f} / {c['ratio_binary_min']:.3f} |"
         )
     return "\n".join(lines)
 

@@ -131,7 +131,7 @@ def verify_file(path: str | Path, sha256: str | None, *, source: str) -> str:
     """
     actual = sha256_file(path)
     if sha256 is None:
-        log.warning("%s: no published sha256 to check against; got %s (pin it in config/datasets.yaml)", source, actual)
+        log.warning("%s: no sha256 to check against; got %s (pin it in config/datasets.yaml if the source is fixed)", source, actual)
     elif actual != sha256.lower():
         Path(path).unlink(missing_ok=True)
         raise ChecksumError(f"{source}: sha256 mismatch (expected {sha256}, got {actual}); the file was not kept")
@@ -207,7 +207,7 @@ def _attempt(url: str, part: Path, timeout: float, progress: bool, opener: Calla
         total = _total_from_content_range(response.headers.get("Content-Range")) or expected_end
         received = start
         bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=Path(part.name).stem[:40], disable=not progress, mininterval=1.0, leave=False)
+                   desc=Path(part.name).stem[:40], disable=None if progress else True, mininterval=1.0, leave=False)
         try:
             with open(part, mode) as stream:
                 while True:
@@ -245,7 +245,7 @@ def download(
         dest: Final path; its folder is created. Partial data live in ``<dest>.part``.
         sha256: Expected hex digest, or None where the source publishes none.
         policy: Retries, back-off and time-out.
-        progress: Show a tqdm progress bar (on stderr).
+        progress: Show a tqdm progress bar (on stderr, when it is a terminal).
         opener: ``urllib.request.urlopen``-compatible callable (for tests).
         sleep: Waits between retries (for tests).
 

@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import shutil
+import urllib.parse
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
+import pyarrow.parquet as pq
 
 from segsam.atomic import atomic_path, write_json
 from segsam.data.slicing import MANIFEST, MASK_COLUMNS, SUMMARY
@@ -202,78 +205,120 @@ MASK_SCHEMA = pa.schema([
 PARTITION_COLUMNS = ("modality", "dataset")
 
 
+def _partition_dir(columns: Sequence[str], values: Sequence[Any]) -> str:
+    return "/".join(f"{c}={urllib.parse.quote(str(v), safe='')}" for c, v in zip(columns, values))
+
+
 def write_index_dataset(
     chunks: Iterable[pd.DataFrame | pa.Table],
     out_dir: str | Path,
     *,
     splits: Mapping[str, str] | None = None,
     partitioning: Sequence[str] = PARTITION_COLUMNS,
-    rows_per_group: int = 131_072,
     buffer_rows: int = 8_192,
-    max_open_files: int = 256,
+    max_open_files: int = 64,
 ) -> int:
     """Stream mask rows into a partitioned parquet dataset (hive folders), atomically.
 
-    Memory stays bounded by one chunk plus the writer's buffers (up to
-    ``buffer_rows`` rows per open partition before a row group is written),
-    whatever the total size.
+    Each chunk is split by the ``partitioning`` columns; each partition collects
+    rows until ``buffer_rows`` and then writes them as one row group to its open
+    file (``<col>=<value>/.../part-<n>.parquet``; the partition columns live in
+    the folder names, as in any hive-partitioned dataset). Memory is therefore
+    bounded by one chunk plus ``partitions x buffer_rows`` rows, whatever the
+    total; at most ``max_open_files`` files are open (the least recently used is
+    closed, and its partition continues in a new part file).
 
     Args:
         chunks: Tables with the :data:`MASK_COLUMNS` (``split`` optional).
         out_dir: The dataset folder (replaced if it exists).
         splits: ``{case: split}``, filled in where a chunk has no ``split`` column.
         partitioning: Columns that become folders (``modality=ct/dataset=amos/``).
-        rows_per_group: Largest parquet row group.
-        buffer_rows: Rows a partition collects before it writes a row group (memory
-            ~ partitions x buffer_rows x row size; 0 writes every chunk at once).
-        max_open_files: Open partition files at a time.
+        buffer_rows: Rows per partition before a row group is written (also the
+            row-group size, except for each partition's last one).
+        max_open_files: Parquet files open at a time.
 
     Returns:
         The number of rows written.
 
     Raises:
         DataError: a chunk lacks columns, or a case has no split.
+        ValueError: ``buffer_rows`` or ``max_open_files`` below 1.
     """
+    if buffer_rows < 1 or max_open_files < 1:
+        raise ValueError("buffer_rows and max_open_files must be >= 1")
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    counted = [0]
+    partitioning = list(partitioning)
+    file_schema = pa.schema([f for f in MASK_SCHEMA if f.name not in partitioning])
+    writers: OrderedDict[tuple[Any, ...], pq.ParquetWriter] = OrderedDict()
+    parts: dict[tuple[Any, ...], int] = {}
+    buffers: dict[tuple[Any, ...], list[pa.Table]] = {}
+    buffered: dict[tuple[Any, ...], int] = {}
+    total = 0
 
-    def batches() -> Iterable[pa.RecordBatch]:
-        for chunk in chunks:
-            table = chunk if isinstance(chunk, pa.Table) else pa.Table.from_pandas(chunk, preserve_index=False)
-            if "split" not in table.column_names:
-                if splits is None:
-                    raise DataError("index chunk has no 'split' column and no case -> split mapping was given")
-                cases = table.column("case").to_pylist()
-                missing = sorted({c for c in cases if c not in splits})
-                if missing:
-                    raise DataError(f"cases without a split: {missing[:10]}")
-                table = table.append_column("split", pa.array([splits[c] for c in cases], pa.string()))
-            absent = [c for c in MASK_SCHEMA.names if c not in table.column_names]
-            if absent:
-                raise DataError(f"index chunk lacks columns {absent}")
-            table = table.select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
-            counted[0] += table.num_rows
-            yield from table.to_batches(max_chunksize=rows_per_group)
+    def flush(key: tuple[Any, ...]) -> None:
+        table = pa.concat_tables(buffers.pop(key))
+        buffered.pop(key)
+        writer = writers.pop(key, None)
+        if writer is None:
+            if len(writers) >= max_open_files:
+                _, oldest = writers.popitem(last=False)
+                oldest.close()
+            folder = tmp / _partition_dir(partitioning, key)
+            folder.mkdir(parents=True, exist_ok=True)
+            parts[key] = parts.get(key, -1) + 1
+            writer = pq.ParquetWriter(folder / f"part-{parts[key]}.parquet", file_schema)
+        writer.write_table(table, row_group_size=max(buffer_rows, table.num_rows))
+        writers[key] = writer  # most recently used last
 
-    part_schema = pa.schema([MASK_SCHEMA.field(c) for c in partitioning])
     try:
-        pds.write_dataset(
-            batches(), tmp, schema=MASK_SCHEMA, format="parquet",
-            partitioning=pds.partitioning(part_schema, flavor="hive"),
-            max_rows_per_group=rows_per_group, min_rows_per_group=min(rows_per_group, buffer_rows),
-            max_open_files=max_open_files, existing_data_behavior="error",
-            basename_template="part-{i}.parquet",
-        )
+        for chunk in chunks:
+            table = _normalise_chunk(chunk, splits)
+            total += table.num_rows
+            if table.num_rows == 0:
+                continue
+            keys = table.select(partitioning).to_pandas()
+            for key, rows in keys.groupby(partitioning, sort=False).indices.items():
+                key = key if isinstance(key, tuple) else (key,)
+                part = table.take(pa.array(rows)).drop_columns(partitioning)
+                buffers.setdefault(key, []).append(part)
+                buffered[key] = buffered.get(key, 0) + part.num_rows
+                if buffered[key] >= buffer_rows:
+                    flush(key)
+        for key in list(buffers):
+            flush(key)
+        for writer in writers.values():
+            writer.close()
+        writers.clear()
+        tmp.mkdir(parents=True, exist_ok=True)  # an empty index is still a (empty) dataset
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
+        for writer in writers.values():
+            writer.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("index dataset %s: %d mask rows", out_dir, counted[0])
-    return counted[0]
+    log.info("index dataset %s: %d mask rows", out_dir, total)
+    return total
+
+
+def _normalise_chunk(chunk: pd.DataFrame | pa.Table, splits: Mapping[str, str] | None) -> pa.Table:
+    """A chunk as a table of :data:`MASK_SCHEMA`, with its split filled in from ``splits``."""
+    table = chunk if isinstance(chunk, pa.Table) else pa.Table.from_pandas(chunk, preserve_index=False)
+    if "split" not in table.column_names:
+        if splits is None:
+            raise DataError("index chunk has no 'split' column and no case -> split mapping was given")
+        cases = table.column("case").to_pylist()
+        missing = sorted({c for c in cases if c not in splits})
+        if missing:
+            raise DataError(f"cases without a split: {missing[:10]}")
+        table = table.append_column("split", pa.array([splits[c] for c in cases], pa.string()))
+    absent = [c for c in MASK_SCHEMA.names if c not in table.column_names]
+    if absent:
+        raise DataError(f"index chunk lacks columns {absent}")
+    return table.select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
 
 
 def build_index_dataset(
@@ -329,7 +374,7 @@ def count_masks(
     class_name: str | None = None,
     dataset: str | None = None,
     by: str = "split",
-    batch_size: int = 262_144,
+    batch_size: int = 65_536,
 ) -> dict[str, int]:
     """Count mask rows of a partitioned index, filtered, grouped by one column; bounded memory.
 
@@ -361,7 +406,8 @@ def count_masks(
             term = pc.field(column) == value
             expr = term if expr is None else expr & term
     counts: dict[str, int] = {}
-    for batch in data.to_batches(columns=[by], filter=expr, batch_size=batch_size):
+    # one fragment and one batch ahead: memory stays flat whatever the index size
+    for batch in data.to_batches(columns=[by], filter=expr, batch_size=batch_size, batch_readahead=1, fragment_readahead=1):
         if batch.num_rows == 0:
             continue
         for item in pc.value_counts(batch.column(0)).to_pylist():

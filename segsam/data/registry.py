@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import posixpath
 import re
 import string
 import tarfile

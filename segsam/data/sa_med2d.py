@@ -39,6 +39,16 @@ lists them, or, with ``unknown_classes="skip"``, skipped and counted in the summ
 **Instances** are renumbered per (image, class), largest first, as the slicing
 stage does, because several source classes may map to one vocabulary class
 (``hip_left`` and ``hip_right`` -> ``hip``).
+
+**Scale.** :func:`import_release` builds the two tables in memory (the demo
+folder, a subset). :func:`import_release_dataset` streams the full release
+(16 M masks) into a partitioned parquet dataset in bounded memory; its json is
+read incrementally (:func:`iter_json_object`). For the registry's
+``sa_med2d_16m`` entry, after its manual merge step::
+
+    python -m segsam.data.sa_med2d <mirror>/sa_med2d_16m/SAMed2Dv1 --out-dir results/index/sa_med2d_16m \
+        --all-json SAMed2D_v1.json --class-mapping SAMed2D_v1_class_mapping_id.json \
+        --unknown-classes skip --stream
 """
 
 from __future__ import annotations
@@ -47,9 +57,10 @@ import argparse
 import json
 import logging
 import re
+import shutil
 import struct
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +81,7 @@ __all__ = [
     "ClassMapper",
     "SliceInfo",
     "import_release",
+    "import_release_dataset",
     "import_sa_med2d",
     "iter_json_object",
     "normalise_class_name",
@@ -348,6 +360,70 @@ class _Resolver:
         return self.root.joinpath(*parts[self.strip :])
 
 
+class _ReleaseReader:
+    """Turns one (image, mask) pair of a release into an index row (or None: class skipped)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        vocabulary_csv: str | Path,
+        classmap_json: str | Path | None,
+        class_mapping_json: str | Path | None,
+        unknown_classes: str,
+        measure_area: bool,
+        min_mask_fraction: float | None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: SA-Med2D release folder not found")
+        self.vocabulary = Vocabulary.read(vocabulary_csv)
+        self.names = dict(zip(self.vocabulary.ids, self.vocabulary.names))
+        self.mapper = ClassMapper(self.vocabulary, classmap_json, unknown_classes)
+        self.index_names: dict[str, dict[int, str]] = {}
+        if class_mapping_json is not None:
+            cpath = Path(class_mapping_json) if Path(class_mapping_json).is_absolute() else self.root / class_mapping_json
+            try:
+                raw = json.loads(cpath.read_text(encoding="utf-8"))
+                self.index_names = {str(ds): {int(i): str(n) for n, i in table.items()} for ds, table in raw.items()}
+            except (OSError, AttributeError, TypeError, ValueError) as err:
+                raise DataError(f"{cpath}: not a class mapping {{dataset: {{class name: index}}}} ({err})") from err
+        self.measure_area = measure_area
+        self.min_mask_fraction = min_mask_fraction
+        self.resolve = _Resolver(self.root)
+        self.dropped_small = 0
+
+    def row(self, image_rel: str, mask_rel: str, where: Path) -> dict[str, Any] | None:
+        image_stem, mask_stem = Path(image_rel).stem, Path(mask_rel).stem
+        info = parse_image_stem(image_stem)
+        mask_image, klass, instance = parse_mask_stem(mask_stem)
+        if mask_image != image_stem:
+            raise DataError(f"{where}: mask {mask_rel} does not belong to image {image_rel}")
+        if isinstance(klass, int):
+            if info.dataset not in self.index_names or klass not in self.index_names[info.dataset]:
+                raise DataError(f"{where}: {mask_rel}: class index {klass} of dataset {info.dataset} is not in the class-mapping json")
+            klass = self.index_names[info.dataset][klass]
+        class_id = self.mapper.map(klass)
+        if class_id is None:
+            return None
+        image_path, mask_path = self.resolve(image_rel, where), self.resolve(mask_rel, where)
+        height, width = png_size(image_path)
+        fraction = float("nan")
+        if self.measure_area:
+            mask_h, mask_w = png_size(mask_path)
+            if (mask_h, mask_w) != (height, width):
+                raise DataError(f"{mask_path}: size {mask_w}x{mask_h} differs from its image {image_path} ({width}x{height})")
+            fraction = _mask_area(mask_path) / float(height * width)
+            if self.min_mask_fraction is not None and fraction < self.min_mask_fraction:
+                self.dropped_small += 1
+                return None
+        return {
+            "image": str(image_path), "mask": str(mask_path), "dataset": info.dataset, "modality": info.modality,
+            "case": info.case, "axis": info.axis, "slice": info.slice, "class_id": int(class_id),
+            "class_name": self.names[int(class_id)], "instance": instance, "area_fraction": fraction,
+            "height": height, "width": width,
+        }
+
+
 def import_release(
     root: str | Path,
     *,
@@ -386,59 +462,20 @@ def import_release(
         DataError: unreadable or malformed json, unknown names (with ``"error"``),
             missing files, a case in two splits, or nothing to index.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: SA-Med2D release folder not found")
-    vocabulary = Vocabulary.read(vocabulary_csv)
-    mapper = ClassMapper(vocabulary, classmap_json, unknown_classes)
-    index_names: dict[str, dict[int, str]] = {}
-    if class_mapping_json is not None:
-        cpath = Path(class_mapping_json) if Path(class_mapping_json).is_absolute() else root / class_mapping_json
-        try:
-            raw = json.loads(cpath.read_text(encoding="utf-8"))
-            index_names = {str(ds): {int(i): str(n) for n, i in table.items()} for ds, table in raw.items()}
-        except (OSError, AttributeError, TypeError, ValueError) as err:
-            raise DataError(f"{cpath}: not a class mapping {{dataset: {{class name: index}}}} ({err})") from err
+    reader = _ReleaseReader(root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction)
     files = [(n, s, "image_to_masks") for n, s in image_to_masks] + [(n, s, "mask_to_image") for n, s in mask_to_image]
     if not files:
         raise DataError(f"{root}: no pairing json files given")
-    resolve = _Resolver(root)
-    rows: list[dict[str, Any]] = []
     seen_masks: set[str] = set()
-    dropped_small = 0
-    for image_rel, mask_rel, split, where in _pairs(root, files):
+    rows: list[dict[str, Any]] = []
+    for image_rel, mask_rel, split, where in _pairs(reader.root, files):
         if mask_rel in seen_masks:
             continue
         seen_masks.add(mask_rel)
-        image_stem, mask_stem = Path(image_rel).stem, Path(mask_rel).stem
-        info = parse_image_stem(image_stem)
-        mask_image, klass, instance = parse_mask_stem(mask_stem)
-        if mask_image != image_stem:
-            raise DataError(f"{where}: mask {mask_rel} does not belong to image {image_rel}")
-        if isinstance(klass, int):
-            if info.dataset not in index_names or klass not in index_names[info.dataset]:
-                raise DataError(f"{where}: {mask_rel}: class index {klass} of dataset {info.dataset} is not in the class-mapping json")
-            klass = index_names[info.dataset][klass]
-        class_id = mapper.map(klass)
-        if class_id is None:
-            continue
-        image_path, mask_path = resolve(image_rel, where), resolve(mask_rel, where)
-        height, width = png_size(image_path)
-        fraction = float("nan")
-        if measure_area:
-            mask_h, mask_w = png_size(mask_path)
-            if (mask_h, mask_w) != (height, width):
-                raise DataError(f"{mask_path}: size {mask_w}x{mask_h} differs from its image {image_path} ({width}x{height})")
-            fraction = _mask_area(mask_path) / float(height * width)
-            if min_mask_fraction is not None and fraction < min_mask_fraction:
-                dropped_small += 1
-                continue
-        rows.append({
-            "image": str(image_path), "mask": str(mask_path), "dataset": info.dataset, "modality": info.modality,
-            "case": info.case, "axis": info.axis, "slice": info.slice, "class_id": int(class_id),
-            "class_name": vocabulary.name_of(int(class_id)), "instance": instance, "area_fraction": fraction,
-            "height": height, "width": width, "split": split,
-        })
+        row = reader.row(image_rel, mask_rel, where)
+        if row is not None:
+            rows.append({**row, "split": split})
+    mapper, dropped_small, root = reader.mapper, reader.dropped_small, reader.root
     mapper.check(str(root))
     if not rows:
         raise DataError(f"{root}: no mask maps into the vocabulary (see the class map)")
@@ -498,6 +535,93 @@ def import_sa_med2d(
     return masks, images
 
 
+def import_release_dataset(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    image_to_masks: Sequence[tuple[str, str | None]],
+    vocabulary_csv: str | Path,
+    classmap_json: str | Path | None = None,
+    class_mapping_json: str | Path | None = None,
+    unknown_classes: str = "error",
+    measure_area: bool = False,
+    min_mask_fraction: float | None = None,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    chunk_rows: int = 200_000,
+) -> dict[str, Any]:
+    """:func:`import_release` for the full release: streamed into a partitioned index dataset.
+
+    Memory holds one json entry, one chunk of rows and the case table, not the
+    16 million masks: pass 1 reads the image names for the case list (and their
+    splits), pass 2 streams the rows through
+    :func:`segsam.data.index.write_index_dataset`. Only ``{image: [masks]}``
+    pairing files are taken (the release's ``SAMed2D_v1.json`` is one), because
+    each entry then holds all masks of its image and instances can be renumbered
+    entry by entry. ``measure_area`` is off by default: decoding every mask PNG
+    of the release takes hours.
+
+    Returns:
+        The summary (counts, skipped classes), also logged.
+
+    Raises:
+        DataError: as :func:`import_release`.
+    """
+    from segsam.data.index import write_index_dataset
+
+    reader = _ReleaseReader(root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction)
+    if not image_to_masks:
+        raise DataError(f"{reader.root}: no pairing json files given")
+    given: dict[str, str] = {}
+    modality: dict[str, str] = {}
+    for name, split in image_to_masks:
+        for image_rel, _ in iter_json_object(reader.root / name):
+            info = parse_image_stem(Path(image_rel).stem)
+            modality[info.case] = info.modality
+            if split is not None:
+                if given.setdefault(info.case, split) != split:
+                    raise DataError(f"{reader.root}: case {info.case} is in both train and test pairing files (it would leak)")
+    open_cases = pd.DataFrame([(c, m) for c, m in modality.items() if c not in given], columns=["case", "modality"])
+    splits = {**(split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}), **given}
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        buffer: list[dict[str, Any]] = []
+        for name, _ in image_to_masks:
+            path = reader.root / name
+            for image_rel, masks in iter_json_object(path):
+                if not isinstance(masks, list):
+                    raise DataError(f"{path}: {image_rel}: expected a list of mask paths")
+                rows = [r for r in (reader.row(image_rel, str(m), path) for m in masks) if r is not None]
+                # instances per (image, class): largest first, else the release's order
+                rows.sort(key=lambda r: (r["class_id"], -r["area_fraction"] if r["area_fraction"] == r["area_fraction"] else 0.0, r["instance"], r["mask"]))
+                counter: dict[int, int] = {}
+                for row in rows:
+                    row["instance"] = counter.get(row["class_id"], 0)
+                    counter[row["class_id"]] = row["instance"] + 1
+                buffer.extend(rows)
+                if len(buffer) >= chunk_rows:
+                    yield pd.DataFrame(buffer, columns=MASK_COLUMNS)
+                    buffer = []
+        if buffer:
+            yield pd.DataFrame(buffer, columns=MASK_COLUMNS)
+
+    written = write_index_dataset(chunks(), out_dir, splits=splits)
+    try:
+        reader.mapper.check(str(reader.root))
+    except DataError:
+        shutil.rmtree(out_dir, ignore_errors=True)  # an index with unmapped classes is not kept
+        raise
+    summary = {
+        "root": str(reader.root), "n_cases": len(modality), "n_masks": written,
+        "splits": {s: sum(1 for v in splits.values() if v == s) for s in SPLITS},
+        "skipped_unknown_classes": dict(sorted(reader.mapper.unknown_counts.items())),
+        "skipped_ignored_classes": dict(sorted(reader.mapper.ignored_counts.items())),
+        "dropped_small_masks": reader.dropped_small,
+    }
+    log.info("%s: %d masks streamed into %s", reader.root, written, out_dir)
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m segsam.data.sa_med2d ROOT --train-json ... --out-dir ...``."""
     from segsam.errors import SegsamError
@@ -514,12 +638,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--classmap", default="config/classmaps/sa_med2d.json")
     parser.add_argument("--unknown-classes", choices=["error", "skip"], default="error")
     parser.add_argument("--no-area", action="store_true", help="do not decode masks (area_fraction = NaN)")
+    parser.add_argument("--stream", action="store_true",
+                        help="full-release mode: a partitioned masks dataset (out-dir/masks/) in bounded memory; --train-json/--all-json only")
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     setup_logging()
     try:
         out = Path(args.out_dir)
+        if args.stream:
+            if args.test_json:
+                parser.error("--stream takes {image: [masks]} files only (--train-json, --all-json)")
+            summary = import_release_dataset(
+                args.root, out / "masks",
+                image_to_masks=[(p, "train") for p in args.train_json] + [(p, None) for p in args.all_json],
+                vocabulary_csv=args.vocabulary, classmap_json=args.classmap, class_mapping_json=args.class_mapping,
+                unknown_classes=args.unknown_classes, measure_area=not args.no_area,
+                test_fraction=args.test_fraction, seed=args.seed,
+            )
+            write_json(out / "summary.json", summary)
+            return 0
         import_sa_med2d(
             args.root, out / "masks.parquet", out / "images.parquet", out / "summary.json",
             image_to_masks=[(p, "train") for p in args.train_json] + [(p, None) for p in args.all_json],

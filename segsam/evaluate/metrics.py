@@ -91,3 +91,45 @@ def summarise(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.D
         mean, low, high = bootstrap_modality_means(list(groups.values()), n_boot, ci, seed)
         rows.append({"method": method, "prompt": prompt, "modality": "avg", "mean": mean, "low": low, "high": high, "n": len(frame)})
     return pd.DataFrame(rows, columns=["method", "prompt", "modality", "mean", "low", "high", "n"])
+
+
+def class_mean(scores: np.ndarray, classes: np.ndarray) -> float:
+    """Mean over classes of the per-class mean score (each class weighs the same)."""
+    return float(np.mean([scores[classes == c].mean() for c in np.unique(classes)]))
+
+
+def semantic_summarise(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """Long table of semantic mDSC: one row per (method, prompt, modality incl. ``avg``).
+
+    The rule (SPEC §3): a prompted object's semantic prediction (SAWD mask and
+    class) counts for the class it is labelled with, and a wrong class scores 0
+    (``sem_dsc``, see :mod:`segsam.evaluate.run`). mDSC of a modality = mean
+    over its classes of the class's mean ``sem_dsc``; ``avg`` = mean of the
+    modality mDSCs. Intervals: percentile bootstrap over masks within each
+    modality, recomputing the class means of every resample. Methods without
+    a semantic decoder (``sem_dsc`` NaN) are left out.
+
+    Args:
+        per_mask: Columns ``method``, ``prompt``, ``modality``, ``class_id``, ``sem_dsc``.
+    """
+    rows = []
+    frame_all = per_mask.dropna(subset=["sem_dsc"]) if "sem_dsc" in per_mask else per_mask.iloc[0:0]
+    for (method, prompt), frame in frame_all.groupby(["method", "prompt"], sort=False):
+        rng = np.random.default_rng(seed)
+        modality_draws = []
+        modality_means = []
+        for modality, group in frame.groupby("modality", sort=True):
+            scores = group["sem_dsc"].to_numpy(dtype=np.float64)
+            classes = group["class_id"].to_numpy()
+            mean = class_mean(scores, classes)
+            draws = np.array([class_mean(scores[idx], classes[idx]) for idx in rng.integers(0, len(scores), size=(n_boot, len(scores)))]) if n_boot > 0 else np.array([])
+            modality_means.append(mean)
+            modality_draws.append(draws)
+            low, high = (np.quantile(draws, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if n_boot > 0 else (np.nan, np.nan))
+            rows.append({"method": method, "prompt": prompt, "modality": modality, "mean": mean, "low": float(low), "high": float(high),
+                         "n": len(scores), "n_classes": int(len(np.unique(classes)))})
+        avg_draws = np.mean(modality_draws, axis=0) if n_boot > 0 else np.array([])
+        low, high = (np.quantile(avg_draws, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if n_boot > 0 else (np.nan, np.nan))
+        rows.append({"method": method, "prompt": prompt, "modality": "avg", "mean": float(np.mean(modality_means)), "low": float(low),
+                     "high": float(high), "n": len(frame), "n_classes": int(frame["class_id"].nunique())})
+    return pd.DataFrame(rows, columns=["method", "prompt", "modality", "mean", "low", "high", "n", "n_classes"])

@@ -19,12 +19,13 @@ from tqdm import tqdm
 from segsam.atomic import atomic_path, write_json
 from segsam.errors import DataError
 from segsam.evaluate.metrics import dice_scores, summarise
+from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
 from segsam.train.embedding_cache import EmbeddingStore, read_png, write_png
-from segsam.train.loop import build_decoder_model, decode_prompts
+from segsam.train.loop import build_method_model, class_index, load_class_text
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def evaluate_method(
     config: Mapping[str, Any],
     checkpoint: str | Path | None = None,
     train_summary: str | Path | None = None,
+    text_parquet: str | Path | None = None,
     threads: int = 1,
 ) -> pd.DataFrame:
     """Score every saved test prompt with one method.
@@ -63,6 +65,7 @@ def evaluate_method(
         checkpoint: Trained weights (methods that train), overlaid on the
             pretrained ones.
         train_summary: The training job's summary (links the MLflow runs).
+        text_parquet: Class text embeddings, for methods with T2VSE.
         threads: torch intra-op threads.
 
     Returns:
@@ -75,11 +78,15 @@ def evaluate_method(
     cfg = config["evaluate"]
     prompts = pd.read_parquet(prompts_parquet)
     store = EmbeddingStore.open(cache_dir, prompts["case"].unique())
-    model = build_decoder_model(config["encoder"])
+    vocabulary = Vocabulary.read(config["vocabulary"])
+    to_index = class_index(vocabulary)
+    text = load_class_text(text_parquet, vocabulary) if spec.has_t2vse else None
+    model = build_method_model(method, config, None if text is None else text.shape[1])
     if checkpoint is not None:
         missing, unexpected = model.load_state_dict(load_state_dict(checkpoint), strict=False)
-        if unexpected:
-            raise DataError(f"{checkpoint}: unexpected keys {unexpected[:3]}... for method {method!r}")
+        missing = [k for k in missing if not k.startswith("image_encoder.")]
+        if unexpected or missing:
+            raise DataError(f"{checkpoint}: keys do not fit method {method!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
     size = int(config["encoder"]["image_size"])
     threshold_logit = float(np.log(cfg["threshold"] / (1 - cfg["threshold"])))
@@ -98,11 +105,21 @@ def evaluate_method(
             boxes = info.box_to_model_coords(group[["x0", "y0", "x1", "y1"]].to_numpy(np.float32))
             points = info.to_model_coords(group[["px", "py"]].to_numpy(np.float32))
             embeddings = store.get([image]).expand(len(group), -1, -1, -1)
-            logits, _ = decode_prompts(model, embeddings, is_point, boxes, points)
-            pred = info.logits_to_original(logits[:, 0]) > threshold_logit
-            scores = dice_scores(pred, torch.from_numpy(targets))
+            out = model(embeddings, is_point, boxes, points, text)
+            pred = info.logits_to_original(out.masks[:, 0]) > threshold_logit
+            truth = torch.from_numpy(targets)
             frame = group[["mask", "image", "case", "modality", "class_id", "class_name", "prompt"]].copy()
-            frame["dsc"] = scores
+            frame["dsc"] = dice_scores(pred, truth)
+            if out.sem_masks is not None and out.class_logits is not None:
+                # semantic task (SPEC §3): SAWD's mask counts for the true class only if its class is right
+                sem_pred = info.logits_to_original(out.sem_masks[:, 0]) > threshold_logit
+                predicted = out.class_logits.argmax(1).numpy()
+                correct = predicted == np.array([to_index[int(c)] for c in group["class_id"]])
+                frame["pred_class_id"] = [vocabulary.ids[i] for i in predicted]
+                frame["sem_dsc"] = np.where(correct, dice_scores(sem_pred, truth), 0.0)
+            else:
+                frame["pred_class_id"] = -1
+                frame["sem_dsc"] = np.nan
             frame["pred_area"] = pred.flatten(1).sum(1).numpy()
             frame["gt_area"] = targets.reshape(len(group), -1).sum(1)
             results.append(frame)

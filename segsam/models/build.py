@@ -167,7 +167,8 @@ def build_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     if spec.prompt_free:
-        model = PromptableModel(num_classes=num_classes, semantic_net=build_conventional(spec.network, num_classes, image_size=IMAGE_SIZE), image_size=IMAGE_SIZE)
+        network = build_conventional(spec.network, num_classes, image_size=IMAGE_SIZE)
+        model = PromptableModel(num_classes=num_classes, semantic_net=network, image_size=IMAGE_SIZE)
         set_trainable(model, spec)
         return model.eval()
     if spec.has_t2vse and (text_dim is None or text_dim < 1):

@@ -124,7 +124,14 @@ class PromptableModel(nn.Module):
         if image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
         if semantic_net is not None:
-            others = [n for n, m in (("image_encoder", image_encoder), ("prompt_encoder", prompt_encoder), ("mask_decoder", mask_decoder), ("sawd", sawd), ("t2vse", t2vse)) if m is not None]
+            parts = {
+                "image_encoder": image_encoder,
+                "prompt_encoder": prompt_encoder,
+                "mask_decoder": mask_decoder,
+                "sawd": sawd,
+                "t2vse": t2vse,
+            }
+            others = [name for name, module in parts.items() if module is not None]
             if others or t2vse_to_sawd or cmsa:
                 raise ValueError(f"a prompt-free model has only semantic_net; got also {others or 't2vse_to_sawd/cmsa'}")
         else:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from segsam.atomic import atomic_path, write_json, write_text
 from segsam.config import config_hash
-from segsam.evaluate.metrics import summarise
+from segsam.evaluate.metrics import semantic_summarise, summarise
 from segsam.models.methods import get_method
 from segsam.tracking import git_commit
 
@@ -50,10 +50,14 @@ def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, columns: Sequenc
     return table
 
 
-def binary_table(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
-    """Wide table: method, prompt, one DSC column per modality, avg, n, CI bounds (percent)."""
-    long = summarise(per_mask, n_boot, ci, seed)
-    modalities = [m for m in MODALITY_ORDER if m in set(long["modality"])] + sorted(set(long["modality"]) - set(MODALITY_ORDER) - {"avg"})
+def wide_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Long means (method, prompt, modality, mean, low, high, n) -> one row per (method, prompt), percent.
+
+    Columns: method, row (display name), prompt, one column per modality present, ``avg``, and
+    ``<col>_lo`` / ``<col>_hi`` / ``n_<col>`` for each.
+    """
+    present = set(long["modality"])
+    modalities = [m for m in MODALITY_ORDER if m in present] + sorted(present - set(MODALITY_ORDER) - {"avg"})
     rows = []
     for (method, prompt), frame in long.groupby(["method", "prompt"], sort=False):
         by = frame.set_index("modality")
@@ -67,6 +71,11 @@ def binary_table(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> p
                 row[f"n_{m}"] = int(by.loc[m, "n"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def binary_table(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """Table 1 layout: binary DSC (percent) per (method, prompt) and modality."""
+    return wide_table(summarise(per_mask, n_boot, ci, seed))
 
 
 def to_markdown(table: pd.DataFrame, modalities: Sequence[str]) -> str:
@@ -127,3 +136,65 @@ def make_table1(
     })
     log.info("table1:\n%s", to_markdown(table, modalities))
     return table
+
+
+# table 4/8 rows of the paper <- our ablation methods (cumulative components, see segsam.models.methods)
+ABLATION_ROWS = {"ft_decoder": "baseline", "sawd_pmt": "1", "sawd_unpmt": "2", "sawd_sem": "3", "t2vse": "4", "cmsa": "SEG-SAM", "segsam": "SEG-SAM"}
+
+
+def _ordered(per_mask: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
+    order = {m: i for i, m in enumerate(config["methods"])}
+    prompt_order = {p: i for i, p in enumerate(config["evaluate"]["prompts"])}
+    return per_mask.sort_values(["prompt", "method"], key=lambda s: s.map(prompt_order) if s.name == "prompt" else s.map(order), kind="stable")
+
+
+def make_semantic_tables(
+    per_mask_files: Sequence[str | Path],
+    out_table2: str | Path,
+    out_table4: str | Path,
+    out_md: str | Path,
+    *,
+    config: Mapping[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 (semantic mDSC per modality) and table 4 (ablation: DSC and mDSC avg), with paper columns.
+
+    Only methods with a semantic decoder have table 2 rows; table 4 has a row for every
+    method of the ablation ladder that was run (``ABLATION_ROWS``).
+    """
+    per_mask = _ordered(pd.concat([pd.read_parquet(p) for p in per_mask_files], ignore_index=True), config)
+    cfg = config["evaluate"]
+    n_boot, ci, seed = int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"])
+    semantic = semantic_summarise(per_mask, n_boot, ci, seed)
+    table2 = wide_table(semantic) if not semantic.empty else pd.DataFrame(columns=["method", "row", "prompt"])
+    if not table2.empty:
+        modalities = [c for c in table2.columns if c in MODALITY_ORDER or c == "avg"]
+        table2 = add_paper_columns(table2, paper_values("table2_semantic_mdsc.csv"), modalities)
+    binary = summarise(per_mask, n_boot, ci, seed)
+    rows = []
+    paper4 = paper_values("table4_8_ablation.csv")
+    for (method, prompt), frame in binary[binary["modality"] == "avg"].groupby(["method", "prompt"], sort=False):
+        if method not in ABLATION_ROWS:
+            continue
+        sem = semantic[(semantic["method"] == method) & (semantic["prompt"] == prompt) & (semantic["modality"] == "avg")]
+        paper = paper4[(paper4["row"] == ABLATION_ROWS[method]) & (paper4["prompt"] == prompt)].set_index("metric")["value"]
+        rows.append({
+            "method": method, "row": get_method(method).display, "paper_row": ABLATION_ROWS[method], "prompt": prompt,
+            "dsc": round(100 * float(frame["mean"].iloc[0]), 2),
+            "mdsc": round(100 * float(sem["mean"].iloc[0]), 2) if not sem.empty else float("nan"),
+            "paper_dsc": float(paper.get("DSC", float("nan"))), "paper_mdsc": float(paper.get("mDSC", float("nan"))),
+        })
+    table4 = pd.DataFrame(rows, columns=["method", "row", "paper_row", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc"])
+    table4["delta_dsc"] = (table4["dsc"] - table4["paper_dsc"]).round(2)
+    table4["delta_mdsc"] = (table4["mdsc"] - table4["paper_mdsc"]).round(2)
+    for table, out in ((table2, out_table2), (table4, out_table4)):
+        with atomic_path(out) as tmp:
+            table.to_csv(tmp, index=False)
+    parts = ["## Table 2: semantic mDSC (%)\n"]
+    if table2.empty:
+        parts.append("No method with a semantic decoder was run.\n")
+    else:
+        parts.append(to_markdown(table2, [c for c in table2.columns if c in MODALITY_ORDER or c == "avg"]))
+    parts.append("\n## Table 4: ablation (avg over modalities, %)\n")
+    parts.append(table4.to_markdown(index=False) if not table4.empty else "No ablation method was run.\n")
+    write_text(out_md, "\n".join(parts) + "\n")
+    return table2, table4

@@ -112,6 +112,7 @@ def launch(
     threads: int = 1,
     state_dir: str | Path | None = None,
     code: str = "",
+    text_parquet: str | Path | None = None,
 ) -> None:
     """Train ``method`` with ``nproc`` processes (see the module docstring).
 
@@ -126,11 +127,15 @@ def launch(
     from segsam.models.weights import sha256_of
     from segsam.train.loop import train_method
 
-    fingerprint = stable_hash({"train": config["train"], "encoder": config["encoder"], "code": code, "index": sha256_of(masks_parquet)})
+    fingerprint = stable_hash({
+        "train": config["train"], "encoder": config["encoder"], "loss": config["loss"], "code": code,
+        "index": sha256_of(masks_parquet), "text": sha256_of(text_parquet) if text_parquet else None,
+    })
     kwargs = dict(
         method=method, masks_parquet=str(masks_parquet), cache_dir=str(cache_dir),
         out_checkpoint=str(out_checkpoint), out_summary=str(out_summary), config=dict(config),
         threads=threads, state_dir=str(state_dir) if state_dir else None, fingerprint=fingerprint,
+        text_parquet=str(text_parquet) if text_parquet else None,
     )
     if nproc <= 1 and int(config["train"]["distributed"]["nnodes"]) <= 1:
         train_method(**kwargs)

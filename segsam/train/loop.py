@@ -1,10 +1,14 @@
 """Training on cached image embeddings (frozen encoder), tracked in MLflow.
 
-Per step: ``batch_size`` training slices; for each, up to ``masks_per_image``
-of its masks, each prompted by a box (tight box + jitter) or, with probability
-``point_fraction``, one random foreground point. Loss (SPEC §2, SAGD):
-``20 * focal + dice + MSE(iou prediction, IoU of the prediction)``. Adam with
-the lr halved (``lr_gamma``) after each epoch in ``lr_milestones``.
+Per step: ``batch_size`` training slices (the global batch over all
+processes); for each, up to ``masks_per_image`` of its masks, each prompted by
+a box (tight box + jitter) or, with probability ``point_fraction``, one random
+foreground point. The classes of the image's masks that were *not* prompted
+are the presence targets of SAWD's unprompted branch. Every method is a
+:class:`~segsam.models.segsam_net.PromptableModel`; its ``loss`` is SPEC §2's
+``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the weights of the ``loss``
+config section. Adam with the lr halved (``lr_gamma``) after each epoch in
+``lr_milestones``.
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.losses import DiceLoss, FocalLoss
 from torch import nn
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
+from segsam.data.vocabulary import Vocabulary
 from segsam.errors import ConfigError, DataError
-from segsam.models.litemedsam import LiteMedSAM, build_litemedsam
-from segsam.models.methods import MethodSpec, get_method, parameter_counts, set_trainable
+from segsam.models.build import build_model
+from segsam.models.methods import MethodSpec, get_method, parameter_counts
 from segsam.models.preprocess import ResizeInfo
+from segsam.models.segsam_net import PromptableModel
 from segsam.models.weights import resolve_weights
 from segsam.tracking import start_run
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
@@ -36,41 +41,76 @@ from segsam.train.prompts import jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)
 
-FOCAL_WEIGHT = 20.0
-
 
 @dataclass
 class TrainImage:
-    """One training slice: its cached-embedding key and its masks in the model frame."""
+    """One training slice: its cached-embedding key, its masks in the model frame and their classes."""
 
     image: str
     masks: torch.Tensor  # M x 256 x 256 bool
+    classes: np.ndarray  # M class indices (vocabulary order, 0..C-1)
 
 
-def load_train_images(masks_table: pd.DataFrame, size: int = 256) -> list[TrainImage]:
+def class_index(vocabulary: Vocabulary) -> dict[int, int]:
+    """Vocabulary class id -> position in the vocabulary (the models' class index)."""
+    return {class_id: i for i, class_id in enumerate(vocabulary.ids)}
+
+
+def load_train_images(masks_table: pd.DataFrame, vocabulary: Vocabulary, size: int = 256) -> list[TrainImage]:
     """Group the train split's masks by image and resize them into the model frame."""
+    index = class_index(vocabulary)
     items = []
     for image, group in masks_table.groupby("image", sort=True):
         info = ResizeInfo.for_shape(int(group["height"].iloc[0]), int(group["width"].iloc[0]), size)
         masks = np.stack([read_png(path) > 0 for path in group["mask"]])
-        items.append(TrainImage(image=str(image), masks=info.mask_to_model(masks)))
+        classes = np.array([index[int(c)] for c in group["class_id"]], dtype=np.int64)
+        items.append(TrainImage(image=str(image), masks=info.mask_to_model(masks), classes=classes))
     return items
 
 
-def build_decoder_model(encoder_cfg: Mapping[str, Any]) -> LiteMedSAM:
-    """LiteMedSAM's prompt encoder + mask decoder with pretrained weights, no image encoder."""
-    model = build_litemedsam(resolve_weights(encoder_cfg["weights"], encoder_cfg["sha256"]))
-    model.image_encoder = nn.Identity()  # embeddings come from the cache
-    return model
+def load_class_text(path: str | Path, vocabulary: Vocabulary) -> torch.Tensor:
+    """The class text embeddings (``embed_text`` output) as C x d, in vocabulary order.
+
+    Raises:
+        DataError: when a vocabulary class has no embedding.
+    """
+    table = pd.read_parquet(path).set_index("class_id")
+    missing = [c for c in vocabulary.ids if c not in table.index]
+    if missing:
+        raise DataError(f"{path}: no text embedding for class ids {missing}")
+    return torch.tensor(np.stack([np.asarray(table.loc[c, "vector"], dtype=np.float32) for c in vocabulary.ids]))
+
+
+def build_method_model(method: str, config: Mapping[str, Any], text_dim: int | None) -> PromptableModel:
+    """The method's model with pretrained weights, for training or evaluation from cached embeddings.
+
+    Raises:
+        ConfigError: for methods that cannot run on the frozen-encoder embedding cache.
+    """
+    spec = get_method(method)
+    if not spec.encoder_frozen or spec.encoder != "tiny_vit":
+        raise ConfigError(
+            f"method {method!r} needs image-level training or SAM ViT-B weights; this workflow trains and "
+            "evaluates frozen-LiteMedSAM methods from the embedding cache only (see README, 'Not yet')"
+        )
+    vocabulary = Vocabulary.read(config["vocabulary"])
+    return build_model(
+        spec,
+        encoder_weights=resolve_weights(config["encoder"]["weights"], config["encoder"]["sha256"]),
+        num_classes=len(vocabulary),
+        text_dim=text_dim if spec.has_t2vse else None,
+        with_image_encoder=False,
+    )
 
 
 def simulate_prompts(
     masks: torch.Tensor, k: int, jitter: int, point_fraction: float, rng: np.random.Generator
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pick up to ``k`` masks of one image and prompt each.
 
     Returns:
-        (chosen masks K x 256 x 256, is_point K bool, boxes K x 4, points K x 2).
+        (chosen masks K x 256 x 256, is_point K bool, boxes K x 4, points K x 2,
+        indices K of the chosen masks).
     """
     chosen = rng.choice(masks.shape[0], size=min(k, masks.shape[0]), replace=False)
     is_point = rng.random(len(chosen)) < point_fraction
@@ -83,72 +123,15 @@ def simulate_prompts(
             points[i] = random_point(mask, rng)
         else:
             boxes[i] = jitter_box(mask_box(mask), jitter, tuple(size), rng)
-    return masks[torch.from_numpy(chosen)], is_point, boxes, points
+    return masks[torch.from_numpy(chosen)], is_point, boxes, points, chosen
 
 
-def decode_prompts(model: LiteMedSAM, embeddings: torch.Tensor, is_point: np.ndarray, boxes: np.ndarray, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode a batch mixing box and point prompts (one embedding per prompt).
-
-    Returns:
-        (logits N x 1 x 256 x 256, iou predictions N x 1), in prompt order.
-    """
-    n = len(is_point)
-    logits = embeddings.new_zeros((n, 1, 256, 256))
-    iou = embeddings.new_zeros((n, 1))
-    point_idx = np.flatnonzero(is_point)
-    box_idx = np.flatnonzero(~is_point)
-    if box_idx.size:
-        out, score = model.decode(embeddings[box_idx], boxes=torch.from_numpy(boxes[box_idx]))
-        logits = logits.index_copy(0, torch.from_numpy(box_idx), out)
-        iou = iou.index_copy(0, torch.from_numpy(box_idx), score)
-    if point_idx.size:
-        coords = torch.from_numpy(points[point_idx])[:, None, :]
-        labels = torch.ones(point_idx.size, 1, dtype=torch.int64)
-        out, score = model.decode(embeddings[point_idx], points=(coords, labels))
-        logits = logits.index_copy(0, torch.from_numpy(point_idx), out)
-        iou = iou.index_copy(0, torch.from_numpy(point_idx), score)
-    return logits, iou
-
-
-class SagdLoss(nn.Module):
-    """L_SAGD = 20 * focal + dice + MSE(IoU head, IoU of the thresholded prediction)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.focal = FocalLoss(gamma=2.0, alpha=0.25, use_softmax=False, reduction="mean")
-        self.dice = DiceLoss(sigmoid=True, reduction="mean")
-
-    def forward(self, logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Args: logits N x 1 x H x W, iou_pred N x 1, target N x 1 x H x W (0/1 float)."""
-        with torch.no_grad():
-            pred = logits > 0
-            inter = (pred & (target > 0.5)).flatten(1).sum(1).float()
-            union = (pred | (target > 0.5)).flatten(1).sum(1).float()
-            iou_true = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-        focal = self.focal(logits, target)
-        dice = self.dice(logits, target)
-        iou = nn.functional.mse_loss(iou_pred.squeeze(1), iou_true)
-        total = FOCAL_WEIGHT * focal + dice + iou
-        return {"loss": total, "focal": focal, "dice": dice, "iou_mse": iou}
-
-
-LOSS_TERMS = ("loss", "focal", "dice", "iou_mse")
-
-
-class PromptForward(nn.Module):
-    """Routes a mixed box/point batch through ``forward`` (so DDP sees the call).
-
-    Args:
-        model: A :class:`LiteMedSAM` without image encoder (embeddings are cached).
-    """
-
-    def __init__(self, model: LiteMedSAM) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, embeddings: torch.Tensor, is_point: np.ndarray, boxes: np.ndarray, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """N x 256 x 64 x 64 embeddings and N prompts -> (N x 1 x 256 x 256 logits, N x 1 IoU)."""
-        return decode_prompts(self.model, embeddings, is_point, boxes, points)
+def presence_targets(item: TrainImage, chosen: np.ndarray, num_classes: int) -> torch.Tensor:
+    """K x C: the classes of the image's masks that were not prompted (same row for every prompt)."""
+    rest = np.setdiff1d(np.arange(len(item.classes)), chosen)
+    row = torch.zeros(num_classes)
+    row[torch.from_numpy(item.classes[rest])] = 1.0
+    return row.expand(len(chosen), -1)
 
 
 def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
@@ -167,6 +150,7 @@ def train_method(
     threads: int = 1,
     state_dir: str | Path | None = None,
     fingerprint: str = "",
+    text_parquet: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one method on the train split from cached embeddings (1..N processes).
 
@@ -183,6 +167,7 @@ def train_method(
             when training finishes). ``None``: no resume.
         fingerprint: Identifies the settings and code of this training; a
             saved state with another fingerprint is ignored.
+        text_parquet: Class text embeddings (``embed_text``), for methods with T2VSE.
 
     Returns:
         The summary.
@@ -210,19 +195,20 @@ def train_method(
     train_table = table[table["split"] == "train"]
     if train_table.empty:
         raise DataError(f"{masks_parquet}: the train split is empty")
-    images = load_train_images(train_table, int(config["encoder"]["image_size"]))
+    vocabulary = Vocabulary.read(config["vocabulary"])
+    num_classes = len(vocabulary)
+    images = load_train_images(train_table, vocabulary, int(config["encoder"]["image_size"]))
     store = EmbeddingStore.open(cache_dir, train_table["case"].unique())
+    text = load_class_text(text_parquet, vocabulary).to(context.device) if spec.has_t2vse else None
 
-    model = build_decoder_model(config["encoder"]).to(context.device)
-    set_trainable(model, spec)
+    model = build_method_model(method, config, None if text is None else text.shape[1]).to(context.device)
     n_train, n_frozen = parameter_counts(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(params, lr=float(cfg["lr"]))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=list(cfg["lr_milestones"]), gamma=float(cfg["lr_gamma"]))
-    criterion = SagdLoss()
-    forward: nn.Module = PromptForward(model)
+    forward: nn.Module = model
     if context.world_size > 1:
-        forward = nn.parallel.DistributedDataParallel(forward, find_unused_parameters=True)
+        forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     steps_per_epoch = (len(images) + batch_size - 1) // batch_size
     every = int(cfg["checkpoint_every"])
     autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]) and context.device.type == "cuda")
@@ -238,7 +224,8 @@ def train_method(
         state = TrainState(fingerprint=fingerprint)
 
     def trained_weights() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k.split(".", 1)[0] in ("prompt_encoder", "mask_decoder")}
+        # everything but the (frozen, cached) image encoder
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("image_encoder.")}
 
     def snapshot() -> None:
         state.rng_state = rng.bit_generator.state
@@ -267,7 +254,7 @@ def train_method(
                 state.step_in_epoch = 0
                 state.epoch = epoch
             resumed_mid_epoch = False
-            sums = torch.zeros(5, dtype=torch.float64)  # loss terms x prompts, prompts
+            sums: dict[str, float] = {}
             epoch_start = time.perf_counter()
             bar = tqdm(range(state.step_in_epoch, steps_per_epoch), desc=f"train {method} epoch {epoch + 1}", unit="step",
                        mininterval=2.0, disable=not context.is_main)
@@ -279,11 +266,13 @@ def train_method(
                 mine = _shard(batch, context.rank, context.world_size)
                 targets = torch.cat([prompts[i][0] for i in mine]).unsqueeze(1).float().to(context.device)
                 kinds = np.concatenate([prompts[i][1] for i in mine])
+                classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in mine])).to(context.device)
+                presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in mine]).to(context.device)
                 keys = [batch[i].image for i in mine for _ in range(len(prompts[i][1]))]
                 embeddings = store.get(keys).to(context.device)
                 with autocast:
-                    logits, iou = forward(embeddings, kinds, np.concatenate([prompts[i][2] for i in mine]), np.concatenate([prompts[i][3] for i in mine]))
-                losses = criterion(logits.float(), iou.float(), targets)
+                    out = forward(embeddings, kinds, np.concatenate([prompts[i][2] for i in mine]), np.concatenate([prompts[i][3] for i in mine]), text)
+                losses = model.loss(out, targets, classes, presence, weights=config["loss"])
                 # DDP averages gradients over ranks: scale each rank's mean so the average is the global mean
                 scale = len(kinds) * context.world_size / n_global
                 optimiser.zero_grad(set_to_none=True)
@@ -291,12 +280,15 @@ def train_method(
                 if cfg["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
                 optimiser.step()
-                terms = torch.tensor([float(losses[k].detach()) * len(kinds) for k in LOSS_TERMS] + [len(kinds)], dtype=torch.float64)
+                names = sorted(losses)
+                terms = torch.tensor([float(losses[k].detach()) * len(kinds) for k in names] + [len(kinds)], dtype=torch.float64)
                 terms = context.all_reduce_sum(terms)
-                sums += terms
+                values = {k: float(terms[i] / terms[-1]) for i, k in enumerate(names)}
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v * float(terms[-1])
+                sums["_prompts"] = sums.get("_prompts", 0.0) + float(terms[-1])
                 state.step_in_epoch = b + 1
                 state.global_step += 1
-                values = {k: float(terms[i] / terms[-1]) for i, k in enumerate(LOSS_TERMS)}
                 if run is not None:
                     mlflow.log_metrics({f"step/{k}": v for k, v in values.items()} | {"step/images_per_s": len(batch) / max(time.perf_counter() - step_start, 1e-9)}, step=state.global_step)
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
@@ -304,7 +296,7 @@ def train_method(
                     snapshot()
             epoch_time = time.perf_counter() - epoch_start
             state.seconds += epoch_time
-            record = {k: float(sums[i] / max(float(sums[-1]), 1.0)) for i, k in enumerate(LOSS_TERMS)}
+            record = {k: v / max(sums["_prompts"], 1.0) for k, v in sums.items() if k != "_prompts"}
             record.update({"epoch": epoch + 1, "lr": optimiser.param_groups[0]["lr"], "images_per_s": len(images) / max(epoch_time, 1e-9)})
             state.history.append(record)
             if run is not None:

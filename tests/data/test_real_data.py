@@ -130,15 +130,15 @@ def test_snakemake_runs_the_data_stage_on_real_small(shared_data: Path, tmp_path
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "results/index/masks.parquet",
            "--configfile", "config/real-small.yaml", str(overlay)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    dry = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
+    dry = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env)
     assert dry.returncode == 0, dry.stderr[-3000:]
     for rule, count in (("fetch_file", 4), ("stage_case", 2), ("slice_volume", 2), ("build_index", 1)):
         assert any(line.split() == [rule, str(count)] for line in dry.stdout.splitlines()), dry.stdout
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((work / "results" / "index" / "summary.json").read_text())
     assert summary["splits"]["test"]["cases"] == ["s0001"] and summary["skipped"] == {}
     raw = work / "results" / "raw" / "totalseg_example"
     assert sorted(p.name for p in raw.iterdir()) == ["s0001_image.nii.gz", "s0001_label.nii.gz", "s0002_image.nii.gz", "s0002_label.nii.gz"]
-    again = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
+    again = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env)
     assert "Nothing to be done" in again.stdout + again.stderr

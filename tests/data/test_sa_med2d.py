@@ -13,9 +13,11 @@ import pytest
 import SimpleITK as sitk
 
 from segsam.data.index import IMAGE_COLUMNS
+from segsam.data.index import count_masks
 from segsam.data.sa_med2d import (
     SliceInfo,
     import_release,
+    import_release_dataset,
     import_sa_med2d,
     iter_json_object,
     main,
@@ -222,6 +224,37 @@ def test_writer_is_atomic_and_complete(tmp_path: Path) -> None:
     import_sa_med2d(root, out / "masks.parquet", out / "images.parquet", out / "summary.json", **RELEASE_KW,
                     vocabulary_csv=VOCAB, classmap_json=CLASSMAP)
     assert sorted(p.name for p in out.iterdir()) == ["images.parquet", "masks.parquet", "summary.json"]
+
+
+def test_streamed_import_matches_the_in_memory_one(tmp_path: Path) -> None:
+    cases = {f"Case_{i:03d}": "ct_00" for i in range(5)} | {f"Pat{i}": "mr_t2" for i in range(3)}
+    root = _release(tmp_path / "rel", cases)
+    masks, _, _ = import_release(root, **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP, seed=4)
+    summary = import_release_dataset(root, tmp_path / "ds", **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP,
+                                     seed=4, measure_area=True, chunk_rows=5)
+    assert summary["n_masks"] == len(masks) and summary["n_cases"] == 8
+    assert count_masks(tmp_path / "ds", by="case") == {k: int(v) for k, v in sorted(masks["case"].value_counts().items())}
+    assert count_masks(tmp_path / "ds") == {k: int(v) for k, v in sorted(masks["split"].value_counts().items())}
+    assert count_masks(tmp_path / "ds", modality="mr", class_name="kidney_left") == {
+        k: int(v) for k, v in sorted(masks[(masks["modality"] == "mr") & (masks["class_name"] == "kidney_left")]["split"].value_counts().items())
+    }
+
+
+def test_streamed_import_with_unknown_classes_keeps_nothing(tmp_path: Path) -> None:
+    root = _release(tmp_path / "rel", {"C1": "ct_00"})
+    with pytest.raises(DataError, match="left_kidney"):
+        import_release_dataset(root, tmp_path / "ds", **RELEASE_KW, vocabulary_csv=VOCAB)  # no class map
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.usefixtures("_segsam_logger")
+def test_cli_stream_mode(tmp_path: Path) -> None:
+    root = _release(tmp_path / "rel", {"C1": "ct_00", "C2": "mr_t1"})
+    rc = main([str(root), "--out-dir", str(tmp_path / "out"), "--all-json", "SAMed2D_v1.json", "--stream", "--no-area",
+               "--class-mapping", "SAMed2D_v1_class_mapping_id.json", "--vocabulary", str(VOCAB), "--classmap", str(CLASSMAP)])
+    assert rc == 0
+    assert sum(count_masks(tmp_path / "out" / "masks").values()) == 8
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_cases"] == 2
 
 
 # --- names, classes, json streaming ------------------------------------------------------------------

@@ -174,7 +174,7 @@ def test_index_dataset_streams_partitions_and_counts(tmp_path: Path) -> None:
     cases = pd.concat([c[["case", "modality"]] for c in chunks]).drop_duplicates()
     splits = split_cases(cases, 0.25, 0)
     out = tmp_path / "index"
-    assert write_index_dataset(iter(chunks), out, splits=splits, rows_per_group=128) == 1200
+    assert write_index_dataset(iter(chunks), out, splits=splits, buffer_rows=128, max_open_files=2) == 1200
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*")) == [
         "modality=ct/dataset=amos", "modality=ct/dataset=kits23", "modality=mr/dataset=amos",
     ]
@@ -206,3 +206,32 @@ def test_index_dataset_from_slice_folders_matches_build_index(three_cases: list[
     streamed = count_masks(tmp_path / "ds", by="case")
     assert streamed == {k: int(v) for k, v in sorted(masks["case"].value_counts().items())}
     assert count_masks(tmp_path / "ds") == {k: int(v) for k, v in sorted(masks["split"].value_counts().items())}
+
+
+# --- reorientation to LPS with fewer copies (segsam.data.io._to_lps) ---------------------------------------
+
+
+@pytest.mark.parametrize("direction", [
+    (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS: returned as is
+    (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS: the usual NIfTI case
+    (1, 0, 0, 0, -1, 0, 0, 0, -1),
+    (-1, 0, 0, 0, 1, 0, 0, 0, -1),
+    (0, 1, 0, 1, 0, 0, 0, 0, -1),  # a permutation: DICOMOrient's path
+])
+def test_to_lps_matches_dicom_orient(direction) -> None:
+    import SimpleITK as sitk
+
+    from segsam.data.io import _to_lps
+
+    array = np.random.default_rng(0).integers(-1000, 1000, size=(5, 6, 7)).astype(np.int16)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.7, 1.3, 2.9))
+    image.SetOrigin((10.0, -20.0, 33.0))
+    image.SetDirection(tuple(float(v) for v in direction))
+    ours, reference = _to_lps(image), sitk.DICOMOrient(image, "LPS")
+    assert np.array_equal(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(reference))
+    assert np.allclose(ours.GetOrigin(), reference.GetOrigin())
+    assert np.allclose(ours.GetDirection(), reference.GetDirection())
+    assert np.allclose(ours.GetSpacing(), reference.GetSpacing())
+    corner = [n - 1 for n in ours.GetSize()]
+    assert np.allclose(ours.TransformIndexToPhysicalPoint(corner), reference.TransformIndexToPhysicalPoint(corner))

@@ -26,7 +26,7 @@ from segsam.models.weights import load_state_dict
 from segsam.tracking import init_store
 from segsam.train.checkpoint import STATE_FILE
 from segsam.train.ddp import launch, torchrun_command
-from segsam.train.loop import build_decoder_model, decode_prompts
+from segsam.train.loop import build_method_model
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def make_training_set(root: Path, n_images: int = 4) -> tuple[Path, Path]:
             path = image.parent.parent / "masks" / f"{image.stem}--{c + 1:04d}_000.png"
             path.parent.mkdir(exist_ok=True)
             sitk.WriteImage(sitk.GetImageFromArray(mask), str(path))
-            rows.append({"image": str(image), "mask": str(path), "case": "case_a", "modality": "ct", "class_id": c + 1,
+            rows.append({"image": str(image), "mask": str(path), "case": "case_a", "modality": "ct", "class_id": [1, 2][c],
                          "height": 64, "width": 64, "split": "train"})
     masks = root / "masks.parquet"
     pd.DataFrame(rows).to_parquet(masks)
@@ -91,10 +91,10 @@ def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
     points = np.array([[50, 60]] * 4, np.float32)
     logits = []
     for nproc in (1, 2):
-        model = build_decoder_model(config["encoder"])
+        model = build_method_model("ft_decoder", config, None)
         model.load_state_dict(weights[nproc], strict=False)
         with torch.inference_mode():
-            logits.append(decode_prompts(model.eval(), embeddings, is_point, boxes, points)[0])
+            logits.append(model.eval()(embeddings, is_point, boxes, points).masks)
     assert float((logits[0] - logits[1]).abs().max()) < 1e-3
 
 

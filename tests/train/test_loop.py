@@ -1,4 +1,4 @@
-"""Training pieces: prompt simulation, mixed box/point decoding, the SAGD loss, one optimiser step."""
+"""Training pieces: prompt simulation, presence targets, one optimiser step through the trainer's model."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ import pytest
 import torch
 
 from segsam.config import load_config
-from segsam.models.methods import get_method, set_trainable
-from segsam.train.loop import SagdLoss, build_decoder_model, decode_prompts, simulate_prompts
-
-
-@pytest.fixture(scope="module")
-def model():
-    return build_decoder_model(load_config()["encoder"])
+from segsam.data.vocabulary import Vocabulary
+from segsam.errors import ConfigError
+from segsam.models.methods import get_method
+from segsam.train.loop import TrainImage, build_method_model, class_index, presence_targets, simulate_prompts
 
 
 def _masks() -> torch.Tensor:
@@ -31,8 +28,8 @@ def test_simulate_prompts_is_deterministic_and_inside_masks() -> None:
     second = simulate_prompts(masks, 3, 5, 0.5, np.random.default_rng(7))
     for a, b in zip(first, second):
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    chosen, is_point, boxes, points = first
-    assert chosen.shape == (3, 256, 256)
+    chosen, is_point, boxes, points, indices = first
+    assert chosen.shape == (3, 256, 256) and len(set(indices.tolist())) == 3
     for mask, point_prompt, box, point in zip(chosen, is_point, boxes, points):
         if point_prompt:
             assert mask[int(point[1]), int(point[0])]
@@ -41,44 +38,43 @@ def test_simulate_prompts_is_deterministic_and_inside_masks() -> None:
             assert abs(box[0] - xs.min()) <= 5 and abs(box[3] - ys.max()) <= 5
 
 
-def test_decode_prompts_keeps_prompt_order(model) -> None:
-    torch.manual_seed(0)
-    embeddings = torch.randn(4, 256, 64, 64)
-    is_point = np.array([True, False, True, False])
-    boxes = np.array([[0, 0, 0, 0], [10, 10, 80, 80], [0, 0, 0, 0], [100, 100, 200, 220]], np.float32)
-    points = np.array([[30, 30], [0, 0], [150, 40], [0, 0]], np.float32)
-    with torch.inference_mode():
-        logits, iou = decode_prompts(model, embeddings, is_point, boxes, points)
-        single, _ = model.decode(embeddings[1:2], boxes=torch.from_numpy(boxes[1:2]))
-        point, _ = model.decode(embeddings[2:3], points=(torch.from_numpy(points[2:3])[:, None], torch.ones(1, 1, dtype=torch.int64)))
-    assert logits.shape == (4, 1, 256, 256) and iou.shape == (4, 1)
-    torch.testing.assert_close(logits[1:2], single, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(logits[2:3], point, rtol=1e-4, atol=1e-4)
+def test_presence_targets_are_the_unprompted_classes() -> None:
+    item = TrainImage(image="x", masks=_masks(), classes=np.array([0, 3, 3, 5]))
+    presence = presence_targets(item, np.array([1, 3]), num_classes=6)
+    assert presence.shape == (2, 6)
+    assert presence[0].nonzero().flatten().tolist() == [0, 3]  # mask 2 (class 3) was not prompted
 
 
-def test_sagd_loss_terms_and_empty_masks() -> None:
-    criterion = SagdLoss()
-    target = torch.zeros(2, 1, 32, 32)
-    target[0, 0, 4:20, 4:20] = 1
-    perfect = criterion(target * 40 - 20, torch.ones(2, 1), target)
-    wrong = criterion(20 - target * 40, torch.zeros(2, 1), target)
-    assert set(perfect) == {"loss", "focal", "dice", "iou_mse"}
-    assert all(torch.isfinite(v) for v in perfect.values())
-    assert perfect["loss"] < wrong["loss"]
-    empty = criterion(torch.zeros(2, 1, 32, 32), torch.zeros(2, 1), torch.zeros(2, 1, 32, 32))
-    assert all(torch.isfinite(v) for v in empty.values())
+def test_class_index_follows_vocabulary_order() -> None:
+    vocabulary = Vocabulary.read(load_config()["vocabulary"])
+    index = class_index(vocabulary)
+    assert [index[c] for c in vocabulary.ids] == list(range(len(vocabulary)))
 
 
-def test_one_step_changes_only_trainable_parameters(model) -> None:
-    spec = get_method("ft_decoder")
-    set_trainable(model, spec)
+def test_methods_outside_the_cache_trainer_are_refused() -> None:
+    with pytest.raises(ConfigError, match="sam_med2d"):
+        build_method_model("sam_med2d", load_config(), None)
+
+
+@pytest.mark.parametrize("method", ["ft_decoder", "segsam"])
+def test_one_step_changes_only_trainable_parameters(method: str) -> None:
+    config = load_config()
+    spec = get_method(method)
+    model = build_method_model(method, config, 384)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     masks = _masks()
-    chosen, is_point, boxes, points = simulate_prompts(masks, 4, 3, 0.5, np.random.default_rng(0))
+    chosen, is_point, boxes, points, indices = simulate_prompts(masks, 4, 3, 0.5, np.random.default_rng(0))
     assert is_point.any() and not is_point.all()  # both prompt kinds in the batch
-    logits, iou = decode_prompts(model, torch.randn(4, 256, 64, 64), is_point, boxes, points)
-    SagdLoss()(logits, iou, chosen[:, None].float())["loss"].backward()
+    num_classes = len(Vocabulary.read(config["vocabulary"]))
+    item = TrainImage(image="x", masks=masks, classes=np.array([0, 1, 2, 3]))
+    text = torch.randn(num_classes, 384) if spec.has_t2vse else None
+    model.train()
+    out = model(torch.randn(4, 256, 64, 64), is_point, boxes, points, text)
+    losses = model.loss(out, chosen[:, None].float(), torch.from_numpy(item.classes[indices]),
+                        presence_targets(item, indices, num_classes), weights=config["loss"])
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
     optimiser.step()
     after = model.state_dict()
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -89,8 +85,8 @@ def test_one_step_changes_only_trainable_parameters(model) -> None:
         "prompt_encoder.point_embeddings.0.", "prompt_encoder.mask_downscaling.",
         *(f"mask_decoder.output_hypernetworks_mlps.{i}." for i in (1, 2, 3)),
     )
+    changed = {name for name in trained if not torch.equal(before[name], after[name])}
+    assert {name for name in trained if not name.startswith(unused)} - changed == set()
     for name, value in after.items():
-        if name in trained and not name.startswith(unused):
-            assert not torch.equal(before[name], value), f"{name} did not change"
-        elif name not in trained:
+        if name not in trained:
             assert torch.equal(before[name], value), f"frozen {name} changed"

@@ -27,7 +27,7 @@ def overlay(workdir: Path, name: str, content: dict) -> str:
 def test_table1_rows_and_numbers(tiny_run: Path) -> None:
     table = pd.read_csv(tiny_run / "results/table1.csv")
     assert list(zip(table["method"], table["prompt"])) == [
-        ("medsam_lite", "box"), ("ft_decoder", "box"), ("medsam_lite", "point"), ("ft_decoder", "point"),
+        (m, p) for p in ("box", "point") for m in ("medsam_lite", "ft_decoder", "segsam")
     ]
     for column in ("ct", "mr", "avg"):
         assert table[column].between(0, 100).all(), column
@@ -43,13 +43,31 @@ def test_table1_rows_and_numbers(tiny_run: Path) -> None:
     assert len(sidecar["config_hash"]) == 12 and sidecar["git_commit"]
     assert (tiny_run / "results/figures/table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tiny_run / "results/table1.md").read_text().startswith("| Method |")
+    # the paper's cells sit beside ours where the paper has the row (SEG-SAM), not for LiteMedSAM
+    cells = table.set_index(["method", "prompt"])["paper_avg"]
+    assert cells.loc[("segsam", "box")] == 81.46
+    assert pd.isna(cells.loc[("medsam_lite", "box")])
+    for name in ("qualitative.png", "training_curves.png"):
+        assert (tiny_run / "results/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_semantic_tables(tiny_run: Path) -> None:
+    table2 = pd.read_csv(tiny_run / "results/table2.csv")
+    assert table2["method"].tolist() == ["segsam", "segsam"]  # only methods with a semantic decoder
+    assert table2[["ct", "mr", "avg"]].apply(lambda c: c.between(0, 100)).all().all()
+    assert (table2["paper_avg"] == [80.9, 75.28]).all()
+    table4 = pd.read_csv(tiny_run / "results/table4.csv")
+    assert set(table4["paper_row"]) == {"baseline", "SEG-SAM"}
+    per_mask = pd.read_parquet(tiny_run / "results/eval/segsam/per_mask.parquet")
+    wrong = per_mask["pred_class_id"] != per_mask["class_id"]
+    assert (per_mask.loc[wrong, "sem_dsc"] == 0).all()  # a wrong class scores 0 for the true class
 
 
 def test_every_rule_has_log_and_benchmark(tiny_run: Path) -> None:
     logs = {p.relative_to(tiny_run / "results/logs").parts[0].removesuffix(".log") for p in (tiny_run / "results/logs").rglob("*.log")}
     benches = {p.relative_to(tiny_run / "results/benchmarks").parts[0].removesuffix(".tsv") for p in (tiny_run / "results/benchmarks").rglob("*.tsv")}
     expected = {"demo_phantom", "slice_volume", "build_index", "describe_classes", "embed_text", "embed_images",
-                "mlflow_init", "train", "test_prompts", "evaluate", "table1"}
+                "mlflow_init", "train", "test_prompts", "evaluate", "table1", "semantic_tables", "figures"}
     assert expected <= logs
     assert expected <= benches
 
@@ -67,7 +85,7 @@ def test_mlflow_runs(tiny_run: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results/mlflow.db'}")
     experiment = client.get_experiment_by_name("segsam")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"train/ft_decoder", "evaluate/medsam_lite", "evaluate/ft_decoder"}
+    assert set(runs) == {"train/ft_decoder", "train/segsam", "evaluate/medsam_lite", "evaluate/ft_decoder", "evaluate/segsam"}
     train = runs["train/ft_decoder"]
     assert train.data.tags["stage"] == "train" and train.data.tags["dataset"] == "demo"
     assert {"config_hash", "git_commit", "method"} <= set(train.data.tags)
@@ -86,8 +104,8 @@ def test_second_run_does_nothing(tiny_run: Path) -> None:
 
 def test_evaluation_setting_reruns_only_evaluation_and_tables(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, overlay(tiny_run, "eval_change.yaml", {"evaluate": {"bootstrap": 300}}))
-    assert jobs.get("evaluate") == 2 and jobs.get("table1") == 1
-    assert set(jobs) <= {"test_prompts", "evaluate", "table1", "all"}
+    assert jobs.get("evaluate") == 3 and jobs.get("table1") == 1
+    assert set(jobs) <= {"test_prompts", "evaluate", "table1", "semantic_tables", "figures", "all"}
 
 
 def test_slicing_setting_reruns_slicing_and_everything_after(tiny_run: Path) -> None:
@@ -103,7 +121,7 @@ def test_code_change_reruns_the_stage_using_it(tiny_run: Path) -> None:
     try:
         module.write_text(original + "\n# a change to the metric code\n")
         jobs = planned_jobs(tiny_run)
-        assert jobs.get("evaluate") == 2 and jobs.get("table1") == 1
+        assert jobs.get("evaluate") == 3 and jobs.get("table1") == 1
         assert not {"train", "embed_images", "slice_volume"} & set(jobs)
     finally:
         module.write_text(original)

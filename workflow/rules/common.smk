@@ -18,7 +18,12 @@ from segsam.models.methods import get_method
 export_pythonpath(workflow.basedir)
 validate(config, schema="../schemas/config.schema.yaml")
 for _method in config["methods"]:
-    get_method(_method)  # unknown names fail here, naming the known ones
+    _spec = get_method(_method)  # unknown names fail here, naming the known ones
+    if not (_spec.encoder_frozen and _spec.encoder == "tiny_vit"):
+        raise ValueError(
+            f"config key 'methods': {_method!r} needs image-level training or SAM ViT-B weights; this workflow "
+            "runs the frozen-LiteMedSAM methods (embedding cache) only, see the README"
+        )
 
 
 def code_hash(*parts):
@@ -50,8 +55,10 @@ if os.path.normpath(DOWNLOAD_DIR) == os.path.normpath(EXTRACT_DIR):
 def dataset_roots():
     """Folders that may already hold the dataset's files at their registry paths:
     the mirror first, then the extracted archives and the downloads of this dataset."""
-    roots = [f"{EXTRACT_DIR}/{DATASET}", f"{DOWNLOAD_DIR}/{DATASET}"]
     mirror = config["dataset"]["mirror"]
+    if DATASET_SPEC.kind == "local":  # your own files: only the mirror holds them
+        return [mirror] if mirror else []
+    roots = [f"{EXTRACT_DIR}/{DATASET}", f"{DOWNLOAD_DIR}/{DATASET}"]
     return [mirror, *roots] if mirror else roots
 
 
@@ -161,6 +168,13 @@ def all_embeddings():
 
 def embedding_dir(wildcards, input):
     return os.path.dirname(input.embeddings[0])
+
+
+def class_text(wildcards):
+    """The class text embeddings, for methods with T2VSE only (others do not rerun when they change)."""
+    if get_method(wildcards.method).has_t2vse:
+        return {"text": "results/text/class_embeddings.parquet"}
+    return {}
 
 
 def method_checkpoint(wildcards):

@@ -11,7 +11,10 @@
 # other case is still sliced, and the index is built once the case is fixed or listed in
 # dataset.exclude. A case whose label volume is empty is skipped with a warning (its slice
 # folder holds an empty manifest and a summary.json saying why) and counted by build_index.
-
+#
+# fetch_file, extract_archive and stage_case have no `code` param on purpose: their outputs are
+# the registry's bytes (sha256-checked), so a change to the download code must not download,
+# extract and re-slice a whole dataset again. A changed URL or sha256 (params.spec) does rerun.
 
 
 rule demo_phantom:
@@ -47,8 +50,6 @@ if DATASET_SPEC.kind in ("volumes", "local"):
             f"{DOWNLOAD_DIR}/{DATASET}/{{file}}",
         params:
             spec=file_spec,
-            download=config["dataset"]["download"],
-            code=code_hash("data.download", "data.registry", *COMMON_CODE),
         log:
             f"results/logs/fetch_file/{DATASET}/{{file}}.log",
         wildcard_constraints:
@@ -65,8 +66,6 @@ if DATASET_SPEC.kind in ("volumes", "local"):
             f"{DOWNLOAD_DIR}/{DATASET}/{{archive}}",
         output:
             directory(f"{EXTRACT_DIR}/{DATASET}/{{archive}}"),
-        params:
-            code=code_hash("data.archive", *COMMON_CODE),
         log:
             f"results/logs/extract_archive/{DATASET}/{{archive}}.log",
         wildcard_constraints:
@@ -86,7 +85,6 @@ if DATASET_SPEC.kind in ("volumes", "local"):
             label=f"results/raw/{DATASET}/{{case}}_label.nii.gz",
         params:
             members=case_members,
-            code=code_hash("data.download", "data.io", *COMMON_CODE),
         log:
             f"results/logs/stage_case/{DATASET}/{{case}}.log",
         conda:

@@ -22,6 +22,7 @@ rule test_prompts:
 rule evaluate:
     input:
         unpack(method_checkpoint),
+        unpack(class_text),
         prompts="results/eval/prompts.parquet",
         embeddings=all_embeddings(),
         mlflow="results/mlflow/initialised.json",

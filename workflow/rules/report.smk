@@ -42,3 +42,24 @@ rule figures:
         "../../envs/torch.yaml"
     script:
         "../scripts/figures.py"
+
+
+rule semantic_tables:
+    input:
+        expand("results/eval/{method}/per_mask.parquet", method=config["methods"]),
+    output:
+        table2=report("results/table2.csv", category="Tables", caption="../report/table2.rst"),
+        table4=report("results/table4.csv", category="Tables", caption="../report/table4.rst"),
+        md="results/tables_semantic.md",
+    params:
+        evaluate=config["evaluate"],
+        methods=config["methods"],
+        code=code_hash("report", "evaluate.metrics", *COMMON_CODE),
+    log:
+        "results/logs/semantic_tables.log",
+    benchmark:
+        "results/benchmarks/semantic_tables.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/semantic_tables.py"

@@ -18,6 +18,7 @@ rule mlflow_init:
 
 rule train:
     input:
+        unpack(class_text),
         masks="results/index/masks.parquet",
         embeddings=all_embeddings(),
         mlflow="results/mlflow/initialised.json",
@@ -29,6 +30,7 @@ rule train:
         state_dir=lambda wc: f"results/models/{wc.method}/state",
         train=config["train"],
         encoder=config["encoder"],
+        loss=config["loss"],
         code=code_hash("train", "models", "tracking", *COMMON_CODE),
     threads: 2
     resources:

@@ -14,6 +14,7 @@ run_stage(
     config=snakemake.config,
     checkpoint=snakemake.input.get("checkpoint"),
     train_summary=snakemake.input.get("train_summary"),
+    text_parquet=snakemake.input.get("text"),
     threads=snakemake.threads,
     log=snakemake.log[0],
 )

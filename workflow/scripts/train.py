@@ -15,5 +15,6 @@ run_stage(
     threads=snakemake.threads,
     state_dir=snakemake.params.state_dir,
     code=snakemake.params.code,
+    text_parquet=snakemake.input.get("text"),
     log=snakemake.log[0],
 )

@@ -1,0 +1,36 @@
+"""Issue 7: `snakemake --report` builds the HTML report, and headless Chromium renders it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.workflow.wfutils import snakemake
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--virtual-time-budget=8000"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path) -> None:
+    snakemake(tiny_run, "--report", "results/report.html")
+    report = tiny_run / "results/report.html"
+    html = report.read_text(encoding="utf-8")
+    for name in ("table1.csv", "table1.png", "qualitative.png", "training_curves.png"):
+        assert name in html
+    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    dom = re.sub(r"base64,[A-Za-z0-9+/=]+", "", dom)
+    for text in (">Snakemake<", ">Figures<", ">Tables<", ">train<", ">evaluate<"):
+        assert text in dom, f"{text} not rendered"
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,800",
+                    f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
