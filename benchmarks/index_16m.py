@@ -132,7 +132,7 @@ def query(out: Path) -> dict[str, object]:
 
 
 def _child(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, encoding="utf-8", errors="replace", check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

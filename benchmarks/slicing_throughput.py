@@ -130,7 +130,7 @@ def main() -> None:
         runs = []
         for _ in range(args.repeat):
             cmd = [sys.executable, __file__, "--child", modality, "--data", str(args.data), "--stride", str(args.stride)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env=env, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         first = runs[0]
         read_s = statistics.median(r["read_s"] for r in runs)
