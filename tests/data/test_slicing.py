@@ -271,23 +271,32 @@ def test_rerun_replaces_the_output(volume_pair, tmp_path: Path, slicing_cfg) -> 
     _no_leftovers(tmp_path, "case_1.tmp")
 
 
-def test_empty_label_volume(volume_pair, tmp_path: Path, slicing_cfg) -> None:
+def _assert_skipped(out: Path, caplog: pytest.LogCaptureFixture, label_path: Path) -> None:
+    """An empty label volume is a warning: the case is skipped (empty manifest + summary), not an error."""
+    assert pd.read_parquet(out / "manifest.parquet").empty
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["skipped"] == "empty label volume"
+    assert any(r.levelname == "WARNING" and str(label_path) in r.getMessage() for r in caplog.records)
+    assert not list(out.glob("images/*.png"))
+
+
+def test_empty_label_volume(volume_pair, tmp_path: Path, slicing_cfg, caplog: pytest.LogCaptureFixture) -> None:
     zeros = np.zeros((20, 40, 40), dtype=np.uint8)
     image_path, label_path = volume_pair(zeros.astype(np.int16), zeros)
-    with pytest.raises(DataError, match="empty") as info:
-        _slice(image_path, label_path, tmp_path / "out", slicing_cfg)
-    assert str(label_path) in str(info.value)
-    _no_leftovers(tmp_path, "out")
+    caplog.set_level("WARNING")
+    _slice(image_path, label_path, tmp_path / "out", slicing_cfg)
+    _assert_skipped(tmp_path / "out", caplog, label_path)
 
 
-def test_label_volume_with_only_ignored_labels_is_empty(volume_pair, tmp_path: Path, slicing_cfg) -> None:
+def test_label_volume_with_only_ignored_labels_is_empty(volume_pair, tmp_path: Path, slicing_cfg, caplog: pytest.LogCaptureFixture) -> None:
     labelmap = tmp_path / "map.json"
     labelmap.write_text(json.dumps({"labels": {"1": "liver", "2": None}}), encoding="utf-8")
     label = np.zeros((20, 40, 40), dtype=np.uint8)
     label[:, 10:30, 10:30] = 2
-    with pytest.raises(DataError, match="empty"):
-        _slice(*volume_pair(label.astype(np.int16), label), tmp_path / "out", slicing_cfg, labelmap_json=labelmap)
-    _no_leftovers(tmp_path, "out")
+    image_path, label_path = volume_pair(label.astype(np.int16), label)
+    caplog.set_level("WARNING")
+    _slice(image_path, label_path, tmp_path / "out", slicing_cfg, labelmap_json=labelmap)
+    _assert_skipped(tmp_path / "out", caplog, label_path)
 
 
 # --- real data (../shared/data) -------------------------------------------------------------
