@@ -89,7 +89,7 @@ def test_mlflow_runs(tiny_run: Path) -> None:
     train = runs["train/ft_decoder"]
     assert train.data.tags["stage"] == "train" and train.data.tags["dataset"] == "demo"
     assert {"config_hash", "git_commit", "method"} <= set(train.data.tags)
-    assert train.data.params["train.lr"] == "0.0001"
+    assert float(train.data.params["train.lr"]) == load_config("config/tiny.yaml")["train"]["lr"]
     assert "epoch/loss" in train.data.metrics
     artifacts = [a.path for a in client.list_artifacts(train.info.run_id, "checkpoint")]
     assert artifacts == ["checkpoint/checkpoint.pt"]

@@ -19,13 +19,16 @@ COPIED = ("Snakefile", "workflow", "config", "envs", "segsam", "profiles")
 
 
 def snakemake(
-    workdir: Path, *args: str, overlays: tuple[str, ...] = (), targets: tuple[str, ...] = (), check: bool = True, timeout: float = 900
+    workdir: Path, *args: str, overlays: tuple[str, ...] = (), targets: tuple[str, ...] = (), check: bool = True,
+    timeout: float = 1800, overlays_only: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run Snakemake (this interpreter's) in ``workdir`` on the tiny config (+ ``overlays``).
 
-    Targets go first: ``--configfile`` and other list options would swallow them.
+    Targets go first: ``--configfile`` and other list options would swallow them. With
+    ``overlays_only`` the caller passes its own ``--configfile`` in ``args`` (no tiny config).
     """
-    cmd = [sys.executable, "-m", "snakemake", *targets, *args, "--configfile", "config/tiny.yaml", *overlays]
+    configs = [] if overlays_only else ["--configfile", "config/tiny.yaml", *overlays]
+    cmd = [sys.executable, "-m", "snakemake", *targets, *args, *configs]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
