@@ -31,14 +31,13 @@ import torch
 from torch import nn
 
 from segsam.models.conventional import build_conventional
-from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder
+from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder, build_tiny_vit
 from segsam.models.methods import MethodSpec, get_method, set_trainable
 from segsam.models.adapters import add_adapters
 from segsam.models.sam_compat import PromptEncoder, TwoWayTransformer
 from segsam.models.sawd import SemanticAwareDecoder
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.t2vse import TextToVisionEnhancement
-from segsam.models.tiny_vit import TinyViT
 from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights
 from segsam.models.weights import WeightsError, load_state_dict
 
@@ -47,23 +46,6 @@ __all__ = ["IMAGE_SIZE", "build_model", "build_tiny_vit", "load_sam_weights", "w
 IMAGE_SIZE = 256
 _TINY_VIT_EMBEDDING = 64
 _PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
-
-
-def build_tiny_vit() -> TinyViT:
-    """LiteMedSAM's TinyViT encoder (random weights): B x 3 x 256 x 256 -> B x 256 x 64 x 64."""
-    return TinyViT(
-        img_size=IMAGE_SIZE,
-        in_chans=3,
-        embed_dims=(64, 128, 160, 320),
-        depths=(2, 2, 6, 2),
-        num_heads=(2, 4, 5, 10),
-        window_sizes=(7, 7, 14, 7),
-        merge_strides=(2, 2, 1),
-        mlp_ratio=4.0,
-        mbconv_expand_ratio=4.0,
-        local_conv_size=3,
-        out_chans=EMBED_DIM,
-    )
 
 
 def _two_way_transformer() -> TwoWayTransformer:

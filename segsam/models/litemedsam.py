@@ -23,7 +23,7 @@ from segsam.models.sam_compat import MaskDecoder, PromptEncoder, TwoWayTransform
 from segsam.models.tiny_vit import TinyViT
 from segsam.models.weights import load_state_dict
 
-__all__ = ["PairedMaskDecoder", "LiteMedSAM", "build_litemedsam"]
+__all__ = ["PairedMaskDecoder", "LiteMedSAM", "build_litemedsam", "build_tiny_vit"]
 
 IMAGE_SIZE = 256
 EMBED_DIM = 256
@@ -202,6 +202,23 @@ class LiteMedSAM(nn.Module):
         return self.decode(self.encode(images), boxes, points)
 
 
+def build_tiny_vit() -> TinyViT:
+    """LiteMedSAM's TinyViT encoder (random weights): B x 3 x 256 x 256 -> B x 256 x 64 x 64."""
+    return TinyViT(
+        img_size=IMAGE_SIZE,
+        in_chans=3,
+        embed_dims=(64, 128, 160, 320),
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 5, 10),
+        window_sizes=(7, 7, 14, 7),
+        merge_strides=(2, 2, 1),
+        mlp_ratio=4.0,
+        mbconv_expand_ratio=4.0,
+        local_conv_size=3,
+        out_chans=EMBED_DIM,
+    )
+
+
 def build_litemedsam(checkpoint: Path | str | None = None) -> LiteMedSAM:
     """Builds LiteMedSAM and optionally loads a checkpoint strictly.
 
@@ -220,19 +237,7 @@ def build_litemedsam(checkpoint: Path | str | None = None) -> LiteMedSAM:
         RuntimeError: If its keys or shapes do not match (strict loading).
     """
     model = LiteMedSAM(
-        image_encoder=TinyViT(
-            img_size=IMAGE_SIZE,
-            in_chans=3,
-            embed_dims=(64, 128, 160, 320),
-            depths=(2, 2, 6, 2),
-            num_heads=(2, 4, 5, 10),
-            window_sizes=(7, 7, 14, 7),
-            merge_strides=(2, 2, 1),
-            mlp_ratio=4.0,
-            mbconv_expand_ratio=4.0,
-            local_conv_size=3,
-            out_chans=EMBED_DIM,
-        ),
+        image_encoder=build_tiny_vit(),
         prompt_encoder=PromptEncoder(
             embed_dim=EMBED_DIM,
             image_embedding_size=(EMBEDDING_SIZE, EMBEDDING_SIZE),

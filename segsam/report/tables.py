@@ -94,6 +94,12 @@ def to_markdown(table: pd.DataFrame, modalities: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ordered(per_mask: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
+    order = {m: i for i, m in enumerate(config["methods"])}
+    prompt_order = {p: i for i, p in enumerate(config["evaluate"]["prompts"])}
+    return per_mask.sort_values(["prompt", "method"], key=lambda s: s.map(prompt_order) if s.name == "prompt" else s.map(order), kind="stable")
+
+
 def make_table1(
     per_mask_files: Sequence[str | Path],
     out_csv: str | Path,
@@ -104,10 +110,7 @@ def make_table1(
     weights_sha256: str,
 ) -> pd.DataFrame:
     """Build ``results/table1.csv`` (+ Markdown and the provenance sidecar)."""
-    per_mask = pd.concat([pd.read_parquet(p) for p in per_mask_files], ignore_index=True)
-    order = {m: i for i, m in enumerate(config["methods"])}
-    prompt_order = {p: i for i, p in enumerate(config["evaluate"]["prompts"])}
-    per_mask = per_mask.sort_values(["prompt", "method"], key=lambda s: s.map(prompt_order) if s.name == "prompt" else s.map(order), kind="stable")
+    per_mask = _ordered(pd.concat([pd.read_parquet(p) for p in per_mask_files], ignore_index=True), config)
     cfg = config["evaluate"]
     table = binary_table(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
     modalities = [c for c in table.columns if c in MODALITY_ORDER or c == "avg"]
@@ -140,12 +143,6 @@ def make_table1(
 
 # table 4/8 rows of the paper <- our ablation methods (cumulative components, see segsam.models.methods)
 ABLATION_ROWS = {"ft_decoder": "baseline", "sawd_pmt": "1", "sawd_unpmt": "2", "sawd_sem": "3", "t2vse": "4", "cmsa": "SEG-SAM", "segsam": "SEG-SAM"}
-
-
-def _ordered(per_mask: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
-    order = {m: i for i, m in enumerate(config["methods"])}
-    prompt_order = {p: i for i, p in enumerate(config["evaluate"]["prompts"])}
-    return per_mask.sort_values(["prompt", "method"], key=lambda s: s.map(prompt_order) if s.name == "prompt" else s.map(order), kind="stable")
 
 
 def make_semantic_tables(
