@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 
 from tests.workflow.wfutils import snakemake
@@ -28,9 +29,11 @@ def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path) -> 
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
     dom = re.sub(r"base64,[A-Za-z0-9+/=]+", "", dom)
-    for text in (">Snakemake<", ">Figures<", ">Tables<", ">train<", ">evaluate<"):
+    for text in (">Snakemake<", ">Figures<", ">Tables<", ">Workflow<", ">Statistics<"):
         assert text in dom, f"{text} not rendered"
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1200,800",
                     f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pixels = plt.imread(shot)[..., :3]
+    assert (pixels.mean(axis=2) < 0.9).mean() > 0.05  # the page drew its navigation and the rule graph
