@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+# UTF-8 I/O whatever the machine's locale (CI may run with a plain ASCII one)
+export PYTHONUTF8 := 1
 
 .PHONY: setup demo test test-fast lint clean
 

@@ -49,7 +49,7 @@ def test_registry_names_equal_the_schema_enum():
 
 def test_registry_module_does_not_import_torch():
     code = "import sys, segsam.models.methods as m; assert m.METHODS; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True, cwd=REPO)
     assert result.stdout.strip() == "False"
 
 
