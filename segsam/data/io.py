@@ -183,3 +183,16 @@ def resample_isotropic(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image
     image = sitk.Resample(image, interpolator=sitk.sitkLinear, defaultPixelValue=float(sitk.GetArrayViewFromImage(image).min()), outputPixelType=sitk.sitkFloat32, **common)
     label = sitk.Resample(label, interpolator=sitk.sitkNearestNeighbor, defaultPixelValue=0, outputPixelType=sitk.sitkUInt16, **common)
     return image, label
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Read a 2D PNG as an H x W (or H x W x 3) uint8 array with SimpleITK."""
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    except RuntimeError as err:
+        raise DataError(f"{path}: unreadable PNG ({str(err).strip().splitlines()[-1]})") from err
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a 2D uint8 array as PNG with SimpleITK."""
+    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8)), str(path))

@@ -31,7 +31,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from segsam.atomic import write_json
-from segsam.data.io import read_case, resample_isotropic
+from segsam.data.io import read_case, resample_isotropic, write_png
 from segsam.data.naming import SliceName
 from segsam.data.vocabulary import LabelMap, Vocabulary
 
@@ -96,10 +96,6 @@ def _plane(array: np.ndarray, axis: str, index: int) -> np.ndarray:
 
 def _plane_indices(shape: Sequence[int], axis: str, stride: int) -> range:
     return range(0, shape["zyx".index(axis)], stride)
-
-
-def _write_png(path: Path, plane: np.ndarray) -> None:
-    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(plane, dtype=np.uint8)), str(path))
 
 
 def slice_case(
@@ -186,10 +182,10 @@ def slice_case(
                     instance += 1
             if not kept:
                 continue
-            _write_png(tmp_dir / "images" / name.image_file, _plane(pixels, axis, k))
+            write_png(tmp_dir / "images" / name.image_file, _plane(pixels, axis, k))
             for class_id, instance, mask, fraction in kept:
                 mask_file = name.mask_file(class_id, instance)
-                _write_png(tmp_dir / "masks" / mask_file, mask.astype(np.uint8) * 255)
+                write_png(tmp_dir / "masks" / mask_file, mask.astype(np.uint8) * 255)
                 rows.append({
                     "image": f"images/{name.image_file}", "mask": f"masks/{mask_file}",
                     "dataset": dataset, "modality": modality, "case": case, "axis": axis, "slice": k,

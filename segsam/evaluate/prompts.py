@@ -20,7 +20,7 @@ import pandas as pd
 
 from segsam.atomic import atomic_path
 from segsam.errors import DataError
-from segsam.train.embedding_cache import read_png
+from segsam.data.io import read_png
 from segsam.train.prompts import jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
-from segsam.train.embedding_cache import EmbeddingStore, read_png, write_png
+from segsam.data.io import read_png, write_png
+from segsam.train.embedding_cache import EmbeddingStore
 from segsam.train.loop import build_method_model, class_index, load_class_text
 
 log = logging.getLogger(__name__)

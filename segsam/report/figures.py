@@ -66,7 +66,7 @@ def qualitative_panel(per_mask_files: Sequence[str | Path], example_dirs: Sequen
         displays: Row labels of the methods (same order).
         out_png: Output figure.
     """
-    from segsam.train.embedding_cache import read_png
+    from segsam.data.io import read_png
 
     table = pd.read_parquet(per_mask_files[0])
     table = table[table["prompt"] == "box"]

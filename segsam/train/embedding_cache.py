@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path
+from segsam.data.io import read_png
 from segsam.data.slicing import MANIFEST
 from segsam.errors import DataError
 from segsam.models.litemedsam import build_litemedsam
@@ -31,19 +32,6 @@ from segsam.models.preprocess import prepare_image
 from segsam.models.weights import resolve_weights
 
 log = logging.getLogger(__name__)
-
-
-def read_png(path: str | Path) -> np.ndarray:
-    """Read a 2D PNG as an H x W (or H x W x 3) uint8 array with SimpleITK."""
-    try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError as err:
-        raise DataError(f"{path}: unreadable PNG ({str(err).strip().splitlines()[-1]})") from err
-
-
-def write_png(path: str | Path, array: np.ndarray) -> None:
-    """Write a 2D uint8 array as PNG with SimpleITK."""
-    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8)), str(path))
 
 
 def encode_case(

@@ -36,7 +36,8 @@ from segsam.models.segsam_net import PromptableModel
 from segsam.models.weights import resolve_weights
 from segsam.tracking import start_run
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
-from segsam.train.embedding_cache import EmbeddingStore, read_png
+from segsam.data.io import read_png
+from segsam.train.embedding_cache import EmbeddingStore
 from segsam.train.prompts import jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)
