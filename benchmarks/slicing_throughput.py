@@ -17,11 +17,12 @@ child processes, each pinned to one thread (SimpleITK, OpenMP, BLAS), measure:
 
 Reports the medians over the children (and the worst memory): volumes/s and
 planes/s per core, the ratio stage time / read time, and peak memory / volume
-size (target <= 3). Memory is measured twice: with a fixed malloc mmap threshold
-(the RSS peak is then the peak of live memory) and with glibc's default (which
-also counts freed buffers the heap keeps for reuse).
+size (target <= 3). The stage fixes glibc's mmap threshold itself
+(:func:`segsam.data.slicing.return_large_buffers`); ``--compare-allocator``
+adds a run with that call disabled (glibc's dynamic threshold), to show what it
+saves.
 
-Run: ``python benchmarks/slicing_throughput.py [--data ../shared/data] [--stride 1] [--repeat 3] [--mr]``
+Run: ``python benchmarks/slicing_throughput.py [--data ../shared/data] [--stride 1] [--repeat 3] [--mr] [--compare-allocator]``
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _rss_now() -> int:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def child(modality: str, data: Path, stride: int) -> dict[str, float]:
+def child(modality: str, data: Path, stride: int, dynamic_threshold: bool) -> dict[str, float]:
     """Runs in a fresh process: one thread, a warm-up, then one measured read and stage."""
     import resource
     import time
@@ -57,8 +58,12 @@ def child(modality: str, data: Path, stride: int) -> dict[str, float]:
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    import segsam.data.slicing
     from segsam.config import load_config
     from segsam.data.slicing import slice_case
+
+    if dynamic_threshold:  # what the stage would use without return_large_buffers()
+        segsam.data.slicing.return_large_buffers = lambda: False
     from segsam.logs import setup_logging
 
     setup_logging(level=40)  # errors only: keep the timing free of log I/O
@@ -109,28 +114,27 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="slice every n-th plane on each axis (1 = paper)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mr", action="store_true", help="also the MR volume")
+    parser.add_argument("--compare-allocator", action="store_true", help="also run without the stage's mmap threshold")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dynamic-threshold", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.data.resolve(), args.stride)))
+        print(json.dumps(child(args.child, args.data.resolve(), args.stride, args.dynamic_threshold)))
         return
     if not (args.data / "totalsegmentator").is_dir():
         sys.exit(f"{args.data}: real data not found (pass --data)")
     base_env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                 "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
-    allocators = {
-        # a fixed mmap threshold returns every large buffer to the system when it is freed, so the
-        # RSS peak is the peak of live memory; glibc's default (dynamic threshold) keeps freed
-        # buffers in the heap for reuse, which adds retention that depends on allocation order
-        "live (MALLOC_MMAP_THRESHOLD_=131072)": {"MALLOC_MMAP_THRESHOLD_": "131072"},
-        "glibc default": {},
-    }
+    # the stage as shipped (fixed 1 MB mmap threshold), and optionally glibc's dynamic threshold,
+    # which keeps freed volume-sized buffers in the heap after the first large free
+    allocators = {"stage (fixed 1 MB mmap threshold)": []}
+    if args.compare_allocator:
+        allocators["glibc dynamic threshold"] = ["--dynamic-threshold"]
     for (modality, (allocator, extra)) in [(m, a) for m in (["ct", "mr"] if args.mr else ["ct"]) for a in allocators.items()]:
-        env = {**base_env, **extra}
         runs = []
         for _ in range(args.repeat):
-            cmd = [sys.executable, __file__, "--child", modality, "--data", str(args.data), "--stride", str(args.stride)]
-            out = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env=env, check=True)
+            cmd = [sys.executable, __file__, "--child", modality, "--data", str(args.data), "--stride", str(args.stride), *extra]
+            out = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env=base_env, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         first = runs[0]
         read_s = statistics.median(r["read_s"] for r in runs)

@@ -22,11 +22,15 @@ from segsam.evaluate.metrics import dice_scores, summarise
 from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo
+from segsam.models.segsam_net import ModelOutput
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
 from segsam.data.io import read_png, write_png
 from segsam.train.embedding_cache import EmbeddingStore
 from segsam.train.loop import build_method_model, class_index, load_class_text
+
+#: Prompts decoded per forward pass (bounds the memory of slices with many masks).
+PROMPTS_PER_PASS = 8
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +109,14 @@ def evaluate_method(
             is_point = (group["prompt"] == "point").to_numpy()
             boxes = info.box_to_model_coords(group[["x0", "y0", "x1", "y1"]].to_numpy(np.float32))
             points = info.to_model_coords(group[["px", "py"]].to_numpy(np.float32))
-            embeddings = store.get([image]).expand(len(group), -1, -1, -1)
-            out = model(embeddings, is_point, boxes, points, text)
+            embedding = store.get([image])
+            # at most PROMPTS_PER_PASS prompts per forward pass: memory stays flat for slices with many masks
+            parts = [
+                model(embedding.expand(min(PROMPTS_PER_PASS, len(group) - i), -1, -1, -1), is_point[i : i + PROMPTS_PER_PASS],
+                      boxes[i : i + PROMPTS_PER_PASS], points[i : i + PROMPTS_PER_PASS], text)
+                for i in range(0, len(group), PROMPTS_PER_PASS)
+            ]
+            out = ModelOutput.concatenate(parts)
             pred = info.logits_to_original(out.masks[:, 0]) > threshold_logit
             truth = torch.from_numpy(targets)
             frame = group[["mask", "image", "case", "modality", "class_id", "class_name", "prompt"]].copy()

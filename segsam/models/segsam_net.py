@@ -73,6 +73,24 @@ class ModelOutput:
     class_masks: torch.Tensor | None = None
     semantic: torch.Tensor | None = None
 
+    @classmethod
+    def concatenate(cls, parts: list[ModelOutput]) -> ModelOutput:
+        """Join the outputs of consecutive prompt (or image) batches along the first dimension.
+
+        Args:
+            parts: Outputs of the same model, in order; at least one.
+
+        Returns:
+            ModelOutput: One output; a field is None where it is None in the parts.
+        """
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        fields = {}
+        for name in cls.__dataclass_fields__:
+            values = [getattr(part, name) for part in parts]
+            fields[name] = None if values[0] is None else torch.cat(values)
+        return cls(**fields)
+
 
 def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, np.ndarray):
@@ -211,7 +229,12 @@ class PromptableModel(nn.Module):
         return F.interpolate(logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
     def encode_prompts(
-        self, is_point: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, device: torch.device
+        self,
+        is_point: torch.Tensor,
+        boxes: torch.Tensor,
+        points: torch.Tensor,
+        device: torch.device,
+        clicks: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse and dense prompt embeddings for a batch mixing boxes and single points.
 
@@ -222,9 +245,13 @@ class PromptableModel(nn.Module):
             points (torch.Tensor): N x 2 (x, y) foreground points; rows of
               box prompts are ignored.
             device (torch.device): Where to compute.
+            clicks (tuple[torch.Tensor, torch.Tensor] | None): Corrective
+              clicks added to every prompt: N x P x 2 (x, y) and N x P labels
+              (1 positive, 0 negative, -1 none; see
+              :mod:`segsam.train.prompts`).
 
         Returns:
-            torch.Tensor: N x 2 x D sparse tokens, in prompt order.
+            torch.Tensor: N x (2 + P) x D sparse tokens, in prompt order.
             torch.Tensor: N x D x h x w dense embeddings.
         """
         num = is_point.shape[0]
@@ -232,11 +259,17 @@ class PromptableModel(nn.Module):
         point_idx = torch.nonzero(is_point, as_tuple=False).flatten()
         parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if box_idx.numel():
-            sparse, dense = self.prompt_encoder(points=None, boxes=boxes[box_idx], masks=None)
+            # SAM: click tokens first, then the two box corners (no padding point next to a box)
+            box_clicks = None if clicks is None else (clicks[0][box_idx], clicks[1][box_idx])
+            sparse, dense = self.prompt_encoder(points=box_clicks, boxes=boxes[box_idx], masks=None)
             parts.append((box_idx, sparse, dense))
         if point_idx.numel():
             coords = points[point_idx].unsqueeze(1)
             labels = torch.ones(point_idx.numel(), 1, dtype=torch.int64, device=device)
+            if clicks is not None:
+                coords = torch.cat([coords, clicks[0][point_idx]], dim=1)
+                labels = torch.cat([labels, clicks[1][point_idx]], dim=1)
+            # SAM pads point-only prompts with one "not a point" token: 2 + P tokens, as for boxes
             sparse, dense = self.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
             parts.append((point_idx, sparse, dense))
         if len(parts) == 1:
@@ -258,6 +291,7 @@ class PromptableModel(nn.Module):
         text: torch.Tensor | None = None,
         *,
         semantic: bool = True,
+        clicks: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> ModelOutput:
         """Decodes one object per prompt (or segments images, prompt-free).
 
@@ -275,6 +309,9 @@ class PromptableModel(nn.Module):
               required when the model has T2VSE, ignored otherwise.
             semantic (bool): Run SAWD. False skips it (binary-task
               inference needs only SAGD); its fields are then None.
+            clicks (tuple[torch.Tensor, torch.Tensor] | None): Corrective
+              clicks added to each prompt, N x P x 2 model-frame (x, y) and
+              N x P labels (1 positive, 0 negative, -1 none).
 
         Returns:
             ModelOutput: see its fields.
@@ -306,7 +343,14 @@ class PromptableModel(nn.Module):
         if tuple(boxes.shape) != (num, 4) or tuple(points.shape) != (num, 2):
             raise ValueError(f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}")
 
-        sparse, dense = self.encode_prompts(is_point, boxes, points, device)
+        if clicks is not None:
+            clicks = (_as_tensor(clicks[0], torch.float32, device), _as_tensor(clicks[1], torch.int64, device))
+            if clicks[0].ndim != 3 or tuple(clicks[0].shape[::2]) != (num, 2) or tuple(clicks[1].shape) != tuple(clicks[0].shape[:2]):
+                raise ValueError(
+                    f"expected clicks N x P x 2 and N x P labels with N = {num}, "
+                    f"got {tuple(clicks[0].shape)} and {tuple(clicks[1].shape)}"
+                )
+        sparse, dense = self.encode_prompts(is_point, boxes, points, device, clicks)
         image_pe = self.prompt_encoder.get_dense_pe()
         sagd_sparse = sawd_sparse = sparse
         run_sawd = semantic and self.sawd is not None

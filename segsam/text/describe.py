@@ -490,8 +490,12 @@ def highlight_example(image_png: Path, mask_png: Path) -> bytes:
 def pick_examples(index: pd.DataFrame, class_names: list[str]) -> dict[str, tuple[Path, Path]]:
     """Pick, per class, the mask with the largest area fraction as its example slice.
 
+    Training-split masks are preferred when the index has a ``split`` column, so
+    the example shown to the LLM never comes from a test case when avoidable.
+
     Args:
-        index: Mask index with columns image_path, mask_path, class_name, area_fraction.
+        index: Mask index (``results/index/masks.parquet``) with columns image,
+            mask, class_name, area_fraction and optionally split.
         class_names: Classes to look up; classes without a mask are left out.
 
     Returns:
@@ -500,18 +504,41 @@ def pick_examples(index: pd.DataFrame, class_names: list[str]) -> dict[str, tupl
     Raises:
         DataError: When the index lacks a required column.
     """
-    required = {"image_path", "mask_path", "class_name", "area_fraction"}
+    required = {"image", "mask", "class_name", "area_fraction"}
     missing = sorted(required - set(index.columns))
     if missing:
         raise DataError(f"mask index: missing column(s) {', '.join(missing)}")
     examples: dict[str, tuple[Path, Path]] = {}
     for name in class_names:
         rows = index[index["class_name"] == name]
+        if "split" in rows.columns and (rows["split"] == "train").any():
+            rows = rows[rows["split"] == "train"]
         if rows.empty:
             continue
         best = rows.loc[rows["area_fraction"].idxmax()]
-        examples[name] = (Path(best["image_path"]), Path(best["mask_path"]))
+        examples[name] = (Path(best["image"]), Path(best["mask"]))
     return examples
+
+
+def examples_from_index(mask_index: Path, class_names: list[str]) -> dict[str, tuple[Path, Path]]:
+    """Read the mask index and pick one example slice per class (see :func:`pick_examples`).
+
+    Args:
+        mask_index: ``masks.parquet`` written by rule ``build_index``.
+        class_names: Classes to look up.
+
+    Returns:
+        ``{class name: (image path, mask path)}`` for the classes the index has.
+
+    Raises:
+        DataError: When the index cannot be read or lacks a column.
+    """
+    columns = ["image", "mask", "class_name", "area_fraction", "split"]
+    try:
+        index = pd.read_parquet(mask_index)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{mask_index}: cannot read the mask index ({err})") from err
+    return pick_examples(index[[c for c in columns if c in index.columns]], class_names)
 
 
 def read_vocabulary(vocabulary_csv: Path) -> list[tuple[int, str]]:
@@ -539,7 +566,7 @@ def read_vocabulary(vocabulary_csv: Path) -> list[tuple[int, str]]:
     return [(int(cid), str(name)) for cid, name in zip(table["class_id"], table["name"], strict=True)]
 
 
-def lookup_keys(class_name: str, cfg: LLMConfig) -> list[DescriptionKey]:
+def lookup_keys(class_name: str, cfg: LLMConfig, with_image: bool | None = None) -> list[DescriptionKey]:
     """Cache keys that satisfy a class, in order of preference.
 
     The configured model's entry comes first. While the LLM is disabled, a
@@ -550,18 +577,21 @@ def lookup_keys(class_name: str, cfg: LLMConfig) -> list[DescriptionKey]:
     Args:
         class_name: Vocabulary name.
         cfg: The LLM config.
+        with_image: Whether the request for this class carries an example slice
+            (default ``cfg.attach_image``; ``False`` for a class without one).
 
     Returns:
         The candidate keys.
     """
-    keys = [DescriptionKey(class_name, TEMPLATE_HASH, cfg.model, cfg.attach_image)]
+    image = cfg.attach_image if with_image is None else with_image
+    keys = [DescriptionKey(class_name, TEMPLATE_HASH, cfg.model, image)]
     if not cfg.enabled:
         keys.append(DescriptionKey(class_name, TEMPLATE_HASH, HUMAN_CURATED, False))
     return keys
 
 
-def _find(cache: DescriptionCache, class_name: str, cfg: LLMConfig) -> DescriptionEntry | None:
-    for key in lookup_keys(class_name, cfg):
+def _find(cache: DescriptionCache, class_name: str, cfg: LLMConfig, with_image: bool) -> DescriptionEntry | None:
+    for key in lookup_keys(class_name, cfg, with_image):
         if key in cache.entries:
             return cache.entries[key]
     return None
@@ -631,13 +661,6 @@ def _generate(
     examples: Mapping[str, tuple[Path, Path]] | None,
     sleep: Callable[[float], None],
 ) -> dict[str, DescriptionEntry]:
-    if cfg.attach_image:
-        without = [name for name in names if examples is None or name not in examples]
-        if without:
-            raise ConfigError(
-                f"text.llm.attach_image: no example slice for class(es) {', '.join(without)}; "
-                "pass examples (see pick_examples) or set attach_image: false"
-            )
     client, key = make_client(cfg.base_url, cfg.timeout_s, cfg.api_key_env)
     describer = Describer(client, cfg, cache_file, RetryPolicy(cfg.max_retries, sleep=sleep), secret=key)
     logger.info(
@@ -649,7 +672,7 @@ def _generate(
     )
     with ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
         futures = {
-            name: pool.submit(describer.describe, name, examples[name] if cfg.attach_image else None)
+            name: pool.submit(describer.describe, name, (examples or {}).get(name) if cfg.attach_image else None)
             for name in names
         }
     results: dict[str, DescriptionEntry] = {}
@@ -673,6 +696,7 @@ def describe_vocabulary(
     llm_cfg: Mapping[str, Any],
     examples: dict[str, tuple[Path, Path]] | None = None,
     *,
+    mask_index: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Workflow stage: a description for every vocabulary class, from the cache or the LLM.
@@ -683,26 +707,49 @@ def describe_vocabulary(
     fails never touches the cache); otherwise the stage fails listing the
     missing classes.
 
+    With ``attach_image``, each class's example slice is the largest mask of the
+    class in the dataset's index (:func:`pick_examples`). A vocabulary class the
+    dataset does not contain has no example: it is described from text alone,
+    its cache key and provenance say ``with_image: false``, and the log lists
+    it, so a later dataset that has the class regenerates it with an image.
+
     Args:
         vocabulary_csv: Global vocabulary (class_id, name, ...).
         cache_file: Description cache (the committed file in the workflow).
         out_json: Output: ``{class name: {class_id, texture, shape, position, provenance}}``.
         llm_cfg: The ``text.llm`` config section.
         examples: ``{class name: (image png, mask png)}`` for ``attach_image``.
+        mask_index: Mask index to pick the examples from, when ``examples`` is not given.
         sleep: Sleep used between retries (tests pass a fast one).
 
     Raises:
-        ConfigError: On an invalid config or a missing API key.
-        DataError: On an unreadable vocabulary or cache file.
+        ConfigError: On an invalid config, a missing API key, or ``attach_image``
+            with neither ``examples`` nor ``mask_index``.
+        DataError: On an unreadable vocabulary, cache file or mask index.
         DescriptionError: When classes are missing and the LLM is disabled, or a reply is invalid.
         EndpointError: When the endpoint keeps failing.
     """
     cfg = LLMConfig.from_mapping(llm_cfg)
     vocabulary = read_vocabulary(Path(vocabulary_csv))
     cache = load_descriptions(cache_file)
+    if cfg.attach_image and examples is None:
+        if mask_index is None:
+            raise ConfigError(
+                "text.llm.attach_image: no example slices; pass a mask index (rule build_index) "
+                "or set attach_image: false"
+            )
+        examples = examples_from_index(Path(mask_index), [name for _, name in vocabulary])
+    if cfg.attach_image:
+        without = [name for _, name in vocabulary if name not in examples]
+        if without:
+            logger.warning(
+                "no example slice in the dataset for %d class(es), described from text alone: %s",
+                len(without),
+                ", ".join(without),
+            )
     chosen: dict[str, DescriptionEntry] = {}
     for _, name in vocabulary:
-        entry = _find(cache, name, cfg)
+        entry = _find(cache, name, cfg, with_image=cfg.attach_image and name in (examples or {}))
         if entry is not None:
             chosen[name] = entry
     missing = [name for _, name in vocabulary if name not in chosen]

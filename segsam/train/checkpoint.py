@@ -43,6 +43,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     mlflow_run_id: str | None = None
     seconds: float = 0.0
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: float = 0.0
 
 
 def save_state(state_dir: str | Path, state: TrainState) -> Path:

@@ -1,18 +1,23 @@
 """Training on cached image embeddings (frozen encoder), tracked in MLflow.
 
 Per step: ``batch_size`` training slices (the global batch over all
-processes); for each, up to ``masks_per_image`` of its masks, each prompted by
-a box (tight box + jitter) or, with probability ``point_fraction``, one random
-foreground point. The classes of the image's masks that were *not* prompted
-are the presence targets of SAWD's unprompted branch. Every method is a
-:class:`~segsam.models.segsam_net.PromptableModel`; its ``loss`` is SPEC §2's
-``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the weights of the ``loss``
-config section. Adam with the lr halved (``lr_gamma``) after each epoch in
-``lr_milestones``.
+processes; each process runs its share ``micro_batch`` images at a time and
+accumulates the gradients, so memory grows with the micro-batch, not the
+batch). For each slice, up to ``masks_per_image`` of its masks, each prompted
+by a box (tight box + jitter) or, with probability ``point_fraction``, one
+random foreground point. The classes of the image's masks that were *not*
+prompted are the presence targets of SAWD's unprompted branch. With
+``train.iterative_clicks`` = R > 0, each prompt is followed by R corrective
+clicks (:func:`add_error_clicks`) and the loss is the mean over the R + 1
+rounds. Every method is a :class:`~segsam.models.segsam_net.PromptableModel`;
+its ``loss`` is SPEC §2's ``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the
+weights of the ``loss`` config section. Adam with the lr halved
+(``lr_gamma``) after each epoch in ``lr_milestones``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -38,7 +43,7 @@ from segsam.tracking import start_run
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.data.io import read_png
 from segsam.train.embedding_cache import EmbeddingStore
-from segsam.train.prompts import jitter_box, mask_box, random_point
+from segsam.train.prompts import NO_CLICK, error_clicks, jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +140,53 @@ def presence_targets(item: TrainImage, chosen: np.ndarray, num_classes: int) -> 
     return row.expand(len(chosen), -1)
 
 
+def add_error_clicks(
+    model: PromptableModel,
+    embeddings: torch.Tensor,
+    is_point: np.ndarray,
+    boxes: np.ndarray,
+    points: np.ndarray,
+    targets: torch.Tensor,
+    text: torch.Tensor | None,
+    rounds: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Simulate ``rounds`` interactive corrections of N prompts (SAM-style clicks).
+
+    Round r predicts with the clicks of rounds < r (without gradients), then
+    adds one click at the centre of the largest error
+    (:func:`segsam.train.prompts.error_click`). Clicks not yet placed are
+    "not a point" tokens (label -1), so every round has the same number of
+    tokens and all rounds go through one batched forward pass for the loss.
+
+    Args:
+        model: The model being trained (not a DDP wrapper).
+        embeddings: N x 256 x h x w.
+        is_point: N bool.
+        boxes: N x 4.
+        points: N x 2.
+        targets: N x 1 x S x S float ground truth.
+        text: C x d_text class text embeddings, or None.
+        rounds: R >= 1.
+
+    Returns:
+        ((R + 1) N x R x 2 click coordinates, (R + 1) N x R labels): round 0
+        (no click) first, then each round's prompts with their clicks so far.
+    """
+    num = len(is_point)
+    coords = np.zeros((num, rounds, 2), np.float32)
+    labels = np.full((num, rounds), NO_CLICK, np.int64)
+    truth = targets[:, 0].detach().cpu().numpy() > 0.5
+    all_coords, all_labels = [coords.copy()], [labels.copy()]
+    with torch.no_grad():
+        for r in range(rounds):
+            out = model(embeddings, is_point, boxes, points, text, semantic=False, clicks=(coords, labels))
+            predicted = out.masks[:, 0].float().cpu().numpy() > 0
+            coords[:, r], labels[:, r] = error_clicks(predicted, truth)
+            all_coords.append(coords.copy())
+            all_labels.append(labels.copy())
+    return np.concatenate(all_coords), np.concatenate(all_labels)
+
+
 def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
     """Positions of this rank's images in the global batch: ``rank, rank + world, ...``."""
     return list(range(rank, len(batch), world))
@@ -212,6 +264,8 @@ def train_method(
         forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     steps_per_epoch = (len(images) + batch_size - 1) // batch_size
     every = int(cfg["checkpoint_every"])
+    clicks_per_prompt = int(cfg["iterative_clicks"])
+    micro_batch = int(cfg["micro_batch"])
     autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]) and context.device.type == "cuda")
 
     state = load_state(state_dir, fingerprint) if state_dir else None
@@ -238,6 +292,29 @@ def train_method(
             save_state(state_dir, state)
         context.barrier()
 
+    def chunk_loss(batch: list[TrainImage], prompts: list[tuple], chunk: list[int]) -> tuple[dict[str, torch.Tensor], int]:
+        """The loss terms (means) of the prompts of the images at positions ``chunk``, and their number."""
+        targets = torch.cat([prompts[i][0] for i in chunk]).unsqueeze(1).float().to(context.device)
+        kinds = np.concatenate([prompts[i][1] for i in chunk])
+        classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in chunk])).to(context.device)
+        presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in chunk]).to(context.device)
+        keys = [batch[i].image for i in chunk for _ in range(len(prompts[i][1]))]
+        embeddings = store.get(keys).to(context.device)
+        boxes = np.concatenate([prompts[i][2] for i in chunk])
+        points = np.concatenate([prompts[i][3] for i in chunk])
+        clicks = None
+        if clicks_per_prompt:
+            # R + 1 rounds stacked: the loss is the mean over rounds, in one pass through DDP
+            with autocast:
+                clicks = add_error_clicks(model, embeddings, kinds, boxes, points, targets, text, clicks_per_prompt)
+            rounds = clicks_per_prompt + 1
+            embeddings = embeddings.repeat(rounds, 1, 1, 1)
+            kinds, boxes, points = np.tile(kinds, rounds), np.tile(boxes, (rounds, 1)), np.tile(points, (rounds, 1))
+            targets, classes, presence = targets.repeat(rounds, 1, 1, 1), classes.repeat(rounds), presence.repeat(rounds, 1)
+        with autocast:
+            out = forward(embeddings, kinds, boxes, points, text, clicks=clicks)
+        return model.loss(out, targets, classes, presence, weights=config["loss"]), len(kinds)
+
     with start_run(config, "train", method, run_id=state.mlflow_run_id) as run:
         import mlflow
 
@@ -250,39 +327,44 @@ def train_method(
         if state.rng_state:  # resumed: continue the prompt-sampling stream where it stopped
             rng.bit_generator.state = state.rng_state
         for epoch in range(state.epoch, int(cfg["epochs"])):
+            sums: dict[str, float] = {}
             if not resumed_mid_epoch:
                 state.order = rng.permutation(len(images)).tolist()
                 state.step_in_epoch = 0
                 state.epoch = epoch
+                state.epoch_seconds = 0.0
+            else:  # the running sums and time of the interrupted epoch's first steps
+                sums.update(state.epoch_sums)
             resumed_mid_epoch = False
-            sums: dict[str, float] = {}
-            epoch_start = time.perf_counter()
+            epoch_start = time.perf_counter() - state.epoch_seconds
             bar = tqdm(range(state.step_in_epoch, steps_per_epoch), desc=f"train {method} epoch {epoch + 1}", unit="step",
                        mininterval=2.0, disable=not context.is_main)
             for b in bar:
                 step_start = time.perf_counter()
                 batch = [images[i] for i in state.order[b * batch_size : (b + 1) * batch_size]]
                 prompts = [simulate_prompts(item.masks, int(cfg["masks_per_image"]), int(cfg["box_jitter_px"]), float(cfg["point_fraction"]), rng) for item in batch]
-                n_global = sum(len(p[1]) for p in prompts)
+                n_global = sum(len(p[1]) for p in prompts) * (clicks_per_prompt + 1)
                 mine = _shard(batch, context.rank, context.world_size)
-                targets = torch.cat([prompts[i][0] for i in mine]).unsqueeze(1).float().to(context.device)
-                kinds = np.concatenate([prompts[i][1] for i in mine])
-                classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in mine])).to(context.device)
-                presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in mine]).to(context.device)
-                keys = [batch[i].image for i in mine for _ in range(len(prompts[i][1]))]
-                embeddings = store.get(keys).to(context.device)
-                with autocast:
-                    out = forward(embeddings, kinds, np.concatenate([prompts[i][2] for i in mine]), np.concatenate([prompts[i][3] for i in mine]), text)
-                losses = model.loss(out, targets, classes, presence, weights=config["loss"])
-                # DDP averages gradients over ranks: scale each rank's mean so the average is the global mean
-                scale = len(kinds) * context.world_size / n_global
                 optimiser.zero_grad(set_to_none=True)
-                (losses["loss"] * scale).backward()
+                weighted: dict[str, float] = {}
+                n_mine = 0
+                chunks = [mine[i : i + micro_batch] for i in range(0, len(mine), micro_batch)]
+                for c, chunk in enumerate(chunks):
+                    # gradients accumulate over the micro-batches; DDP all-reduces after the last one only
+                    last = c == len(chunks) - 1
+                    with contextlib.nullcontext() if last or context.world_size == 1 else forward.no_sync():
+                        losses, n = chunk_loss(batch, prompts, chunk)
+                        # each chunk's mean scaled so that the sum over chunks and DDP's average over
+                        # ranks give the mean over the global batch
+                        (losses["loss"] * (n * context.world_size / n_global)).backward()
+                    for k, v in losses.items():
+                        weighted[k] = weighted.get(k, 0.0) + float(v.detach()) * n
+                    n_mine += n
                 if cfg["grad_clip"]:
                     torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
                 optimiser.step()
-                names = sorted(losses)
-                terms = torch.tensor([float(losses[k].detach()) * len(kinds) for k in names] + [len(kinds)], dtype=torch.float64)
+                names = sorted(weighted)
+                terms = torch.tensor([weighted[k] for k in names] + [n_mine], dtype=torch.float64)
                 terms = context.all_reduce_sum(terms)
                 values = {k: float(terms[i] / terms[-1]) for i, k in enumerate(names)}
                 for k, v in values.items():
@@ -294,6 +376,8 @@ def train_method(
                     mlflow.log_metrics({f"step/{k}": v for k, v in values.items()} | {"step/images_per_s": len(batch) / max(time.perf_counter() - step_start, 1e-9)}, step=state.global_step)
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 if every and state.global_step % every == 0 and state.step_in_epoch < steps_per_epoch:
+                    state.epoch_sums = dict(sums)
+                    state.epoch_seconds = time.perf_counter() - epoch_start
                     snapshot()
             epoch_time = time.perf_counter() - epoch_start
             state.seconds += epoch_time
@@ -307,6 +391,7 @@ def train_method(
             state.epoch = epoch + 1
             state.order = []
             state.step_in_epoch = 0
+            state.epoch_sums, state.epoch_seconds = {}, 0.0
             snapshot()
 
         summary = {

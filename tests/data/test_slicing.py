@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import SimpleITK as sitk
 
 from segsam.data.naming import SliceName, parse_mask_stem
 from segsam.data.phantoms import write_phantom_case
-from segsam.data.slicing import MANIFEST, MASK_COLUMNS, normalise_intensity, slice_case
+from segsam.data.slicing import MANIFEST, MASK_COLUMNS, normalise_intensity, return_large_buffers, slice_case
 from segsam.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -371,3 +372,9 @@ def test_real_ct_coronal_slices_have_superior_at_the_top(real_slices) -> None:
             assert _centroid(folder / first["liver"])[0] < _centroid(folder / first["urinary_bladder"])[0]
             checked += 1
     assert checked
+
+
+def test_large_buffers_go_back_to_the_system_on_glibc() -> None:
+    """The stage fixes glibc's mmap threshold (peak memory; see benchmarks/slicing_throughput.py)."""
+    libc, _ = platform.libc_ver()
+    assert return_large_buffers() is (libc == "glibc")

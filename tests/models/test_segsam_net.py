@@ -94,6 +94,37 @@ def test_point_and_box_prompts_differ(segsam):
     assert not torch.allclose(as_points.masks, as_boxes.masks)
 
 
+def test_corrective_clicks(segsam):
+    """Clicks add tokens to every prompt; "not a point" clicks keep box and point prompts aligned."""
+    embeddings, is_point, boxes, points, text = _batch()
+    none = (torch.zeros(6, 2, 2), torch.full((6, 2), -1))
+    clicked = (torch.tensor([[[70.0, 80.0], [0.0, 0.0]]] * 6), torch.tensor([[0, -1]] * 6))
+    with torch.inference_mode():
+        plain = segsam(embeddings, is_point, boxes, points, text)
+        padded = segsam(embeddings, is_point, boxes, points, text, clicks=none)
+        corrected = segsam(embeddings, is_point, boxes, points, text, clicks=clicked)
+        sparse, _ = segsam.encode_prompts(is_point, boxes, points, torch.device("cpu"), clicked)
+    assert sparse.shape[:2] == (6, 4)  # 2 prompt tokens + 2 clicks, for boxes and points alike
+    assert padded.masks.shape == corrected.masks.shape == plain.masks.shape
+    assert not torch.allclose(corrected.masks, padded.masks)  # a negative click changes the mask
+    assert corrected.class_logits.shape == (6, C)
+    with pytest.raises(ValueError, match="clicks N x P x 2"):
+        segsam(embeddings, is_point, boxes, points, text, clicks=(torch.zeros(6, 2), torch.zeros(6, 2)))
+
+
+def test_outputs_of_prompt_chunks_concatenate(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    with torch.inference_mode():
+        whole = segsam(embeddings, is_point, boxes, points, text)
+        parts = [segsam(embeddings[i : i + 4], is_point[i : i + 4], boxes[i : i + 4], points[i : i + 4], text) for i in (0, 4)]
+    joined = ModelOutput.concatenate(parts)
+    for field in ("masks", "iou", "sem_masks", "class_logits", "presence_logits"):
+        torch.testing.assert_close(getattr(joined, field), getattr(whole, field), rtol=1e-4, atol=1e-4)
+    assert joined.class_masks is None
+    with pytest.raises(ValueError, match="nothing to concatenate"):
+        ModelOutput.concatenate([])
+
+
 def test_t2vse_token_feeds_sagd_only_unless_v1():
     embeddings, is_point, boxes, points, text = _batch()
     for method, sawd_sees_text in (("t2vse", False), ("t2vse_v1", True)):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segsam.errors import ConfigError
+from segsam.errors import ConfigError, DataError
 from segsam.text.cache import HUMAN_CURATED, load_descriptions
 from segsam.text.describe import (
     TEMPLATE_HASH,
@@ -234,16 +234,20 @@ def test_highlight_example(tmp_path: Path) -> None:
 def test_pick_examples_takes_largest_mask() -> None:
     index = pd.DataFrame(
         {
-            "image_path": ["a.png", "b.png", "c.png"],
-            "mask_path": ["a_m.png", "b_m.png", "c_m.png"],
-            "class_name": ["liver", "liver", "spleen"],
-            "area_fraction": [0.1, 0.3, 0.05],
+            "image": ["a.png", "b.png", "c.png", "d.png"],
+            "mask": ["a_m.png", "b_m.png", "c_m.png", "d_m.png"],
+            "class_name": ["liver", "liver", "spleen", "liver"],
+            "area_fraction": [0.1, 0.3, 0.05, 0.5],
+            "split": ["train", "train", "test", "test"],
         }
     )
+    # the largest training mask; a class only in the test split falls back to it
     assert pick_examples(index, ["liver", "spleen", "aorta"]) == {
         "liver": (Path("b.png"), Path("b_m.png")),
         "spleen": (Path("c.png"), Path("c_m.png")),
     }
+    with pytest.raises(DataError, match="missing column.*mask"):
+        pick_examples(index.drop(columns="mask"), ["liver"])
 
 
 def test_image_is_attached(fake_openai, llm_cfg, tmp_path: Path) -> None:
@@ -264,6 +268,43 @@ def test_image_is_attached(fake_openai, llm_cfg, tmp_path: Path) -> None:
 def test_image_required_when_attach_image(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
     vocab.write_text("class_id,name\n1,liver\n")
-    with pytest.raises(ConfigError, match="no example slice for class.*liver"):
+    with pytest.raises(ConfigError, match="attach_image: no example slices"):
         _run(vocab, tmp_path, llm_cfg(attach_image=True))
     assert fake_openai.requests == []
+
+
+def test_examples_from_the_mask_index(fake_openai, llm_cfg, tmp_path: Path, caplog) -> None:
+    """A class of the index goes with its example; a class absent from the dataset goes without."""
+    vocab = tmp_path / "v.csv"
+    vocab.write_text("class_id,name\n1,liver\n2,spleen\n")
+    image_png, mask_png = _write_slice(tmp_path)
+    index = tmp_path / "masks.parquet"
+    pd.DataFrame(
+        {"image": [str(image_png)], "mask": [str(mask_png)], "class_name": ["liver"], "area_fraction": [0.2], "split": ["train"]}
+    ).to_parquet(index)
+    with caplog.at_level("WARNING", logger="segsam"):
+        out = _run(vocab, tmp_path, llm_cfg(attach_image=True), mask_index=index)
+    assert out["liver"]["provenance"]["with_image"] is True
+    assert out["spleen"]["provenance"]["with_image"] is False
+    assert "described from text alone: spleen" in caplog.text
+    kinds = {}
+    for call in fake_openai.calls("/chat/completions"):
+        content = call.body["messages"][-1]["content"]
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        label = "liver" if any("liver" in part.get("text", "") for part in parts) else "spleen"
+        kinds[label] = any(part["type"] == "image_url" for part in parts)
+    assert kinds == {"liver": True, "spleen": False}
+    # cached under (class, template, model, image-or-not): a rerun asks nothing
+    calls = len(fake_openai.requests)
+    _run(vocab, tmp_path, llm_cfg(attach_image=True), mask_index=index)
+    assert len(fake_openai.requests) == calls
+
+
+def test_unreadable_mask_index(fake_openai, llm_cfg, tmp_path: Path) -> None:
+    vocab = tmp_path / "v.csv"
+    vocab.write_text("class_id,name\n1,liver\n")
+    bad = tmp_path / "masks.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(DataError, match="masks.parquet: cannot read the mask index"):
+        _run(vocab, tmp_path, llm_cfg(attach_image=True), mask_index=bad)
+    assert fake_openai.requests == [] and not (tmp_path / "descriptions.json").exists()

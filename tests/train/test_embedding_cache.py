@@ -47,3 +47,34 @@ def test_encode_case_and_store(tmp_path: Path) -> None:
 def test_missing_cache_entry_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="embed_images"):
         EmbeddingStore.open(tmp_path, ["case_b"])
+
+
+def _cache(root: Path, rows: int = 3) -> tuple[Path, np.ndarray]:
+    root.mkdir(parents=True, exist_ok=True)
+    array = np.random.default_rng(1).standard_normal((rows, 256, 8, 8)).astype(np.float16)
+    np.save(root / "case_c.npy", array)
+    pd.DataFrame({"row": range(rows), "image": [f"i{k}.png" for k in range(rows)]}).to_parquet(root / "case_c.parquet")
+    return root / "case_c.npy", array
+
+
+def test_rows_are_read_from_the_file(tmp_path: Path) -> None:
+    _, array = _cache(tmp_path)
+    store = EmbeddingStore.open(tmp_path, ["case_c"])
+    np.testing.assert_array_equal(store.get(["i2.png", "i0.png"]).numpy(), array[[2, 0]].astype(np.float32))
+
+
+def test_truncated_or_corrupt_cache_is_a_clear_error(tmp_path: Path) -> None:
+    npy, _ = _cache(tmp_path)
+    data = npy.read_bytes()
+    npy.write_bytes(data[: len(data) - 100])  # last row cut short
+    store = EmbeddingStore.open(tmp_path, ["case_c"])
+    store.get(["i0.png"])
+    with pytest.raises(DataError, match="case_c.npy: truncated at row 2"):
+        store.get(["i2.png"])
+    npy.write_bytes(b"not an npy file")
+    with pytest.raises(DataError, match="case_c.npy: not a readable .npy"):
+        EmbeddingStore.open(tmp_path, ["case_c"])
+    _cache(tmp_path, rows=3)
+    pd.DataFrame({"row": [5], "image": ["i5.png"]}).to_parquet(tmp_path / "case_c.parquet")
+    with pytest.raises(DataError, match="row 5 of i5.png is outside"):
+        EmbeddingStore.open(tmp_path, ["case_c"])

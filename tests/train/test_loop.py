@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,17 @@ from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
 from segsam.errors import ConfigError
 from segsam.models.methods import get_method
-from segsam.train.loop import TrainImage, build_method_model, class_index, presence_targets, simulate_prompts
+from segsam.models.weights import load_state_dict
+from segsam.train.loop import (
+    TrainImage,
+    add_error_clicks,
+    build_method_model,
+    class_index,
+    presence_targets,
+    simulate_prompts,
+    train_method,
+)
+from segsam.train.prompts import NO_CLICK, POSITIVE
 
 
 def _masks() -> torch.Tensor:
@@ -90,3 +102,59 @@ def test_one_step_changes_only_trainable_parameters(method: str) -> None:
     for name, value in after.items():
         if name not in trained:
             assert torch.equal(before[name], value), f"frozen {name} changed"
+
+
+def test_add_error_clicks_rounds() -> None:
+    """Round 0 has no click; each later round keeps the earlier clicks and adds one from its error."""
+    torch.manual_seed(0)
+    model = build_method_model("ft_decoder", load_config(), None).train()
+    masks = _masks()
+    chosen, is_point, boxes, points, _ = simulate_prompts(masks, 3, 5, 0.5, np.random.default_rng(1))
+    targets = chosen.unsqueeze(1).float()
+    embeddings = torch.randn(3, 256, 64, 64)
+    coords, labels = add_error_clicks(model, embeddings, is_point, boxes, points, targets, None, rounds=2)
+    assert coords.shape == (9, 2, 2) and labels.shape == (9, 2)
+    assert (labels[:3] == NO_CLICK).all()  # round 0
+    assert (labels[3:6, 1] == NO_CLICK).all() and (labels[3:6, 0] != NO_CLICK).all()  # round 1: one click
+    np.testing.assert_array_equal(labels[6:, 0], labels[3:6, 0])  # round 2 keeps round 1's click
+    for (x, y), label, target in zip(coords[3:6, 0], labels[3:6, 0], chosen):
+        assert bool(target[int(y), int(x)]) == (label == POSITIVE)  # positive inside, negative outside
+
+
+@pytest.mark.slow
+def test_training_with_iterative_clicks_is_deterministic(tmp_path: Path) -> None:
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, cache = make_training_set(tmp_path)
+    config = small_config(tmp_path)
+    weights = {}
+    for name, clicks in (("a", 2), ("b", 2), ("none", 0)):
+        config["train"]["iterative_clicks"] = clicks
+        out = tmp_path / name
+        summary = train_method("ft_decoder", masks, cache, out / "ckpt.pt", out / "summary.json", config=config, threads=2)
+        assert np.isfinite(summary["history"][0]["loss"])
+        weights[name] = load_state_dict(out / "ckpt.pt")
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert any(not torch.equal(weights["a"][k], weights["none"][k]) for k in weights["a"])
+
+
+@pytest.mark.slow
+def test_micro_batches_match_the_whole_batch(tmp_path: Path) -> None:
+    """Gradient accumulation over micro-batches gives the update of the whole batch at once.
+
+    The runs differ in float summation order only; as in tests/train/test_ddp.py, losses agree
+    to 1e-6 and parameters to within one maximal Adam step (lr).
+    """
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, cache = make_training_set(tmp_path)
+    config = small_config(tmp_path)
+    weights, losses = {}, {}
+    for micro in (4, 1):
+        config["train"]["micro_batch"] = micro
+        out = tmp_path / f"micro{micro}"
+        summary = train_method("ft_decoder", masks, cache, out / "ckpt.pt", out / "summary.json", config=config, threads=2)
+        weights[micro], losses[micro] = load_state_dict(out / "ckpt.pt"), summary["history"][0]["loss"]
+    assert losses[1] == pytest.approx(losses[4], abs=1e-6)
+    lr = config["train"]["lr"]
+    assert max(float((weights[1][k].float() - weights[4][k].float()).abs().max()) for k in weights[1]) <= lr * 1.01

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from tests.workflow.wfutils import snakemake
 pytestmark = pytest.mark.slow
 
 TARGET = "results/models/ft_decoder/checkpoint.pt"
+SUMMARY = "results/models/ft_decoder/train_summary.json"
 
 
 def _train_process(root: psutil.Process) -> psutil.Process | None:
@@ -43,6 +45,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes_exactly(tiny_run: Path, tmp_path: 
 
     snakemake(work, "--cores", "2", overlays=overlays, targets=(TARGET,))
     uninterrupted = load_state_dict(work / TARGET)
+    history = json.loads((work / SUMMARY).read_text())["history"]
     state_file = work / "results/models/ft_decoder/state" / STATE_FILE
     assert not state_file.exists()
 
@@ -74,3 +77,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes_exactly(tiny_run: Path, tmp_path: 
     for key, value in uninterrupted.items():
         assert torch.equal(value, resumed[key]), key
     assert not state_file.exists()
+    # the interrupted epoch's logged means cover all its steps, those before the kill included
+    resumed_history = json.loads((work / SUMMARY).read_text())["history"]
+    for before, after in zip(history, resumed_history, strict=True):
+        assert before.keys() == after.keys()
+        for term in set(before) - {"images_per_s"}:  # every loss term, the lr and the epoch
+            assert after[term] == pytest.approx(before[term], rel=1e-9, abs=1e-12), term

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -128,6 +129,16 @@ def test_code_change_reruns_the_stage_using_it(tiny_run: Path) -> None:
     assert planned_jobs(tiny_run) == {}
 
 
+def test_text_stage_reruns_only_for_its_cache_key(tiny_run: Path) -> None:
+    """Client settings change nothing; the model (part of the description cache key) reruns the text stage."""
+    client = {"text": {"llm": {"timeout_s": 5, "concurrency": 1, "temperature": 0.7, "max_retries": 2},
+                       "embedding": {"batch_size": 4}}}
+    assert planned_jobs(tiny_run, overlay(tiny_run, "llm_client.yaml", client)) == {}
+    jobs = planned_jobs(tiny_run, overlay(tiny_run, "llm_model.yaml", {"text": {"llm": {"model": "another-model"}}}))
+    assert jobs.get("describe_classes") == 1 and jobs.get("embed_text") == 1
+    assert not {"demo_phantom", "slice_volume", "build_index", "embed_images"} & set(jobs)
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
@@ -171,7 +182,7 @@ def test_api_key_never_written(tiny_run: Path, fake_openai: FakeOpenAI, monkeypa
     overlay = tiny_run / "config" / "llm.yaml"
     overlay.write_text(yaml.safe_dump({"text": {"llm": {
         "enabled": True, "base_url": fake_openai.base_url, "model": "fake-llm",
-        "api_key_env": "SEGSAM_WF_KEY", "concurrency": 4, "max_retries": 1,
+        "api_key_env": "SEGSAM_WF_KEY", "concurrency": 4, "max_retries": 1, "attach_image": True,
     }}}))
     monkeypatch.setenv("SEGSAM_WF_KEY", KEY)
     snakemake(
@@ -183,6 +194,18 @@ def test_api_key_never_written(tiny_run: Path, fake_openai: FakeOpenAI, monkeypa
     assert all(call.headers["authorization"] == f"Bearer {KEY}" for call in chats)
     descriptions = (tiny_run / "results/text/descriptions.json").read_text()
     assert "fake-llm" in descriptions
+    # attach_image: classes of the dataset's index go with their example slice, the others without
+    present = set(pd.read_parquet(tiny_run / "results/index/masks.parquet")["class_name"])
+    assert 6 <= len(present) < 30
+    for call in chats:
+        content = call.body["messages"][-1]["content"]
+        has_image = isinstance(content, list) and any(part["type"] == "image_url" for part in content)
+        text = content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)
+        label = re.search(r"Describe how the (.+?) appears", text).group(1)
+        assert has_image == (label in {name.replace("_", " ") for name in present}), label
+    provenance = {name: entry["provenance"]["with_image"] for name, entry in json.loads(descriptions).items()}
+    assert {name for name, image in provenance.items() if image} == present
+    assert "described from text alone" in (tiny_run / "results/logs/describe_classes.log").read_text()
     leaked = [
         path for path in tiny_run.rglob("*")
         if path.is_file() and KEY.encode() in path.read_bytes()

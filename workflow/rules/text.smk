@@ -2,27 +2,40 @@
 # of every vocabulary class, then one text embedding per class.
 # Code: segsam/text/
 #
-# describe_classes reruns when the vocabulary, the committed description cache,
-# the text.llm section (model, ...) or the segsam.text code (which holds the
-# prompt template) change. The API key is read inside the job from the environment variable
-# named by text.llm.api_key_env; it is never a param, input, output or log line.
+# describe_classes reruns only when what decides its output changes: the vocabulary
+# (class list), the committed description cache, the text.llm settings that form the cache
+# key (enabled, model, attach_image), or the segsam.text code, which holds the prompt
+# template. The other client settings (base_url, temperature, timeout_s, max_retries,
+# concurrency, api_key_env) are read from the config inside the job, so changing them reruns
+# nothing. With text.llm.attach_image the mask index is an input too (each class's largest
+# mask is its example slice), so the stage then runs after build_index. The API key is read
+# inside the job from the environment variable named by text.llm.api_key_env; it is never a
+# param, input, output or log line.
 #
 # embed_text keeps its vectors in results/cache/text_embeddings.parquet, a cache
-# and not a declared output: rerunning the rule only embeds changed texts. The
-# openai backend shares the client settings of text.llm (api_key_env, timeout_s,
-# max_retries), merged into its params below.
+# and not a declared output: rerunning the rule only embeds changed texts. It reruns when the
+# descriptions or the embedding backend or model change; the openai backend's client settings
+# (base_url, batch_size, and text.llm's api_key_env, timeout_s, max_retries) come from the
+# config inside the job.
 
-TEXT_CLIENT_KEYS = ("api_key_env", "timeout_s", "max_retries")
+DESCRIPTION_KEY = ("enabled", "model", "attach_image")
+EMBEDDING_KEY = ("backend", "model")
+
+
+def description_examples(wildcards):
+    """The mask index, when the LLM is shown an example slice per class (text.llm.attach_image)."""
+    return "results/index/masks.parquet" if config["text"]["llm"]["attach_image"] else []
 
 
 rule describe_classes:
     input:
         vocabulary=config["vocabulary"],
         cache=config["text"]["descriptions_file"],
+        masks=description_examples,
     output:
         "results/text/descriptions.json",
     params:
-        llm=config["text"]["llm"],
+        llm_key={key: config["text"]["llm"][key] for key in DESCRIPTION_KEY},
         code=code_hash("text", *COMMON_CODE),
     threads: 1
     resources:
@@ -43,10 +56,7 @@ rule embed_text:
     output:
         "results/text/class_embeddings.parquet",
     params:
-        embedding={
-            **config["text"]["embedding"],
-            **{key: config["text"]["llm"][key] for key in TEXT_CLIENT_KEYS},
-        },
+        embedding_key={key: config["text"]["embedding"][key] for key in EMBEDDING_KEY},
         cache="results/cache/text_embeddings.parquet",
         code=code_hash("text", *COMMON_CODE),
     threads: 1

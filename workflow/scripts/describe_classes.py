@@ -10,6 +10,7 @@ run_stage(
     Path(snakemake.input.vocabulary),
     Path(snakemake.input.cache),
     Path(snakemake.output[0]),
-    dict(snakemake.params.llm),
+    dict(snakemake.config["text"]["llm"]),  # all client settings; params.llm_key holds the tracked ones
+    mask_index=Path(snakemake.input.masks) if snakemake.input.masks else None,
     log=snakemake.log[0],
 )
