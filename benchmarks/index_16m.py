@@ -98,6 +98,7 @@ def _chunks(rows: int, chunk: int, cases, splits):
             "class_id": pa.array(class_id.astype(np.int64)), "class_name": pa.array(names[class_id - 1]),
             "instance": pa.array(instance), "area_fraction": pa.array(rng.uniform(0.00153, 0.3, size=n)),
             "height": pa.array(np.full(n, 256, dtype=np.int64)), "width": pa.array(np.full(n, 256, dtype=np.int64)),
+            "spacing_mm": pa.array(np.full(n, 1.0)),
             "split": pa.array(case_split[case_index]),
         })
 

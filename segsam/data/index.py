@@ -200,7 +200,7 @@ MASK_SCHEMA = pa.schema([
     ("image", pa.string()), ("mask", pa.string()), ("dataset", pa.string()), ("modality", pa.string()),
     ("case", pa.string()), ("axis", pa.string()), ("slice", pa.int64()), ("class_id", pa.int64()),
     ("class_name", pa.string()), ("instance", pa.int64()), ("area_fraction", pa.float64()),
-    ("height", pa.int64()), ("width", pa.int64()), ("split", pa.string()),
+    ("height", pa.int64()), ("width", pa.int64()), ("spacing_mm", pa.float64()), ("split", pa.string()),
 ])
 PARTITION_COLUMNS = ("modality", "dataset")
 

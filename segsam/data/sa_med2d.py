@@ -420,7 +420,7 @@ class _ReleaseReader:
             "image": str(image_path), "mask": str(mask_path), "dataset": info.dataset, "modality": info.modality,
             "case": info.case, "axis": info.axis, "slice": info.slice, "class_id": int(class_id),
             "class_name": self.names[int(class_id)], "instance": instance, "area_fraction": fraction,
-            "height": height, "width": width,
+            "height": height, "width": width, "spacing_mm": float("nan"),  # the release does not give pixel spacing
         }
 
 

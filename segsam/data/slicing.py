@@ -44,7 +44,7 @@ SUMMARY = "summary.json"
 SKIPPED_EMPTY = "empty label volume"
 MASK_COLUMNS = [
     "image", "mask", "dataset", "modality", "case", "axis", "slice",
-    "class_id", "class_name", "instance", "area_fraction", "height", "width",
+    "class_id", "class_name", "instance", "area_fraction", "height", "width", "spacing_mm",
 ]
 
 #: glibc's ``mallopt`` parameter number for the mmap threshold.
@@ -172,6 +172,7 @@ def slice_case(
     class_names = dict(zip(vocabulary.ids, vocabulary.names))
     image, label = read_case(image_path, label_path)
     image, label = resample_isotropic(image, label)
+    spacing = float(image.GetSpacing()[0])  # isotropic: the pixel side of every plane, mm
     # memory: work on views of the ITK buffers and drop each volume as soon as it is used
     labels = sitk.GetArrayViewFromImage(label)
     lut = labelmap.lookup_table(np.unique(labels), where=str(label_path))
@@ -225,7 +226,7 @@ def slice_case(
                     "image": f"images/{name.image_file}", "mask": f"masks/{mask_file}",
                     "dataset": dataset, "modality": modality, "case": case, "axis": axis, "slice": k,
                     "class_id": class_id, "class_name": class_names[class_id], "instance": instance,
-                    "area_fraction": fraction, "height": height, "width": width,
+                    "area_fraction": fraction, "height": height, "width": width, "spacing_mm": spacing,
                 })
         manifest = pd.DataFrame(rows, columns=MASK_COLUMNS)
         manifest.to_parquet(tmp_dir / MANIFEST, index=False)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
 from segsam.errors import DataError
-from segsam.evaluate.metrics import dice_scores, summarise
+from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, summarise
 from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo
@@ -62,7 +62,7 @@ def evaluate_method(
         method: Method name.
         prompts_parquet: Output of :func:`segsam.evaluate.prompts.make_test_prompts`.
         cache_dir: Embedding cache folder of the frozen encoder.
-        out_per_mask: Parquet, one row per (mask, prompt) with its DSC.
+        out_per_mask: Parquet, one row per (mask, prompt) with its DSC and HD95 (mm).
         out_summary: JSON with the per-modality means and the MLflow run ids.
         out_examples: Folder of predicted masks (box prompts, PNG named like the
             ground-truth mask) on the slices of :func:`example_images`.
@@ -121,6 +121,7 @@ def evaluate_method(
             truth = torch.from_numpy(targets)
             frame = group[["mask", "image", "case", "modality", "class_id", "class_name", "prompt"]].copy()
             frame["dsc"] = dice_scores(pred, truth)
+            frame["hd95_mm"] = hd95_mm(pred, truth, group["spacing_mm"].to_numpy(np.float64))
             if out.sem_masks is not None and out.class_logits is not None:
                 # semantic task (SPEC §3): SAWD's mask counts for the true class only if its class is right
                 sem_pred = info.logits_to_original(out.sem_masks[:, 0]) > threshold_logit
@@ -142,6 +143,7 @@ def evaluate_method(
     per_mask.insert(0, "method", method)
     elapsed = time.perf_counter() - start
     summary = summarise(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
+    distances = distance_summary(per_mask)
 
     train_run = None
     if train_summary is not None:
@@ -155,6 +157,7 @@ def evaluate_method(
             "seconds": elapsed,
             "n_prompts": len(per_mask),
             "means": summary.to_dict(orient="records"),
+            "hd95_mm": distances.to_dict(orient="records"),
             "mlflow_run_id": run.info.run_id if run is not None else None,
             "train_run_id": train_run,
         }
@@ -164,6 +167,9 @@ def evaluate_method(
             for row in summary.itertuples(index=False):
                 mlflow.log_metric(f"dsc/{row.prompt}/{row.modality}", float(row.mean))
                 mlflow.log_metric(f"n/{row.prompt}/{row.modality}", int(row.n))
+            for row in distances.itertuples(index=False):
+                if np.isfinite(row.median):
+                    mlflow.log_metric(f"hd95_mm/{row.prompt}/{row.modality}", float(row.median))
             mlflow.log_metric("seconds", elapsed)
             mlflow.log_artifact(str(out_per_mask), artifact_path="tables")
             mlflow.log_table(summary, artifact_file="tables/summary.json")

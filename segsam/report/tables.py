@@ -5,6 +5,9 @@
 modality means, ``n`` masks per modality and bootstrap interval bounds.
 The sidecar ``table1.json`` says which dataset, weights, config hash and
 git commit produced it, so demo numbers are never mistaken for the paper's.
+``table1.md`` adds the median HD95 (mm) of the same prompted masks below
+the DSC table; the paper's table 1 has no distance column, so the CSV keeps
+the paper's layout and the sidecar holds the HD95 summary.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pandas as pd
 
 from segsam.atomic import atomic_path, write_json, write_text
 from segsam.config import config_hash
-from segsam.evaluate.metrics import semantic_summarise, summarise
+from segsam.evaluate.metrics import distance_summary, semantic_summarise, summarise
 from segsam.models.methods import get_method
 from segsam.tracking import git_commit
 
@@ -94,6 +97,26 @@ def to_markdown(table: pd.DataFrame, modalities: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def distance_markdown(distances: pd.DataFrame) -> str:
+    """Median HD95 (mm) per (method, prompt) and modality; undefined masks counted in the cell."""
+    modalities = [m for m in MODALITY_ORDER if m in set(distances["modality"])] + ["avg"]
+    head = ["Method", "Prompt", *[m.upper() if m != "avg" else "Avg." for m in modalities]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (method, prompt), frame in distances.groupby(["method", "prompt"], sort=False):
+        by = frame.set_index("modality")
+        cells = [get_method(method).display, prompt]
+        for m in modalities:
+            if m not in by.index:
+                cells.append("")
+                continue
+            cell = f"{by.loc[m, 'median']:.2f} (n={int(by.loc[m, 'n'])})"
+            if by.loc[m, "n_undefined"]:
+                cell += f", {int(by.loc[m, 'n_undefined'])} undefined"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _ordered(per_mask: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(config["methods"])}
     prompt_order = {p: i for i, p in enumerate(config["evaluate"]["prompts"])}
@@ -117,7 +140,10 @@ def make_table1(
     table = add_paper_columns(table, paper_values("table1_binary_dsc.csv"), modalities)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
-    write_text(out_md, to_markdown(table, modalities))
+    distances = distance_summary(per_mask)
+    write_text(out_md, to_markdown(table, modalities)
+               + "\n### HD95 (mm), median over the same prompted masks (empty prediction = slice diagonal)\n\n"
+               + distance_markdown(distances))
     write_json(out_json, {
         "table": "table1: binary DSC (%) per prompted mask; avg = mean of modality means",
         "paper_columns": "paper_<col> = the paper's published cell (config/paper/table1_binary_dsc.csv), delta_<col> = ours - paper; "
@@ -136,6 +162,7 @@ def make_table1(
         "n_images": int(per_mask["image"].nunique()),
         "n_cases": int(per_mask["case"].nunique()),
         "bootstrap": {"resamples": int(cfg["bootstrap"]), "ci": float(cfg["ci"]), "seed": int(cfg["seed"])},
+        "hd95_mm": distances.to_dict(orient="records"),
     })
     log.info("table1:\n%s", to_markdown(table, modalities))
     return table

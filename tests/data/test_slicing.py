@@ -105,6 +105,12 @@ def test_manifest_matches_files_and_vocabulary(phantom_slices) -> None:
         assert row.area_fraction == pytest.approx((mask > 0).mean())
 
 
+def test_manifest_records_the_isotropic_pixel_spacing(phantom_slices) -> None:
+    # the phantom's 8 x 8 x 10 mm voxels are resampled to 8 mm isotropic: every plane's pixel side is 8 mm
+    for _, manifest in phantom_slices.values():
+        assert (manifest["spacing_mm"] == min(PHANTOM_SPACING)).all()
+
+
 def test_instances_are_numbered_largest_first(phantom_slices) -> None:
     _, manifest = phantom_slices[0]
     for _, group in manifest.groupby(["image", "class_id"]):
@@ -332,11 +338,13 @@ def real_slices(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, def
 
 @pytest.mark.shared_data
 @pytest.mark.parametrize("modality", ["ct", "mr"])
-def test_real_case_has_the_abdominal_organs(real_slices, modality: str, default_config) -> None:
+def test_real_case_has_the_abdominal_organs(real_slices, modality: str, default_config, shared_data: Path) -> None:
     folder, manifest = real_slices[modality]
     assert {"liver", "spleen", "kidney_right", "kidney_left", "vertebrae"} <= set(manifest["class_name"])
     assert (manifest["area_fraction"] >= default_config["slicing"]["min_mask_fraction"]).all()
     assert set(manifest["axis"]) == {"x", "y", "z"}
+    image = sitk.ReadImage(str(shared_data / "totalsegmentator" / REAL_CASES[modality][0]))
+    assert manifest["spacing_mm"].unique().tolist() == pytest.approx([min(image.GetSpacing())])
     assert {f"images/{p.name}" for p in (folder / "images").iterdir()} == set(manifest["image"])
 
 

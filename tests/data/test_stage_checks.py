@@ -165,7 +165,7 @@ def _chunk(start: int, n: int, modality: str, dataset: str) -> pd.DataFrame:
         "image": [f"img/{i}.png" for i in range(start, start + n)], "mask": [f"m/{i}.png" for i in range(start, start + n)],
         "dataset": dataset, "modality": modality, "case": case, "axis": "z", "slice": np.arange(n) % 100,
         "class_id": (np.arange(n) % 3) + 1, "class_name": np.array(["liver", "spleen", "kidney_right"])[np.arange(n) % 3],
-        "instance": 0, "area_fraction": 0.01, "height": 256, "width": 256,
+        "instance": 0, "area_fraction": 0.01, "height": 256, "width": 256, "spacing_mm": 1.0,
     })
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from segsam.evaluate.metrics import bootstrap_modality_means, dice_scores, summarise
+from segsam.evaluate.metrics import bootstrap_modality_means, dice_scores, distance_summary, hd95_mm, summarise
 
 
 def _masks(*arrays: list[list[int]]) -> torch.Tensor:
@@ -111,3 +111,49 @@ def test_bootstrap_of_constant_scores_has_zero_width() -> None:
 
 def test_bootstrap_of_nothing_is_nan() -> None:
     assert all(np.isnan(v) for v in bootstrap_modality_means([np.array([])], n_boot=10, ci=0.95, seed=0))
+
+
+# --- HD95 ---------------------------------------------------------------------------------
+
+
+def _square(top: int, left: int, side: int = 10, shape: tuple[int, int] = (40, 50)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def test_hd95_is_the_shift_in_mm_and_zero_for_identical_masks() -> None:
+    target = _square(10, 10)
+    pred = torch.tensor(np.stack([_square(12, 10), _square(12, 10), target]))
+    truth = torch.tensor(np.stack([target, target, target]))
+    # a 10 px square moved down by 2 px: its top and bottom rows are 2 px away (over 5% of the boundary)
+    assert hd95_mm(pred, truth, [0.5, 2.0, 0.8]) == pytest.approx([1.0, 4.0, 0.0])
+
+
+def test_hd95_of_an_empty_prediction_is_the_slice_diagonal_and_unknown_spacing_is_nan() -> None:
+    target = torch.tensor(np.stack([_square(5, 5), _square(5, 5)]))
+    pred = torch.tensor(np.stack([np.zeros((40, 50), dtype=bool), _square(5, 5)]))
+    out = hd95_mm(pred, target, [0.5, float("nan")])
+    assert out[0] == pytest.approx(0.5 * np.hypot(40, 50))
+    assert np.isnan(out[1])
+
+
+def test_hd95_refuses_an_empty_ground_truth_and_mismatched_inputs() -> None:
+    empty = torch.zeros(1, 40, 50, dtype=torch.bool)
+    with pytest.raises(ValueError, match="non-empty ground-truth"):
+        hd95_mm(torch.tensor(_square(5, 5))[None], empty, [1.0])
+    with pytest.raises(ValueError, match="do not match"):
+        hd95_mm(empty, empty, [1.0, 1.0])
+
+
+def test_distance_summary_medians_per_modality_and_undefined_counted() -> None:
+    per_mask = pd.DataFrame({
+        "method": "m", "prompt": "box",
+        "modality": ["ct", "ct", "ct", "mr", "mr"],
+        "hd95_mm": [1.0, 3.0, float("nan"), 10.0, 20.0],
+    })
+    table = distance_summary(per_mask).set_index("modality")
+    assert table.loc["ct", "median"] == pytest.approx(2.0) and table.loc["ct", "n"] == 2 and table.loc["ct", "n_undefined"] == 1
+    assert table.loc["mr", "median"] == pytest.approx(15.0) and table.loc["mr", "mean"] == pytest.approx(15.0)
+    # avg: mean of the modality medians, as for DSC
+    assert table.loc["avg", "median"] == pytest.approx(8.5) and table.loc["avg", "n"] == 4 and table.loc["avg", "n_undefined"] == 1

@@ -96,7 +96,7 @@ def index(tmp_path: Path) -> pd.DataFrame:
             "image": image,
             "mask": _write_png(tmp_path / case / "masks" / f"{modality}--demo--{case}--z_0000--{class_id:04d}_{i:03d}.png", mask),
             "dataset": "demo", "modality": modality, "case": case, "axis": "z", "slice": 0,
-            "class_id": class_id, "class_name": name, "area_fraction": float((mask > 0).mean()), "split": split,
+            "class_id": class_id, "class_name": name, "area_fraction": float((mask > 0).mean()), "spacing_mm": 0.8, "split": split,
         })
     return pd.DataFrame(rows)
 

@@ -33,6 +33,8 @@ def _per_mask(method: str, offset: float) -> pd.DataFrame:
                     "method": method, "prompt": prompt, "modality": modality, "case": case,
                     "image": f"slices/{case}/images/{stem}.png", "mask": f"slices/{case}/masks/{stem}--0001_000.png",
                     "class_id": 1, "dsc": min(1.0, max(0.0, dsc + offset + prompt_offset)),
+                    # one CT mask of unknown spacing: HD95 undefined
+                    "hd95_mm": float("nan") if (modality, i) == ("ct", 4) else 10 * (1 - dsc) - offset,
                 })
     return pd.DataFrame(rows)
 
@@ -81,10 +83,25 @@ def test_csv_values(outputs) -> None:
 def test_markdown(outputs) -> None:
     out, config = outputs
     text = out["md"].read_text(encoding="utf-8")
-    lines = text.strip().splitlines()
+    dsc, hd95 = text.split("### HD95 (mm)")
+    lines = dsc.strip().splitlines()
+    n_rows = len(config["methods"]) * len(config["evaluate"]["prompts"])
     assert lines[0].startswith("| Method | Prompt | CT | MR | Avg. |")
-    assert len(lines) == 2 + len(config["methods"]) * len(config["evaluate"]["prompts"])
-    assert f"(n={len(CT_DSC)})" in text
+    assert len(lines) == 2 + n_rows
+    assert f"(n={len(CT_DSC)})" in dsc
+    # HD95 below: one row per (method, prompt); the CT mask of unknown spacing is counted as undefined
+    hd95_lines = [line for line in hd95.splitlines() if line.startswith("|")]
+    assert hd95_lines[0].startswith("| Method | Prompt | CT | MR | Avg. |") and len(hd95_lines) == 2 + n_rows
+    assert f"(n={len(CT_DSC) - 1}), 1 undefined" in hd95
+
+
+def test_hd95_summary_in_the_sidecar(outputs) -> None:
+    out, config = outputs
+    records = pd.DataFrame(json.loads(out["json"].read_text(encoding="utf-8"))["hd95_mm"])
+    first = config["methods"][0]
+    mr = records[(records["method"] == first) & (records["prompt"] == "box") & (records["modality"] == "mr")].iloc[0]
+    assert mr["median"] == pytest.approx(np.median([10 * (1 - d) for d in MR_DSC]))
+    assert int(mr["n"]) == len(MR_DSC) and int(mr["n_undefined"]) == 0
 
 
 def test_json_sidecar_records_provenance(outputs) -> None:

@@ -50,6 +50,12 @@ def test_table1_rows_and_numbers(tiny_run: Path) -> None:
     assert pd.isna(cells.loc[("medsam_lite", "box")])
     for name in ("qualitative.png", "training_curves.png"):
         assert (tiny_run / "results/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # HD95 (mm) per mask: the phantoms' spacing is known, so every value is defined and within the slice
+    per_mask = pd.read_parquet(tiny_run / "results/eval/medsam_lite/per_mask.parquet")
+    assert per_mask["hd95_mm"].notna().all() and (per_mask["hd95_mm"] >= 0).all()
+    box_masks = per_mask[per_mask["prompt"] == "box"]
+    assert box_masks["hd95_mm"].median() < 40.0  # boxed organs: boundaries within a few mm, far below the slice diagonal
+    assert {r["modality"] for r in sidecar["hd95_mm"]} == {"ct", "mr", "avg"}
 
 
 def test_semantic_tables(tiny_run: Path) -> None:
