@@ -7,6 +7,8 @@ of every key. Snakemake validates the merged config with it at start-up
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
@@ -89,6 +91,63 @@ def stable_hash(obj: Any, length: int = 12) -> str:
 def config_hash(config: Mapping[str, Any]) -> str:
     """The config hash recorded in MLflow tags and results sidecars."""
     return stable_hash(config)
+
+
+PACKAGE_DIR = REPO_ROOT / "segsam"
+
+
+def _module_files(dotted: str) -> list[Path]:
+    """The source files of a ``segsam`` module or package (dotted, without ``segsam.``)."""
+    path = PACKAGE_DIR.joinpath(*dotted.split(".")) if dotted else PACKAGE_DIR
+    if path.is_dir():
+        return sorted(path.rglob("*.py"))
+    return [path.with_suffix(".py")]
+
+
+@functools.cache
+def _segsam_imports(file: Path) -> frozenset[Path]:
+    """Files of the ``segsam`` modules that ``file`` imports (anywhere in it), with their packages' ``__init__``."""
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        for name in names:
+            parts = name.split(".")
+            if parts[0] != "segsam":
+                continue
+            for depth in range(1, len(parts) + 1):  # segsam/__init__.py, segsam/x/__init__.py, ...
+                init = PACKAGE_DIR.joinpath(*parts[1:depth], "__init__.py")
+                if init.is_file():
+                    found.add(init)
+            module = PACKAGE_DIR.joinpath(*parts[1:])
+            if module.with_suffix(".py").is_file():
+                found.add(module.with_suffix(".py"))
+            elif isinstance(node, ast.ImportFrom) and module.is_dir():  # from segsam.pkg import module
+                found.update(f for a in node.names if (f := module / f"{a.name}.py").is_file())
+    return frozenset(found)
+
+
+def code_hash(*modules: str) -> str:
+    """sha256 over the sources of ``segsam`` modules and every ``segsam`` module they import.
+
+    Snakemake does not track imported code; a rule that puts this hash in its
+    ``params`` reruns when any of the code it runs changes, and only then.
+
+    Args:
+        modules: Dotted names under ``segsam`` (``"evaluate.run"``); a package
+            stands for all its modules.
+    """
+    todo = [f for m in modules for f in _module_files(m)]
+    seen: set[Path] = set()
+    while todo:
+        file = todo.pop()
+        if file not in seen:
+            seen.add(file)
+            todo.extend(_segsam_imports(file) - seen)
+    digest = hashlib.sha256()
+    for file in sorted(seen):
+        digest.update(str(file.relative_to(REPO_ROOT)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

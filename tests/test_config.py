@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+import segsam.config as config_module
 from segsam.config import (
     DEFAULT_CONFIG,
     config_hash,
@@ -128,3 +130,35 @@ def test_encoder_tag() -> None:
     assert encoder_tag({"weights": "litemedsam", "sha256": sha}) == "litemedsam-79d8c9dc"
     assert encoder_tag({"weights": "/models/sam_vit_b_01ec64.pth", "sha256": sha}) == "sam_vit_b_01ec64-79d8c9dc"
     assert encoder_tag({"weights": "weights/model.tar.gz", "sha256": None}) == "model-unverified"
+
+
+# --- code_hash: the sources a rule runs, followed through segsam imports ----------------------
+
+
+@pytest.fixture
+def fake_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A tiny ``segsam`` tree: run -> helpers (import), helpers -> pkg.leaf (from-import), other alone."""
+    root = tmp_path / "segsam"
+    (root / "pkg").mkdir(parents=True)
+    for name, text in {
+        "__init__.py": "",
+        "run.py": "import numpy\nimport segsam.helpers\n",
+        "helpers.py": "def f():\n    from segsam.pkg import leaf\n",
+        "pkg/__init__.py": "",
+        "pkg/leaf.py": "X = 1\n",
+        "other.py": "Y = 2\n",
+    }.items():
+        (root / name).write_text(text)
+    monkeypatch.setattr(config_module, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(config_module, "PACKAGE_DIR", root)
+    config_module._segsam_imports.cache_clear()
+    yield root
+    config_module._segsam_imports.cache_clear()
+
+
+def test_code_hash_follows_imports_but_not_unrelated_modules(fake_package: Path) -> None:
+    before = config_module.code_hash("run")
+    (fake_package / "other.py").write_text("Y = 3\n")
+    assert config_module.code_hash("run") == before  # not imported by run
+    (fake_package / "pkg" / "leaf.py").write_text("X = 2\n")
+    assert config_module.code_hash("run") != before  # run -> helpers -> (inside a function) pkg.leaf

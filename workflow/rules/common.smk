@@ -2,14 +2,12 @@
 # paths, and code hashes that make Snakemake rerun a stage when the segsam
 # code it uses changes (Snakemake does not track imported modules itself).
 
-import hashlib
 import os
 import re
-from pathlib import Path
 
 from snakemake.utils import validate
 
-from segsam.config import REPO_ROOT, encoder_tag, export_pythonpath
+from segsam.config import code_hash, encoder_tag, export_pythonpath
 from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import CasesNotReady, load_registry
 from segsam.models.methods import get_method
@@ -24,18 +22,6 @@ for _method in config["methods"]:
             f"config key 'methods': {_method!r} needs image-level training or SAM ViT-B weights; this workflow "
             "runs the frozen-LiteMedSAM methods (embedding cache) only, see the README"
         )
-
-
-def code_hash(*parts):
-    """sha256 over the segsam sources a stage uses (packages or modules, dotted)."""
-    digest = hashlib.sha256()
-    for part in sorted(parts):
-        path = REPO_ROOT / "segsam" / Path(*part.split("."))
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-        for file in files:
-            digest.update(str(file.relative_to(REPO_ROOT)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 # code every stage shares
