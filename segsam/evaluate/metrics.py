@@ -101,19 +101,20 @@ def distance_summary(per_mask: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for (method, prompt), frame in per_mask.groupby(["method", "prompt"], sort=False):
-        medians, means = [], []
+        modality_rows = []
         for modality, group in frame.groupby("modality", sort=True):
             values = group["hd95_mm"].to_numpy(dtype=np.float64)
             defined = values[np.isfinite(values)]
-            median = float(np.median(defined)) if len(defined) else float("nan")
-            mean = float(defined.mean()) if len(defined) else float("nan")
-            medians.append(median)
-            means.append(mean)
-            rows.append({"method": method, "prompt": prompt, "modality": modality, "median": median, "mean": mean,
-                         "n": len(defined), "n_undefined": len(values) - len(defined)})
-        undefined = int((~np.isfinite(frame["hd95_mm"].to_numpy(dtype=np.float64))).sum())
-        rows.append({"method": method, "prompt": prompt, "modality": "avg", "median": float(np.mean(medians)), "mean": float(np.mean(means)),
-                     "n": len(frame) - undefined, "n_undefined": undefined})
+            modality_rows.append({
+                "method": method, "prompt": prompt, "modality": modality,
+                "median": float(np.median(defined)) if len(defined) else float("nan"),
+                "mean": float(defined.mean()) if len(defined) else float("nan"),
+                "n": len(defined), "n_undefined": len(values) - len(defined),
+            })
+        modalities = pd.DataFrame(modality_rows)
+        rows += [*modality_rows, {"method": method, "prompt": prompt, "modality": "avg",
+                                  "median": float(modalities["median"].mean(skipna=False)), "mean": float(modalities["mean"].mean(skipna=False)),
+                                  "n": int(modalities["n"].sum()), "n_undefined": int(modalities["n_undefined"].sum())}]
     return pd.DataFrame(rows, columns=["method", "prompt", "modality", "median", "mean", "n", "n_undefined"])
 
 

@@ -13,7 +13,7 @@ the paper's layout and the sidecar holds the HD95 summary.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +53,24 @@ def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, columns: Sequenc
     return table
 
 
+def modality_columns(modalities: Iterable[str]) -> list[str]:
+    """The modalities present, in the paper's column order (others after them, sorted), without ``avg``."""
+    present = set(modalities)
+    return [m for m in MODALITY_ORDER if m in present] + sorted(present - set(MODALITY_ORDER) - {"avg"})
+
+
+def _markdown_head(modalities: Sequence[str]) -> list[str]:
+    head = ["Method", "Prompt", *[m.upper() if m != "avg" else "Avg." for m in modalities]]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """Long means (method, prompt, modality, mean, low, high, n) -> one row per (method, prompt), percent.
 
     Columns: method, row (display name), prompt, one column per modality present, ``avg``, and
     ``<col>_lo`` / ``<col>_hi`` / ``n_<col>`` for each.
     """
-    present = set(long["modality"])
-    modalities = [m for m in MODALITY_ORDER if m in present] + sorted(present - set(MODALITY_ORDER) - {"avg"})
+    modalities = modality_columns(long["modality"])
     rows = []
     for (method, prompt), frame in long.groupby(["method", "prompt"], sort=False):
         by = frame.set_index("modality")
@@ -83,8 +93,7 @@ def binary_table(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> p
 
 def to_markdown(table: pd.DataFrame, modalities: Sequence[str]) -> str:
     """Render the table for people: ``mean [lo, hi]`` per cell, n in the header."""
-    head = ["Method", "Prompt", *[m.upper() if m != "avg" else "Avg." for m in modalities]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _markdown_head(modalities)
     for row in table.to_dict(orient="records"):
         cells = [row["row"], row["prompt"]]
         for m in modalities:
@@ -99,9 +108,8 @@ def to_markdown(table: pd.DataFrame, modalities: Sequence[str]) -> str:
 
 def distance_markdown(distances: pd.DataFrame) -> str:
     """Median HD95 (mm) per (method, prompt) and modality; undefined masks counted in the cell."""
-    modalities = [m for m in MODALITY_ORDER if m in set(distances["modality"])] + ["avg"]
-    head = ["Method", "Prompt", *[m.upper() if m != "avg" else "Avg." for m in modalities]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    modalities = [*modality_columns(distances["modality"]), "avg"]
+    lines = _markdown_head(modalities)
     for (method, prompt), frame in distances.groupby(["method", "prompt"], sort=False):
         by = frame.set_index("modality")
         cells = [get_method(method).display, prompt]
