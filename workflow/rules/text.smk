@@ -22,16 +22,12 @@ DESCRIPTION_KEY = ("enabled", "model", "attach_image")
 EMBEDDING_KEY = ("backend", "model")
 
 
-def description_examples(wildcards):
-    """The mask index, when the LLM is shown an example slice per class (text.llm.attach_image)."""
-    return "results/index/masks.parquet" if config["text"]["llm"]["attach_image"] else []
-
-
 rule describe_classes:
     input:
         vocabulary=config["vocabulary"],
         cache=config["text"]["descriptions_file"],
-        masks=description_examples,
+        # the mask index, when the LLM is shown an example slice per class (text.llm.attach_image)
+        masks="results/index/masks.parquet" if config["text"]["llm"]["attach_image"] else [],
     output:
         "results/text/descriptions.json",
     params:
