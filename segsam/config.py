@@ -7,11 +7,11 @@ of every key. Snakemake validates the merged config with it at start-up
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -104,25 +104,28 @@ def _module_files(dotted: str) -> list[Path]:
     return [path.with_suffix(".py")]
 
 
+# ``import segsam.a.b`` and ``from segsam.a import b, c`` (also parenthesised over several lines);
+# a regex, not ``ast``: parsing every module would add a quarter second to each Snakemake start
+_IMPORT = re.compile(r"^[ \t]*(?:import[ \t]+(segsam(?:\.\w+)*)|from[ \t]+(segsam(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*))", re.M)
+
+
 @functools.cache
 def _segsam_imports(file: Path) -> frozenset[Path]:
     """Files of the ``segsam`` modules that ``file`` imports (anywhere in it), with their packages' ``__init__``."""
     found: set[Path] = set()
-    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-        for name in names:
-            parts = name.split(".")
-            if parts[0] != "segsam":
-                continue
-            for depth in range(1, len(parts) + 1):  # segsam/__init__.py, segsam/x/__init__.py, ...
-                init = PACKAGE_DIR.joinpath(*parts[1:depth], "__init__.py")
-                if init.is_file():
-                    found.add(init)
-            module = PACKAGE_DIR.joinpath(*parts[1:])
-            if module.with_suffix(".py").is_file():
-                found.add(module.with_suffix(".py"))
-            elif isinstance(node, ast.ImportFrom) and module.is_dir():  # from segsam.pkg import module
-                found.update(f for a in node.names if (f := module / f"{a.name}.py").is_file())
+    for match in _IMPORT.finditer(file.read_text(encoding="utf-8")):
+        name = match.group(1) or match.group(2)
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # segsam/__init__.py, segsam/x/__init__.py, ...
+            init = PACKAGE_DIR.joinpath(*parts[1:depth], "__init__.py")
+            if init.is_file():
+                found.add(init)
+        module = PACKAGE_DIR.joinpath(*parts[1:])
+        if module.with_suffix(".py").is_file():
+            found.add(module.with_suffix(".py"))
+        elif match.group(3) and module.is_dir():  # from segsam.pkg import module
+            names = re.findall(r"\w+", match.group(3).replace(" as ", " "))
+            found.update(f for n in names if (f := module / f"{n}.py").is_file())
     return frozenset(found)
 
 
