@@ -1,4 +1,5 @@
-"""Evaluate one method on the saved test prompts, from cached embeddings."""
+"""Evaluate one method on the saved test prompts (from cached embeddings), or a prompt-free
+network on the same test slices (from their images)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
 from segsam.errors import DataError
-from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, summarise
+from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, semantic_summarise, summarise
 from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
-from segsam.models.preprocess import ResizeInfo
+from segsam.models.preprocess import ResizeInfo, prepare_image
 from segsam.models.segsam_net import ModelOutput
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
@@ -33,6 +34,9 @@ from segsam.train.loop import build_method_model, class_index, load_class_text
 PROMPTS_PER_PASS = 8
 
 log = logging.getLogger(__name__)
+
+#: The ``prompt`` value of a prompt-free network's rows (as in the paper's table 2).
+NO_PROMPT = "none"
 
 
 def example_images(prompts: pd.DataFrame, per_modality: int = 2) -> list[str]:
@@ -61,7 +65,8 @@ def evaluate_method(
     Args:
         method: Method name.
         prompts_parquet: Output of :func:`segsam.evaluate.prompts.make_test_prompts`.
-        cache_dir: Embedding cache folder of the frozen encoder.
+        cache_dir: Embedding cache folder of the frozen encoder; None for a
+            prompt-free network (see :func:`prompt_free_rows`).
         out_per_mask: Parquet, one row per (mask, prompt) with its DSC and HD95 (mm).
         out_summary: JSON with the per-modality means and the MLflow run ids.
         out_examples: Folder of predicted masks (box prompts, PNG named like the
@@ -82,7 +87,9 @@ def evaluate_method(
     torch.set_num_threads(max(1, threads))
     cfg = config["evaluate"]
     prompts = pd.read_parquet(prompts_parquet)
-    store = EmbeddingStore.open(cache_dir, prompts["case"].unique())
+    if not spec.prompt_free and cache_dir is None:
+        raise DataError(f"method {method!r} is evaluated from the embedding cache: pass its folder (cache_dir)")
+    store = None if spec.prompt_free else EmbeddingStore.open(cache_dir, prompts["case"].unique())
     vocabulary = Vocabulary.read(config["vocabulary"])
     to_index = class_index(vocabulary)
     text = load_class_text(text_parquet, vocabulary) if spec.has_t2vse else None
@@ -104,6 +111,13 @@ def evaluate_method(
     start = time.perf_counter()
     with torch.inference_mode():
         for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
+            if spec.prompt_free:
+                frame, predicted_masks = prompt_free_rows(model, image, group, size, vocabulary)
+                results.append(frame)
+                if image in examples:
+                    for mask_path, predicted in predicted_masks.items():
+                        write_png(examples_tmp / Path(mask_path).name, predicted.astype(np.uint8) * 255)
+                continue
             targets = np.stack([read_png(p) > 0 for p in group["mask"]])
             info = ResizeInfo.for_shape(targets.shape[1], targets.shape[2], size)
             is_point = (group["prompt"] == "point").to_numpy()
@@ -142,7 +156,9 @@ def evaluate_method(
     per_mask = pd.concat(results, ignore_index=True)
     per_mask.insert(0, "method", method)
     elapsed = time.perf_counter() - start
-    summary = summarise(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
+    # prompt-free networks have only the semantic task: their summary is mDSC
+    summarise_rows = semantic_summarise if spec.prompt_free else summarise
+    summary = summarise_rows(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
     distances = distance_summary(per_mask)
 
     train_run = None
@@ -164,8 +180,9 @@ def evaluate_method(
         if run is not None:
             import mlflow
 
+            metric = "mdsc" if spec.prompt_free else "dsc"
             for row in summary.itertuples(index=False):
-                mlflow.log_metric(f"dsc/{row.prompt}/{row.modality}", float(row.mean))
+                mlflow.log_metric(f"{metric}/{row.prompt}/{row.modality}", float(row.mean))
                 mlflow.log_metric(f"n/{row.prompt}/{row.modality}", int(row.n))
             for row in distances.itertuples(index=False):
                 if np.isfinite(row.median):
@@ -179,3 +196,53 @@ def evaluate_method(
     log.info("%s: %d prompts in %.1f s; %s", method, len(per_mask), elapsed,
              "; ".join(f"{r.prompt}/{r.modality}={r.mean:.3f}" for r in summary.itertuples() if r.modality == "avg"))
     return per_mask
+
+
+def prompt_free_rows(
+    model: torch.nn.Module, image: str, group: pd.DataFrame, size: int, vocabulary: Vocabulary
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Score a prompt-free network on one test slice: one row per class present in its ground truth.
+
+    The rule (README, "Metrics"): the network's label map (argmax over C + 1
+    channels, mapped back onto the slice) is compared, for each class k with
+    at least one test object in the slice, as the region labelled k against
+    the union of the slice's class-k objects. ``dsc`` and ``sem_dsc`` are
+    that DSC (a network that names no class right scores 0), so the rows
+    enter mDSC exactly as SAWD's per-object rows do. Classes the network
+    predicts where the slice has none are not scored, as for the prompted
+    methods, which segment only the objects they are asked for.
+
+    Args:
+        model: A prompt-free :class:`~segsam.models.segsam_net.PromptableModel`, in eval mode.
+        image: Path of the slice (PNG).
+        group: The slice's rows of the test prompts (any prompt kind; one object per mask).
+        size: Model input side.
+        vocabulary: The class list (channel k + 1 = ``vocabulary.ids[k]``).
+
+    Returns:
+        (rows with the per-mask table's columns and ``prompt`` = ``"none"``,
+        {first ground-truth mask path of each class: the predicted class region}).
+    """
+    to_index = class_index(vocabulary)
+    pixels, info = prepare_image(read_png(image), size)
+    labels = model(pixels.unsqueeze(0)).semantic[0].float()
+    # map each class's logit back onto the slice, then take the argmax there
+    predicted = info.logits_to_original(labels).argmax(0)
+    objects = group.drop_duplicates("mask")
+    rows, shown = [], {}
+    for class_id, members in objects.groupby("class_id", sort=True):
+        truth = np.zeros(predicted.shape, bool)
+        for path in members["mask"]:
+            truth |= read_png(path) > 0
+        region = (predicted == to_index[int(class_id)] + 1).numpy()
+        first = members.iloc[0]
+        score = float(dice_scores(torch.from_numpy(region)[None], torch.from_numpy(truth)[None])[0])
+        rows.append({
+            "mask": first["mask"], "image": image, "case": first["case"], "modality": first["modality"],
+            "class_id": int(class_id), "class_name": first["class_name"], "prompt": NO_PROMPT,
+            "dsc": score, "hd95_mm": float(hd95_mm(torch.from_numpy(region)[None], torch.from_numpy(truth)[None], [float(first["spacing_mm"])])[0]),
+            "pred_class_id": int(class_id) if region.any() else -1, "sem_dsc": score,
+            "pred_area": int(region.sum()), "gt_area": int(truth.sum()),
+        })
+        shown[first["mask"]] = region
+    return pd.DataFrame(rows), shown

@@ -68,9 +68,10 @@ def qualitative_panel(per_mask_files: Sequence[str | Path], example_dirs: Sequen
     """
     from segsam.data.io import read_png
 
-    table = pd.read_parquet(per_mask_files[0])
-    table = table[table["prompt"] == "box"]
-    names = {Path(p).name for p in Path(example_dirs[0]).glob("*.png")}
+    # every test object once (a prompt-free network's table has no box rows, so read them all)
+    table = pd.concat([pd.read_parquet(p, columns=["image", "mask", "class_id", "prompt"]) for p in per_mask_files], ignore_index=True)
+    table = table[table["prompt"] == "box"].drop_duplicates("mask")
+    names = {p.name for folder in example_dirs for p in Path(folder).glob("*.png")}
     table = table[[Path(m).name in names for m in table["mask"]]]
     images = sorted(table["image"].unique())
     fig, axes = plt.subplots(max(len(images), 1), len(example_dirs) + 1, figsize=(2.4 * (len(example_dirs) + 1), 2.4 * max(len(images), 1)), squeeze=False)

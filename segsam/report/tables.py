@@ -163,7 +163,7 @@ def make_table1(
             "these numbers are not comparable with the paper's Table 1"
         ),
         "weights": {"encoder": config["encoder"]["weights"], "sha256": weights_sha256},
-        "methods": list(config["methods"]),
+        "methods": list(per_mask["method"].unique()),
         "config_hash": config_hash(config),
         "git_commit": git_commit(),
         "n_masks": int(per_mask["mask"].nunique()),

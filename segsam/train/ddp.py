@@ -103,7 +103,7 @@ def torchrun_command(nproc: int, distributed: Mapping[str, Any], args_file: Path
 def launch(
     method: str,
     masks_parquet: str | Path,
-    cache_dir: str | Path,
+    cache_dir: str | Path | None,
     out_checkpoint: str | Path,
     out_summary: str | Path,
     *,
@@ -132,7 +132,7 @@ def launch(
         "index": sha256_of(masks_parquet), "text": sha256_of(text_parquet) if text_parquet else None,
     })
     kwargs = dict(
-        method=method, masks_parquet=str(masks_parquet), cache_dir=str(cache_dir),
+        method=method, masks_parquet=str(masks_parquet), cache_dir=str(cache_dir) if cache_dir else None,
         out_checkpoint=str(out_checkpoint), out_summary=str(out_summary), config=dict(config),
         threads=threads, state_dir=str(state_dir) if state_dir else None, fingerprint=fingerprint,
         text_parquet=str(text_parquet) if text_parquet else None,

@@ -1,4 +1,4 @@
-"""Training on cached image embeddings (frozen encoder), tracked in MLflow.
+"""Training of one method (cached embeddings or, prompt-free, images), tracked in MLflow.
 
 Per step: ``batch_size`` training slices (the global batch over all
 processes; each process runs its share ``micro_batch`` images at a time and
@@ -13,6 +13,12 @@ rounds. Every method is a :class:`~segsam.models.segsam_net.PromptableModel`;
 its ``loss`` is SPEC §2's ``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the
 weights of the ``loss`` config section. Adam with the lr halved
 (``lr_gamma``) after each epoch in ``lr_milestones``.
+
+Prompt-free networks (``unet``, ``unetr``: the conventional rows of table 2)
+go through the same loop, batches, DDP, resume and tracking, but read each
+slice's image (:func:`~segsam.models.preprocess.prepare_image`) instead of a
+cached embedding and learn its label map (:func:`label_map`) with
+CE + dice over C + 1 classes; they draw no prompts.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from segsam.data.vocabulary import Vocabulary
 from segsam.errors import ConfigError, DataError
 from segsam.models.build import build_model
 from segsam.models.methods import MethodSpec, get_method, parameter_counts
-from segsam.models.preprocess import ResizeInfo
+from segsam.models.preprocess import ResizeInfo, prepare_image
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.weights import resolve_weights
 from segsam.tracking import start_run
@@ -74,6 +80,17 @@ def load_train_images(masks_table: pd.DataFrame, vocabulary: Vocabulary, size: i
     return items
 
 
+def label_map(item: TrainImage) -> torch.Tensor:
+    """S x S long label map of one slice: 0 = background, k + 1 where an object of class k lies.
+
+    The objects of a slice come from one label volume, so they do not overlap.
+    """
+    labels = torch.zeros(item.masks.shape[-2:], dtype=torch.long)
+    for mask, k in zip(item.masks, item.classes):
+        labels[mask] = int(k) + 1
+    return labels
+
+
 def load_class_text(path: str | Path, vocabulary: Vocabulary) -> torch.Tensor:
     """The class text embeddings (``embed_text`` output) as C x d, in vocabulary order.
 
@@ -88,18 +105,21 @@ def load_class_text(path: str | Path, vocabulary: Vocabulary) -> torch.Tensor:
 
 
 def build_method_model(method: str, config: Mapping[str, Any], text_dim: int | None) -> PromptableModel:
-    """The method's model with pretrained weights, for training or evaluation from cached embeddings.
+    """The method's model with pretrained weights, for training or evaluation from cached embeddings
+    (prompt-free networks: from images, randomly initialised with the current torch seed).
 
     Raises:
-        ConfigError: for methods that cannot run on the frozen-encoder embedding cache.
+        ConfigError: for methods that need image-level training of a SAM encoder or ViT-B weights.
     """
     spec = get_method(method)
+    vocabulary = Vocabulary.read(config["vocabulary"])
+    if spec.prompt_free:
+        return build_model(spec, encoder_weights=None, num_classes=len(vocabulary), text_dim=None)
     if not spec.encoder_frozen or spec.encoder != "tiny_vit":
         raise ConfigError(
             f"method {method!r} needs image-level training or SAM ViT-B weights; this workflow trains and "
             "evaluates frozen-LiteMedSAM methods from the embedding cache only (see README, 'Not yet')"
         )
-    vocabulary = Vocabulary.read(config["vocabulary"])
     return build_model(
         spec,
         encoder_weights=resolve_weights(config["encoder"]["weights"], config["encoder"]["sha256"]),
@@ -195,7 +215,7 @@ def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
 def train_method(
     method: str,
     masks_parquet: str | Path,
-    cache_dir: str | Path,
+    cache_dir: str | Path | None,
     out_checkpoint: str | Path,
     out_summary: str | Path,
     *,
@@ -205,12 +225,13 @@ def train_method(
     fingerprint: str = "",
     text_parquet: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train one method on the train split from cached embeddings (1..N processes).
+    """Train one method on the train split (1..N processes).
 
     Args:
         method: Method name (must train; see :mod:`segsam.models.methods`).
         masks_parquet: The index's masks table.
-        cache_dir: Embedding cache folder of the frozen encoder.
+        cache_dir: Embedding cache folder of the frozen encoder; None for a
+            prompt-free network, which reads the slices' images.
         out_checkpoint: State dict of the trained sub-modules (atomic write).
         out_summary: JSON with losses, timings, parameter counts, MLflow run id.
         config: The whole validated config.
@@ -226,7 +247,7 @@ def train_method(
         The summary.
 
     Raises:
-        DataError: zero-shot method or empty train split.
+        DataError: zero-shot method, empty train split, or no cache for a promptable method.
         ConfigError: a global batch not divisible by the number of processes.
     """
     from segsam.train.ddp import DistContext
@@ -250,8 +271,12 @@ def train_method(
         raise DataError(f"{masks_parquet}: the train split is empty")
     vocabulary = Vocabulary.read(config["vocabulary"])
     num_classes = len(vocabulary)
-    images = load_train_images(train_table, vocabulary, int(config["encoder"]["image_size"]))
-    store = EmbeddingStore.open(cache_dir, train_table["case"].unique())
+    size = int(config["encoder"]["image_size"])
+    images = load_train_images(train_table, vocabulary, size)
+    prompt_free = spec.prompt_free
+    if not prompt_free and cache_dir is None:
+        raise DataError(f"method {method!r} trains from the embedding cache: pass its folder (cache_dir)")
+    store = None if prompt_free else EmbeddingStore.open(cache_dir, train_table["case"].unique())
     text = load_class_text(text_parquet, vocabulary).to(context.device) if spec.has_t2vse else None
 
     model = build_method_model(method, config, None if text is None else text.shape[1]).to(context.device)
@@ -292,8 +317,18 @@ def train_method(
             save_state(state_dir, state)
         context.barrier()
 
+    def semantic_chunk_loss(batch: list[TrainImage], chunk: list[int]) -> tuple[dict[str, torch.Tensor], int]:
+        """Prompt-free: the loss terms (means) of the images at positions ``chunk``, and their number."""
+        pixels = torch.stack([prepare_image(read_png(batch[i].image), size)[0] for i in chunk]).to(context.device)
+        labels = torch.stack([label_map(batch[i]) for i in chunk]).to(context.device)
+        with autocast:
+            out = forward(pixels)
+        return model.semantic_loss(out, labels, weights=config["loss"]), len(chunk)
+
     def chunk_loss(batch: list[TrainImage], prompts: list[tuple], chunk: list[int]) -> tuple[dict[str, torch.Tensor], int]:
         """The loss terms (means) of the prompts of the images at positions ``chunk``, and their number."""
+        if prompt_free:
+            return semantic_chunk_loss(batch, chunk)
         targets = torch.cat([prompts[i][0] for i in chunk]).unsqueeze(1).float().to(context.device)
         kinds = np.concatenate([prompts[i][1] for i in chunk])
         classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in chunk])).to(context.device)
@@ -342,8 +377,11 @@ def train_method(
             for b in bar:
                 step_start = time.perf_counter()
                 batch = [images[i] for i in state.order[b * batch_size : (b + 1) * batch_size]]
-                prompts = [simulate_prompts(item.masks, int(cfg["masks_per_image"]), int(cfg["box_jitter_px"]), float(cfg["point_fraction"]), rng) for item in batch]
-                n_global = sum(len(p[1]) for p in prompts) * (clicks_per_prompt + 1)
+                if prompt_free:  # whole label maps, no prompts: the loss is a mean over images
+                    prompts, n_global = [], len(batch)
+                else:
+                    prompts = [simulate_prompts(item.masks, int(cfg["masks_per_image"]), int(cfg["box_jitter_px"]), float(cfg["point_fraction"]), rng) for item in batch]
+                    n_global = sum(len(p[1]) for p in prompts) * (clicks_per_prompt + 1)
                 mine = _shard(batch, context.rank, context.world_size)
                 optimiser.zero_grad(set_to_none=True)
                 weighted: dict[str, float] = {}

@@ -10,7 +10,7 @@ import torch
 
 from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
-from segsam.errors import ConfigError
+from segsam.errors import ConfigError, DataError
 from segsam.models.methods import get_method
 from segsam.models.weights import load_state_dict
 from segsam.train.loop import (
@@ -18,6 +18,7 @@ from segsam.train.loop import (
     add_error_clicks,
     build_method_model,
     class_index,
+    label_map,
     presence_targets,
     simulate_prompts,
     train_method,
@@ -158,3 +159,44 @@ def test_micro_batches_match_the_whole_batch(tmp_path: Path) -> None:
     assert losses[1] == pytest.approx(losses[4], abs=1e-6)
     lr = config["train"]["lr"]
     assert max(float((weights[1][k].float() - weights[4][k].float()).abs().max()) for k in weights[1]) <= lr * 1.01
+
+
+def test_label_map_marks_each_object_with_its_class_plus_one() -> None:
+    masks = _masks()
+    labels = label_map(TrainImage(image="x", masks=masks, classes=np.array([3, 0, 7, 1])))
+    assert labels.dtype == torch.long and labels.shape == (256, 256)
+    for mask, k in zip(masks, (3, 0, 7, 1)):
+        assert (labels[mask] == k + 1).all()
+    assert (labels[~masks.any(0)] == 0).all()
+
+
+@pytest.mark.slow
+def test_prompt_free_network_trains_on_images_and_resumes_identically(tmp_path: Path) -> None:
+    """U-Net (table 2's nnU-Net row): the same loop, from the slices' images, deterministic, only semantic_net saved."""
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, _ = make_training_set(tmp_path)
+    config = small_config(tmp_path)
+    config["train"].update({"batch_size": 2, "micro_batch": 1})
+    runs = {}
+    for name in ("a", "b"):
+        torch.manual_seed(123)  # the model's initialisation must not depend on the caller's RNG
+        out = tmp_path / name
+        summary = train_method("unet", masks, None, out / "ckpt.pt", out / "summary.json", config=config, threads=2)
+        runs[name] = (load_state_dict(out / "ckpt.pt"), summary)
+    weights, summary = runs["a"]
+    assert summary["steps"] == 2 and summary["train_images"] == 4
+    assert {"loss", "ce", "dice"} <= set(summary["history"][0]) and np.isfinite(summary["history"][0]["loss"])
+    assert weights and all(k.startswith("semantic_net.") for k in weights)
+    assert all(torch.equal(weights[k], runs["b"][0][k]) for k in weights)
+    torch.manual_seed(config["train"]["seed"])  # the trainer's initialisation
+    init = build_method_model("unet", config, None).state_dict()
+    assert any(not torch.equal(init[k], weights[k]) for k in weights if k.endswith("weight"))
+
+
+def test_a_promptable_method_needs_the_embedding_cache(tmp_path: Path) -> None:
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, _ = make_training_set(tmp_path, n_images=1)
+    with pytest.raises(DataError, match="embedding cache"):
+        train_method("ft_decoder", masks, None, tmp_path / "c.pt", tmp_path / "s.json", config=small_config(tmp_path))

@@ -60,9 +60,16 @@ def test_table1_rows_and_numbers(tiny_run: Path) -> None:
 
 def test_semantic_tables(tiny_run: Path) -> None:
     table2 = pd.read_csv(tiny_run / "results/table2.csv")
-    assert table2["method"].tolist() == ["segsam", "segsam"]  # only methods with a semantic decoder
+    # only methods with a semantic decoder, and the prompt-free U-Net (table 2's nnU-Net row)
+    assert list(zip(table2["method"], table2["prompt"])) == [("segsam", "box"), ("segsam", "point"), ("unet", "none")]
     assert table2[["ct", "mr", "avg"]].apply(lambda c: c.between(0, 100)).all().all()
-    assert (table2["paper_avg"] == [80.9, 75.28]).all()
+    assert (table2["paper_avg"] == [80.9, 75.28, 39.75]).all()
+    # the U-Net is scored once per (test slice, class present), on the same test slices as the prompted methods
+    unet = pd.read_parquet(tiny_run / "results/eval/unet/per_mask.parquet")
+    prompts = pd.read_parquet(tiny_run / "results/eval/prompts.parquet")
+    assert (unet["prompt"] == "none").all() and not unet.duplicated(["image", "class_id"]).any()
+    assert set(zip(unet["image"], unet["class_id"])) == set(zip(prompts["image"], prompts["class_id"]))
+    assert unet["sem_dsc"].between(0, 1).all() and (unet["dsc"] == unet["sem_dsc"]).all()
     table4 = pd.read_csv(tiny_run / "results/table4.csv")
     assert set(table4["paper_row"]) == {"baseline", "SEG-SAM"}
     per_mask = pd.read_parquet(tiny_run / "results/eval/segsam/per_mask.parquet")
@@ -92,7 +99,8 @@ def test_mlflow_runs(tiny_run: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results/mlflow.db'}")
     experiment = client.get_experiment_by_name("segsam")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"train/ft_decoder", "train/segsam", "evaluate/medsam_lite", "evaluate/ft_decoder", "evaluate/segsam"}
+    assert set(runs) == {"train/ft_decoder", "train/segsam", "train/unet",
+                         "evaluate/medsam_lite", "evaluate/ft_decoder", "evaluate/segsam", "evaluate/unet"}
     train = runs["train/ft_decoder"]
     assert train.data.tags["stage"] == "train" and train.data.tags["dataset"] == "demo"
     assert {"config_hash", "git_commit", "method"} <= set(train.data.tags)
@@ -103,6 +111,10 @@ def test_mlflow_runs(tiny_run: Path) -> None:
     evaluation = runs["evaluate/ft_decoder"]
     assert evaluation.data.tags["train_run_id"] == train.info.run_id
     assert 0 <= evaluation.data.metrics["dsc/box/avg"] <= 1
+    unet = runs["evaluate/unet"]  # a prompt-free network: semantic mDSC, linked to its training run
+    assert unet.data.tags["train_run_id"] == runs["train/unet"].info.run_id
+    assert 0 <= unet.data.metrics["mdsc/none/avg"] <= 1 and "dsc/box/avg" not in unet.data.metrics
+    assert float(runs["train/unet"].data.params["trainable_params"]) > 0 and "epoch/ce" in runs["train/unet"].data.metrics
 
 
 def test_second_run_does_nothing(tiny_run: Path) -> None:
@@ -111,7 +123,7 @@ def test_second_run_does_nothing(tiny_run: Path) -> None:
 
 def test_evaluation_setting_reruns_only_evaluation_and_tables(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, overlay(tiny_run, "eval_change.yaml", {"evaluate": {"bootstrap": 300}}))
-    assert jobs.get("evaluate") == 3 and jobs.get("table1") == 1
+    assert jobs.get("evaluate") == 4 and jobs.get("table1") == 1
     assert set(jobs) <= {"test_prompts", "evaluate", "table1", "semantic_tables", "figures", "all"}
 
 
@@ -128,11 +140,18 @@ def test_code_change_reruns_the_stage_using_it(tiny_run: Path) -> None:
     try:
         module.write_text(original + "\n# a change to the metric code\n")
         jobs = planned_jobs(tiny_run)
-        assert jobs.get("evaluate") == 3 and jobs.get("table1") == 1
+        assert jobs.get("evaluate") == 4 and jobs.get("table1") == 1
         assert not {"train", "embed_images", "slice_volume"} & set(jobs)
     finally:
         module.write_text(original)
     assert planned_jobs(tiny_run) == {}
+
+
+def test_encoder_setting_does_not_rerun_the_prompt_free_network(tiny_run: Path) -> None:
+    """The U-Net reads images, not the frozen encoder's embeddings: encoder settings leave it alone."""
+    jobs = planned_jobs(tiny_run, overlay(tiny_run, "encoder_change.yaml", {"encoder": {"batch_size": 2}}))
+    # ft_decoder and segsam retrain; medsam_lite, ft_decoder and segsam are re-evaluated; unet is not
+    assert jobs.get("embed_images") == 4 and jobs.get("train") == 2 and jobs.get("evaluate") == 3
 
 
 def test_text_stage_reruns_only_for_its_cache_key(tiny_run: Path) -> None:

@@ -17,10 +17,10 @@ export_pythonpath(workflow.basedir)
 validate(config, schema="../schemas/config.schema.yaml")
 for _method in config["methods"]:
     _spec = get_method(_method)  # unknown names fail here, naming the known ones
-    if not (_spec.encoder_frozen and _spec.encoder == "tiny_vit"):
+    if not (_spec.prompt_free or (_spec.encoder_frozen and _spec.encoder == "tiny_vit")):
         raise ValueError(
-            f"config key 'methods': {_method!r} needs image-level training or SAM ViT-B weights; this workflow "
-            "runs the frozen-LiteMedSAM methods (embedding cache) only, see the README"
+            f"config key 'methods': {_method!r} needs image-level training of a SAM encoder or SAM ViT-B weights; "
+            "this workflow runs the frozen-LiteMedSAM methods (embedding cache) and the prompt-free networks only, see the README"
         )
 
 
@@ -136,6 +136,8 @@ def case_labelmap(wildcards):
 ENCODER_TAG = encoder_tag(config["encoder"])
 EMBED_DIR = f"results/embeddings/{ENCODER_TAG}"
 TRAINED_METHODS = [m for m in config["methods"] if get_method(m).trains]
+# table 1 (binary DSC per prompt) has the promptable methods; prompt-free networks are in table 2 only
+PROMPTED_METHODS = [m for m in config["methods"] if not get_method(m).prompt_free]
 METHOD_DISPLAY = {m: get_method(m).display for m in config["methods"]}
 
 
@@ -152,8 +154,22 @@ def all_embeddings():
     return expand(f"{EMBED_DIR}/{{case}}.{{ext}}", case=sorted(CASES), ext=["npy", "parquet"])
 
 
+def method_embeddings(wildcards):
+    """The embedding cache, for methods that read it; a prompt-free network reads the slices' images."""
+    if get_method(wildcards.method).prompt_free:
+        return {}
+    return {"embeddings": all_embeddings()}
+
+
+def method_encoder(wildcards):
+    """The encoder settings a method's jobs depend on (a prompt-free network: the input size only)."""
+    if get_method(wildcards.method).prompt_free:
+        return {"image_size": config["encoder"]["image_size"]}
+    return config["encoder"]
+
+
 def embedding_dir(wildcards, input):
-    return os.path.dirname(input.embeddings[0])
+    return os.path.dirname(input.embeddings[0]) if "embeddings" in input.keys() else None
 
 
 def class_text(wildcards):

@@ -23,8 +23,8 @@ rule evaluate:
     input:
         unpack(method_checkpoint),
         unpack(class_text),
+        unpack(method_embeddings),
         prompts="results/eval/prompts.parquet",
-        embeddings=all_embeddings(),
         mlflow="results/mlflow/initialised.json",
     output:
         per_mask="results/eval/{method}/per_mask.parquet",
@@ -33,7 +33,7 @@ rule evaluate:
     params:
         cache_dir=embedding_dir,
         evaluate=config["evaluate"],
-        encoder=config["encoder"],
+        encoder=method_encoder,
         code=code_hash("evaluate", "models", "train.loop", "tracking", *COMMON_CODE),
     threads: 1
     resources:

@@ -3,7 +3,7 @@
 
 rule table1:
     input:
-        expand("results/eval/{method}/per_mask.parquet", method=config["methods"]),
+        expand("results/eval/{method}/per_mask.parquet", method=PROMPTED_METHODS),
     output:
         csv=report("results/table1.csv", category="Tables", caption="../report/table1.rst"),
         md="results/table1.md",
@@ -11,7 +11,7 @@ rule table1:
         png=report("results/figures/table1.png", category="Figures", caption="../report/table1.rst"),
     params:
         evaluate=config["evaluate"],
-        methods=config["methods"],
+        methods=PROMPTED_METHODS,
         code=code_hash("report", "evaluate.metrics", *COMMON_CODE),
     log:
         "results/logs/table1.log",

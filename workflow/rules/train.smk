@@ -19,8 +19,8 @@ rule mlflow_init:
 rule train:
     input:
         unpack(class_text),
+        unpack(method_embeddings),
         masks="results/index/masks.parquet",
-        embeddings=all_embeddings(),
         mlflow="results/mlflow/initialised.json",
     output:
         checkpoint="results/models/{method}/checkpoint.pt",
@@ -29,7 +29,7 @@ rule train:
         cache_dir=embedding_dir,
         state_dir=lambda wc: f"results/models/{wc.method}/state",
         train=config["train"],
-        encoder=config["encoder"],
+        encoder=method_encoder,
         loss=config["loss"],
         code=code_hash("train", "models", "tracking", *COMMON_CODE),
     threads: 2
