@@ -117,8 +117,8 @@ def build_method_model(method: str, config: Mapping[str, Any], text_dim: int | N
         return build_model(spec, encoder_weights=None, num_classes=len(vocabulary), text_dim=None)
     if not spec.encoder_frozen or spec.encoder != "tiny_vit":
         raise ConfigError(
-            f"method {method!r} needs image-level training or SAM ViT-B weights; this workflow trains and "
-            "evaluates frozen-LiteMedSAM methods from the embedding cache only (see README, 'Not yet')"
+            f"method {method!r} needs image-level training of a SAM encoder or SAM ViT-B weights; this workflow trains and "
+            "evaluates frozen-LiteMedSAM methods from the embedding cache and prompt-free networks only (see README, 'Not yet')"
         )
     return build_model(
         spec,

@@ -171,7 +171,7 @@ def test_label_map_marks_each_object_with_its_class_plus_one() -> None:
 
 
 @pytest.mark.slow
-def test_prompt_free_network_trains_on_images_and_resumes_identically(tmp_path: Path) -> None:
+def test_prompt_free_network_trains_on_images_deterministically(tmp_path: Path) -> None:
     """U-Net (table 2's nnU-Net row): the same loop, from the slices' images, deterministic, only semantic_net saved."""
     from tests.train.test_ddp import make_training_set, small_config
 
