@@ -57,22 +57,21 @@ def _overlay(ax: Any, image: np.ndarray, masks: list[tuple[int, np.ndarray]], ti
     ax.axis("off")
 
 
-def qualitative_panel(per_mask_files: Sequence[str | Path], example_dirs: Sequence[str | Path], displays: Sequence[str], out_png: str | Path) -> None:
+def qualitative_panel(prompts_parquet: str | Path, example_dirs: Sequence[str | Path], displays: Sequence[str], out_png: str | Path) -> None:
     """Fig. 3-style panel: per example slice, the image with ground truth, then each method's masks (box prompts).
 
     Args:
-        per_mask_files: Each method's per-mask table (gives image, mask and class of every test mask).
+        prompts_parquet: The saved test prompts (image, mask and class of every test object).
         example_dirs: Each method's folder of predicted example masks (same order).
         displays: Row labels of the methods (same order).
         out_png: Output figure.
     """
     from segsam.data.io import read_png
 
-    # every test object once (a prompt-free network's table has no box rows, so read them all)
-    table = pd.concat([pd.read_parquet(p, columns=["image", "mask", "class_id", "prompt"]) for p in per_mask_files], ignore_index=True)
-    table = table[table["prompt"] == "box"].drop_duplicates("mask")
+    # every test object once, from the saved prompts (whatever the methods: prompt-free ones have no box rows)
+    table = pd.read_parquet(prompts_parquet, columns=["image", "mask", "class_id"]).drop_duplicates("mask")
     names = {p.name for folder in example_dirs for p in Path(folder).glob("*.png")}
-    table = table[[Path(m).name in names for m in table["mask"]]]
+    table = table[table["mask"].map(lambda m: Path(m).name in names)]
     images = sorted(table["image"].unique())
     fig, axes = plt.subplots(max(len(images), 1), len(example_dirs) + 1, figsize=(2.4 * (len(example_dirs) + 1), 2.4 * max(len(images), 1)), squeeze=False)
     for row, image in enumerate(images):

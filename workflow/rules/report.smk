@@ -25,7 +25,7 @@ rule table1:
 
 rule figures:
     input:
-        per_mask=expand("results/eval/{method}/per_mask.parquet", method=config["methods"]),
+        prompts="results/eval/prompts.parquet",
         examples=expand("results/eval/{method}/examples", method=config["methods"]),
         summaries=expand("results/models/{method}/train_summary.json", method=TRAINED_METHODS),
     output:
