@@ -112,7 +112,7 @@ def evaluate_method(
     with torch.inference_mode():
         for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
             if spec.prompt_free:
-                frame, predicted_masks = prompt_free_rows(model, image, group, size, vocabulary)
+                frame, predicted_masks = prompt_free_rows(model, image, group, size, to_index)
                 results.append(frame)
                 if image in examples:
                     for mask_path, predicted in predicted_masks.items():
@@ -199,7 +199,7 @@ def evaluate_method(
 
 
 def prompt_free_rows(
-    model: torch.nn.Module, image: str, group: pd.DataFrame, size: int, vocabulary: Vocabulary
+    model: torch.nn.Module, image: str, group: pd.DataFrame, size: int, to_index: Mapping[int, int]
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Score a prompt-free network on one test slice: one row per class present in its ground truth.
 
@@ -217,32 +217,31 @@ def prompt_free_rows(
         image: Path of the slice (PNG).
         group: The slice's rows of the test prompts (any prompt kind; one object per mask).
         size: Model input side.
-        vocabulary: The class list (channel k + 1 = ``vocabulary.ids[k]``).
+        to_index: Vocabulary class id -> class index k (channel k + 1; :func:`class_index`).
 
     Returns:
         (rows with the per-mask table's columns and ``prompt`` = ``"none"``,
         {first ground-truth mask path of each class: the predicted class region}).
     """
-    to_index = class_index(vocabulary)
     pixels, info = prepare_image(read_png(image), size)
-    labels = model(pixels.unsqueeze(0)).semantic[0].float()
+    logits = model(pixels.unsqueeze(0)).semantic[0].float()
     # map each class's logit back onto the slice, then take the argmax there
-    predicted = info.logits_to_original(labels).argmax(0)
+    predicted = info.logits_to_original(logits).argmax(0)
     objects = group.drop_duplicates("mask")
-    rows, shown = [], {}
-    for class_id, members in objects.groupby("class_id", sort=True):
-        truth = np.zeros(predicted.shape, bool)
-        for path in members["mask"]:
-            truth |= read_png(path) > 0
-        region = (predicted == to_index[int(class_id)] + 1).numpy()
-        first = members.iloc[0]
-        score = float(dice_scores(torch.from_numpy(region)[None], torch.from_numpy(truth)[None])[0])
-        rows.append({
-            "mask": first["mask"], "image": image, "case": first["case"], "modality": first["modality"],
-            "class_id": int(class_id), "class_name": first["class_name"], "prompt": NO_PROMPT,
-            "dsc": score, "hd95_mm": float(hd95_mm(torch.from_numpy(region)[None], torch.from_numpy(truth)[None], [float(first["spacing_mm"])])[0]),
-            "pred_class_id": int(class_id) if region.any() else -1, "sem_dsc": score,
-            "pred_area": int(region.sum()), "gt_area": int(truth.sum()),
-        })
-        shown[first["mask"]] = region
-    return pd.DataFrame(rows), shown
+    firsts = objects.sort_values("class_id", kind="stable").drop_duplicates("class_id")  # one row per class
+    truth = torch.stack([
+        torch.from_numpy(np.any([read_png(path) > 0 for path in objects.loc[objects["class_id"] == c, "mask"]], axis=0))
+        for c in firsts["class_id"]
+    ])
+    region = torch.stack([predicted == to_index[int(c)] + 1 for c in firsts["class_id"]])
+    scores = dice_scores(region, truth)
+    found = region.flatten(1).any(1).numpy()
+    rows = pd.DataFrame({
+        "mask": firsts["mask"].to_numpy(), "image": image, "case": firsts["case"].to_numpy(),
+        "modality": firsts["modality"].to_numpy(), "class_id": firsts["class_id"].to_numpy(np.int64),
+        "class_name": firsts["class_name"].to_numpy(), "prompt": NO_PROMPT, "dsc": scores,
+        "hd95_mm": hd95_mm(region, truth, firsts["spacing_mm"].to_numpy(np.float64)),
+        "pred_class_id": np.where(found, firsts["class_id"].to_numpy(np.int64), -1), "sem_dsc": scores,
+        "pred_area": region.flatten(1).sum(1).numpy(), "gt_area": truth.flatten(1).sum(1).numpy(),
+    })
+    return rows, dict(zip(firsts["mask"], region.numpy()))
