@@ -165,11 +165,39 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def encoder_settings(config: Mapping[str, Any], encoder: str) -> dict[str, Any]:
+    """The settings of one image encoder: what its embedding cache and its methods' jobs depend on.
+
+    ``encoder.weights`` / ``encoder.sha256`` are LiteMedSAM's TinyViT, and
+    ``encoder.vit_b.weights`` / ``.sha256`` SAM's ViT-B; ``image_size``,
+    ``batch_size`` and ``bf16`` are shared. The ViT-B download address is
+    left out: where the file came from does not change what it holds.
+
+    Args:
+        config: The whole validated config.
+        encoder: ``"tiny_vit"`` or ``"vit_b"``.
+
+    Returns:
+        ``{"name", "weights", "sha256", "image_size", "batch_size", "bf16"}``.
+
+    Raises:
+        ValueError: If the encoder name is unknown.
+    """
+    section = config["encoder"]
+    shared = {key: section[key] for key in ("image_size", "batch_size", "bf16")}
+    if encoder == "tiny_vit":
+        return {"name": encoder, "weights": section["weights"], "sha256": section["sha256"], **shared}
+    if encoder == "vit_b":
+        vit_b = section["vit_b"]
+        return {"name": encoder, "weights": vit_b["weights"], "sha256": vit_b["sha256"], **shared}
+    raise ValueError(f"unknown encoder {encoder!r}; known: tiny_vit, vit_b")
+
+
 def encoder_tag(encoder: Mapping[str, Any]) -> str:
     """Name of a frozen encoder's embedding-cache folder: ``<weights name>-<sha256[:8]>``.
 
     Args:
-        encoder: The ``encoder`` config section (``weights`` and ``sha256``).
+        encoder: :func:`encoder_settings` of one encoder (``weights`` and ``sha256``).
     """
     weights = str(encoder["weights"])
     stem = weights if weights == "litemedsam" else Path(weights).name.split(".")[0]

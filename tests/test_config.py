@@ -14,6 +14,7 @@ from segsam.config import (
     DEFAULT_CONFIG,
     config_hash,
     deep_merge,
+    encoder_settings,
     encoder_tag,
     flatten,
     load_config,
@@ -130,6 +131,17 @@ def test_encoder_tag() -> None:
     assert encoder_tag({"weights": "litemedsam", "sha256": sha}) == "litemedsam-79d8c9dc"
     assert encoder_tag({"weights": "/models/sam_vit_b_01ec64.pth", "sha256": sha}) == "sam_vit_b_01ec64-79d8c9dc"
     assert encoder_tag({"weights": "weights/model.tar.gz", "sha256": None}) == "model-unverified"
+
+
+def test_encoder_settings_pick_each_encoders_weights(config: dict[str, Any]) -> None:
+    tiny, vit_b = encoder_settings(config, "tiny_vit"), encoder_settings(config, "vit_b")
+    assert tiny["weights"] == "litemedsam" and tiny["name"] == "tiny_vit"
+    assert vit_b["weights"] == config["encoder"]["vit_b"]["weights"] and vit_b["sha256"].startswith("ec2df627")
+    assert {k: tiny[k] for k in ("image_size", "batch_size", "bf16")} == {k: vit_b[k] for k in ("image_size", "batch_size", "bf16")}
+    assert "url" not in vit_b and "vit_b" not in tiny  # where the file came from does not change what it holds
+    assert encoder_tag(vit_b) == "sam_vit_b_01ec64-ec2df627"
+    with pytest.raises(ValueError, match="unknown encoder 'vit_h'"):
+        encoder_settings(config, "vit_h")
 
 
 # --- code_hash: the sources a rule runs, followed through segsam imports ----------------------

@@ -1,5 +1,5 @@
-"""Evaluate one method on the saved test prompts (from cached embeddings), or a prompt-free
-network on the same test slices (from their images)."""
+"""Evaluate one method on the saved test prompts (from cached embeddings, or from the images
+when its encoder was trained), or a prompt-free network on the same test slices."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from segsam.errors import DataError
 from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, semantic_summarise, summarise
 from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
-from segsam.models.preprocess import ResizeInfo, prepare_image
+from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import ModelOutput
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
@@ -65,8 +65,9 @@ def evaluate_method(
     Args:
         method: Method name.
         prompts_parquet: Output of :func:`segsam.evaluate.prompts.make_test_prompts`.
-        cache_dir: Embedding cache folder of the frozen encoder; None for a
-            prompt-free network (see :func:`prompt_free_rows`).
+        cache_dir: Embedding cache folder of the method's frozen encoder;
+            None when the method encodes the images itself (its encoder
+            trained) or is a prompt-free network (see :func:`prompt_free_rows`).
         out_per_mask: Parquet, one row per (mask, prompt) with its DSC and HD95 (mm).
         out_summary: JSON with the per-modality means and the MLflow run ids.
         out_examples: Folder of predicted masks (box prompts, PNG named like the
@@ -87,16 +88,18 @@ def evaluate_method(
     torch.set_num_threads(max(1, threads))
     cfg = config["evaluate"]
     prompts = pd.read_parquet(prompts_parquet)
-    if not spec.prompt_free and cache_dir is None:
+    if spec.encoder_frozen and cache_dir is None:
         raise DataError(f"method {method!r} is evaluated from the embedding cache: pass its folder (cache_dir)")
-    store = None if spec.prompt_free else EmbeddingStore.open(cache_dir, prompts["case"].unique())
+    store = EmbeddingStore.open(cache_dir, prompts["case"].unique()) if spec.encoder_frozen else None
     vocabulary = Vocabulary.read(config["vocabulary"])
     to_index = class_index(vocabulary)
     text = load_class_text(text_parquet, vocabulary) if spec.has_t2vse else None
     model = build_method_model(method, config, None if text is None else text.shape[1])
     if checkpoint is not None:
+        # a checkpoint holds what trained (segsam.train.loop.trained_state): frozen encoder tensors may be missing
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
         missing, unexpected = model.load_state_dict(load_state_dict(checkpoint), strict=False)
-        missing = [k for k in missing if not k.startswith("image_encoder.")]
+        missing = [k for k in missing if not k.startswith("image_encoder.") or k in trainable]
         if unexpected or missing:
             raise DataError(f"{checkpoint}: keys do not fit method {method!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.eval()
@@ -123,7 +126,10 @@ def evaluate_method(
             is_point = (group["prompt"] == "point").to_numpy()
             boxes = info.box_to_model_coords(group[["x0", "y0", "x1", "y1"]].to_numpy(np.float32))
             points = info.to_model_coords(group[["px", "py"]].to_numpy(np.float32))
-            embedding = store.get([image])
+            if store is not None:
+                embedding = store.get([image])
+            else:  # the method's own (trained) encoder
+                embedding = model.encode(encoder_input(read_png(image), size, spec.encoder)[0][None])
             # at most PROMPTS_PER_PASS prompts per forward pass: memory stays flat for slices with many masks
             parts = [
                 model(embedding.expand(min(PROMPTS_PER_PASS, len(group) - i), -1, -1, -1), is_point[i : i + PROMPTS_PER_PASS],

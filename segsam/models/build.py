@@ -41,7 +41,7 @@ from segsam.models.t2vse import TextToVisionEnhancement
 from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights
 from segsam.models.weights import WeightsError, load_state_dict
 
-__all__ = ["IMAGE_SIZE", "build_model", "build_tiny_vit", "load_sam_weights", "with_backbone"]
+__all__ = ["IMAGE_SIZE", "build_image_encoder", "build_model", "build_tiny_vit", "load_sam_weights", "with_backbone"]
 
 IMAGE_SIZE = 256
 _TINY_VIT_EMBEDDING = 64
@@ -105,6 +105,43 @@ def load_sam_weights(model: PromptableModel, path: Path | str, *, encoder: str) 
             first = str(error).strip().splitlines()[0]
             raise WeightsError(f"{path}: its {part} weights do not fit the {encoder} model: {first}") from error
     return [f"image_encoder.{key}" for key in resized]
+
+
+def build_image_encoder(encoder: str, weights: Path | str) -> nn.Module:
+    """The pretrained image encoder alone, frozen and in eval mode (the embedding cache's encoder).
+
+    Args:
+        encoder (str): ``"tiny_vit"`` (loads strictly) or ``"vit_b"`` (SAM
+          ViT-B at 256, position tensors resized).
+        weights (Path | str): SAM-layout checkpoint; only its
+          ``image_encoder.*`` tensors are read.
+
+    Returns:
+        nn.Module: B x 3 x 256 x 256 -> B x 256 x h x w (64 x 64 for TinyViT,
+          16 x 16 for ViT-B).
+
+    Raises:
+        ValueError: If the encoder name is unknown.
+        WeightsError: If the file has no encoder tensors or they do not fit.
+    """
+    if encoder not in ("tiny_vit", "vit_b"):
+        raise ValueError(f"unknown encoder {encoder!r}; known: tiny_vit, vit_b")
+    prefix = "image_encoder."
+    state = {k[len(prefix):]: v for k, v in load_state_dict(weights).items() if k.startswith(prefix)}
+    if not state:
+        raise WeightsError(f"{weights}: no image_encoder.* tensors (expected a SAM-layout checkpoint)")
+    module = build_tiny_vit() if encoder == "tiny_vit" else build_sam_vit(VIT_B)
+    try:
+        if encoder == "vit_b":
+            load_vit_weights(module, state)
+        else:
+            module.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise WeightsError(f"{weights}: its image_encoder weights do not fit the {encoder} model: {first}") from error
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module.eval()
 
 
 def build_model(

@@ -7,6 +7,11 @@ image (the LiteMedSAM convention), zero-padded at the bottom and right to
 records the geometry so that prompts can be mapped into model coordinates
 and predicted logits back onto the slice.
 
+SAM's ViT-B expects SAM's own normalisation instead (the image scaled to
+0..255, minus the ImageNet pixel mean, over the pixel standard deviation,
+padding 0): :func:`encoder_input` applies it on top of :func:`prepare_image`,
+so the geometry is the same for every encoder.
+
 Coordinates are pixel coordinates (x = column, y = row); boxes are
 (x0, y0, x1, y1).
 """
@@ -19,7 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ResizeInfo", "prepare_image", "resized_shape"]
+__all__ = ["ResizeInfo", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "encoder_input", "prepare_image", "resized_shape"]
+
+#: SAM's pixel statistics on the 0..255 scale (``segment_anything.modeling.Sam``), used before its ViT.
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -207,4 +216,34 @@ def prepare_image(slice_uint8: np.ndarray, size: int = 256) -> tuple[torch.Tenso
 
     out = torch.zeros(3, size, size, dtype=torch.float32)
     out[:, : info.resized[0], : info.resized[1]] = pixels.expand(3, -1, -1)
+    return out, info
+
+
+def encoder_input(slice_uint8: np.ndarray, size: int, encoder: str) -> tuple[torch.Tensor, ResizeInfo]:
+    """Turns one 2D slice into the input of an image encoder.
+
+    Args:
+        slice_uint8 (np.ndarray): H x W or H x W x 3 slice (see :func:`prepare_image`).
+        size (int): Side of the square model input.
+        encoder (str): ``"tiny_vit"`` (LiteMedSAM: [0, 1], as
+          :func:`prepare_image`) or ``"vit_b"`` (SAM: (255 x - mean) / std
+          inside the image, 0 in the padding).
+
+    Returns:
+        torch.Tensor: float32 3 x size x size.
+        ResizeInfo: The geometry, for prompts and predictions.
+
+    Raises:
+        ValueError: If the slice is not a valid image or the encoder is unknown.
+    """
+    pixels, info = prepare_image(slice_uint8, size)
+    if encoder == "tiny_vit":
+        return pixels, info
+    if encoder != "vit_b":
+        raise ValueError(f"unknown encoder {encoder!r}; known: tiny_vit, vit_b")
+    mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+    h, w = info.resized
+    out = torch.zeros_like(pixels)
+    out[:, :h, :w] = (pixels[:, :h, :w] * 255.0 - mean) / std
     return out, info

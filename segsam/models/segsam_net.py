@@ -292,6 +292,7 @@ class PromptableModel(nn.Module):
         *,
         semantic: bool = True,
         clicks: tuple[torch.Tensor, torch.Tensor] | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Decodes one object per prompt (or segments images, prompt-free).
 
@@ -312,6 +313,12 @@ class PromptableModel(nn.Module):
             clicks (tuple[torch.Tensor, torch.Tensor] | None): Corrective
               clicks added to each prompt, N x P x 2 model-frame (x, y) and
               N x P labels (1 positive, 0 negative, -1 none).
+            image_index (torch.Tensor | None): N long (a numpy array is
+              accepted). When given, ``embeddings`` are B x 3 x S x S images
+              (:func:`segsam.models.preprocess.encoder_input`) that go
+              through the image encoder inside this call, and prompt i
+              decodes image ``image_index[i]``: the encoder trains (adapters,
+              MedSAM) and a DDP wrapper sees it.
 
         Returns:
             ModelOutput: see its fields.
@@ -326,6 +333,8 @@ class PromptableModel(nn.Module):
                 raise ValueError(f"a prompt-free model takes images B x 3 x S x S, got {tuple(images.shape)}")
             return ModelOutput(masks=None, iou=None, semantic=self.semantic_net(images))
 
+        if image_index is not None:
+            embeddings = self.encode(embeddings)[_as_tensor(image_index, torch.int64, embeddings.device)]
         device = embeddings.device
         h, w = self.embedding_size
         if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (self.embed_dim, h, w):

@@ -8,6 +8,11 @@ git commit produced it, so demo numbers are never mistaken for the paper's.
 ``table1.md`` adds the median HD95 (mm) of the same prompted masks below
 the DSC table; the paper's table 1 has no distance column, so the CSV keeps
 the paper's layout and the sidecar holds the HD95 summary.
+
+``table2.csv`` / ``table4.csv`` / ``table5.csv`` (rule ``semantic_tables``):
+semantic mDSC per modality, the ablation ladder, and the SAM ViT-B baselines
+before and after plugging in SAWD (the paper's tables 5 and 7), each beside
+the paper's cells; ``tables_semantic.md`` renders all three.
 """
 
 from __future__ import annotations
@@ -139,8 +144,13 @@ def make_table1(
     *,
     config: Mapping[str, Any],
     weights_sha256: str,
+    vit_b_sha256: str | None = None,
 ) -> pd.DataFrame:
-    """Build ``results/table1.csv`` (+ Markdown and the provenance sidecar)."""
+    """Build ``results/table1.csv`` (+ Markdown and the provenance sidecar).
+
+    The sidecar's ``weights`` names LiteMedSAM's file and digest and, when
+    ``vit_b_sha256`` is given (the table has ViT-B methods), SAM ViT-B's under ``vit_b``.
+    """
     per_mask = _ordered(pd.concat([pd.read_parquet(p) for p in per_mask_files], ignore_index=True), config)
     cfg = config["evaluate"]
     table = binary_table(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
@@ -162,7 +172,9 @@ def make_table1(
             f"computed on the '{config['dataset']['name']}' dataset, NOT on SA-Med2D-16M: "
             "these numbers are not comparable with the paper's Table 1"
         ),
-        "weights": {"encoder": config["encoder"]["weights"], "sha256": weights_sha256},
+        "weights": {"encoder": config["encoder"]["weights"], "sha256": weights_sha256} | (
+            {"vit_b": {"weights": config["encoder"]["vit_b"]["weights"], "sha256": vit_b_sha256}} if vit_b_sha256 else {}
+        ),
         "methods": list(per_mask["method"].unique()),
         "config_hash": config_hash(config),
         "git_commit": git_commit(),
@@ -180,6 +192,99 @@ def make_table1(
 ABLATION_ROWS = {"ft_decoder": "baseline", "sawd_pmt": "1", "sawd_unpmt": "2", "sawd_sem": "3", "t2vse": "4", "cmsa": "SEG-SAM", "segsam": "SEG-SAM"}
 
 
+# SAM ViT-B baselines of the paper's tables 5 (box) and 7 (point), in row order; each has a
+# ``<baseline>+sawd`` twin. FT-SAM is not in those tables: its rows get no paper cells.
+PLUGIN_BASELINES = ("ft_sam", "sam_med2d", "medsam", "med_sa")
+# the paper's column that our evaluated test split stands for (KiTS23 / BTCV cannot be run here)
+PLUGIN_PAPER_DATASET = "sa_med2d"
+PLUGIN_VARIANTS = (("orig", ""), ("+SAWD", "+sawd"))  # (paper variant, suffix of our method name)
+TABLE5_COLUMNS = [
+    "baseline", "method", "row", "variant", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc",
+    "delta_dsc", "delta_mdsc", "gain_dsc", "paper_gain_dsc",
+]
+
+
+def _avg_percent(summary: pd.DataFrame, method: str, prompt: str) -> float:
+    """``avg`` mean of one (method, prompt) in a long summary, in percent (2 decimals); NaN if absent."""
+    hit = summary[(summary["method"] == method) & (summary["prompt"] == prompt) & (summary["modality"] == "avg")]
+    return round(100 * float(hit["mean"].iloc[0]), 2) if not hit.empty else float("nan")
+
+
+def plugin_table(
+    binary: pd.DataFrame,
+    semantic: pd.DataFrame,
+    paper: pd.DataFrame,
+    prompts: Sequence[str],
+) -> pd.DataFrame:
+    """Tables 5/7 layout: each SAM ViT-B baseline before (``orig``) and after (``+SAWD``) plugging in SAWD.
+
+    A baseline of :data:`PLUGIN_BASELINES` gets rows when at least one of its two variants
+    (``<baseline>`` or ``<baseline>+sawd``) was evaluated; it then has one row per variant and
+    per prompt that either variant was evaluated with, so a variant that was not run shows the
+    paper's cells beside NaN.
+
+    Args:
+        binary: Long binary DSC means (:func:`segsam.evaluate.metrics.summarise`).
+        semantic: Long semantic mDSC means (:func:`segsam.evaluate.metrics.semantic_summarise`).
+        paper: The paper's cells (``table5_7_plugin.csv``: method, variant, prompt, dataset,
+            metric, value).
+        prompts: Prompt types in row order; other prompts follow in order of appearance.
+
+    Returns:
+        The columns of :data:`TABLE5_COLUMNS`: ``dsc`` (binary DSC avg) and ``mdsc`` (semantic
+        mDSC avg, NaN without a semantic decoder) in percent, the paper's ``sa_med2d`` cells,
+        ``delta_*`` = ours - paper, and ``gain_dsc`` / ``paper_gain_dsc`` = the ``+SAWD`` row's
+        DSC minus its ``orig`` row's (NaN on ``orig`` rows and where either side is missing).
+    """
+    run = set(zip(binary["method"], binary["prompt"], strict=True))
+    order = list(prompts) + [p for p in dict.fromkeys(binary["prompt"]) if p not in prompts]
+    cells = paper[paper["dataset"] == PLUGIN_PAPER_DATASET]
+    lookup = {(r.method, r.variant, r.prompt, r.metric): float(r.value) for r in cells.itertuples(index=False)}
+    rows = []
+    for prompt in order:
+        for baseline in PLUGIN_BASELINES:
+            names = [baseline + suffix for _, suffix in PLUGIN_VARIANTS]
+            if not any((name, prompt) in run for name in names):
+                continue
+            label = PAPER_ROWS.get(baseline)
+            for (variant, _), method in zip(PLUGIN_VARIANTS, names, strict=True):
+                rows.append({
+                    "baseline": baseline, "method": method, "row": get_method(method).display, "variant": variant,
+                    "prompt": prompt,
+                    "dsc": _avg_percent(binary, method, prompt),
+                    "mdsc": _avg_percent(semantic, method, prompt) if variant != "orig" else float("nan"),
+                    "paper_dsc": lookup.get((label, variant, prompt, "DSC"), float("nan")),
+                    "paper_mdsc": lookup.get((label, variant, prompt, "mDSC"), float("nan")),
+                })
+    table = pd.DataFrame(rows, columns=TABLE5_COLUMNS)
+    table["delta_dsc"] = (table["dsc"] - table["paper_dsc"]).round(2)
+    table["delta_mdsc"] = (table["mdsc"] - table["paper_mdsc"]).round(2)
+    orig = table[table["variant"] == "orig"].set_index(["baseline", "prompt"])
+    plugged = table["variant"] != "orig"
+    keys = pd.MultiIndex.from_frame(table.loc[plugged, ["baseline", "prompt"]])
+    for column, source in (("gain_dsc", "dsc"), ("paper_gain_dsc", "paper_dsc")):
+        table[column] = float("nan")
+        table.loc[plugged, column] = (table.loc[plugged, source].to_numpy() - orig[source].reindex(keys).to_numpy()).round(2)
+    return table
+
+
+def plugin_markdown(table: pd.DataFrame) -> str:
+    """Render :func:`plugin_table` for people: ours beside the paper's Med2D cells; ``-`` where none."""
+    if table.empty:
+        return "No SAM ViT-B baseline was run.\n"
+    view = table[["row", "prompt", "dsc", "paper_dsc", "delta_dsc", "gain_dsc", "paper_gain_dsc", "mdsc", "paper_mdsc", "delta_mdsc"]]
+    view = view.rename(columns={
+        "row": "Method", "prompt": "Prompt", "dsc": "DSC", "paper_dsc": "DSC (paper)", "delta_dsc": "Δ DSC",
+        "gain_dsc": "SAWD gain", "paper_gain_dsc": "SAWD gain (paper)", "mdsc": "mDSC", "paper_mdsc": "mDSC (paper)",
+        "delta_mdsc": "Δ mDSC",
+    })
+    note = ("Ours: our test split; paper: its SA-Med2D column (KiTS23 and BTCV are not run here). "
+            "`-`: no value (a variant that was not run, or no paper cell); "
+            "SAWD gain = the +SAWD row's DSC minus the original's.\n\n")
+    view = view.astype(object).where(view.notna(), None)  # tabulate's missingval applies to None, not NaN
+    return note + view.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n"
+
+
 def make_semantic_tables(
     per_mask_files: Sequence[str | Path],
     out_table2: str | Path,
@@ -187,11 +292,25 @@ def make_semantic_tables(
     out_md: str | Path,
     *,
     config: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Table 2 (semantic mDSC per modality) and table 4 (ablation: DSC and mDSC avg), with paper columns.
+    out_table5: str | Path,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Tables 2, 4 and 5/7 with paper columns, and their Markdown rendering.
 
-    Only methods with a semantic decoder have table 2 rows; table 4 has a row for every
-    method of the ablation ladder that was run (``ABLATION_ROWS``).
+    Table 2: semantic mDSC per modality (methods with a semantic decoder only). Table 4:
+    ablation ladder, DSC and mDSC avg, a row for every method of ``ABLATION_ROWS`` that
+    was run. Table 5/7: the SAM ViT-B baselines before and after plugging in SAWD
+    (:func:`plugin_table`).
+
+    Args:
+        per_mask_files: The per-mask parquet files of the evaluated methods.
+        out_table2: ``table2.csv`` to write.
+        out_table4: ``table4.csv`` to write.
+        out_md: ``tables_semantic.md`` to write (all three tables).
+        config: The validated config (``methods``, ``evaluate``).
+        out_table5: ``table5.csv`` to write.
+
+    Returns:
+        Tables 2, 4 and 5, as written.
     """
     per_mask = _ordered(pd.concat([pd.read_parquet(p) for p in per_mask_files], ignore_index=True), config)
     cfg = config["evaluate"]
@@ -218,7 +337,9 @@ def make_semantic_tables(
     table4 = pd.DataFrame(rows, columns=["method", "row", "paper_row", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc"])
     table4["delta_dsc"] = (table4["dsc"] - table4["paper_dsc"]).round(2)
     table4["delta_mdsc"] = (table4["mdsc"] - table4["paper_mdsc"]).round(2)
-    for table, out in ((table2, out_table2), (table4, out_table4)):
+    table5 = plugin_table(binary, semantic, paper_values("table5_7_plugin.csv"), cfg["prompts"])
+    outputs = [(table2, out_table2), (table4, out_table4), (table5, out_table5)]
+    for table, out in outputs:
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
     parts = ["## Table 2: semantic mDSC (%)\n"]
@@ -228,5 +349,7 @@ def make_semantic_tables(
         parts.append(to_markdown(table2, [c for c in table2.columns if c in MODALITY_ORDER or c == "avg"]))
     parts.append("\n## Table 4: ablation (avg over modalities, %)\n")
     parts.append(table4.to_markdown(index=False) if not table4.empty else "No ablation method was run.\n")
+    parts.append("\n## Table 5/7: SAWD plugged into the SAM baselines (avg over modalities, %)\n")
+    parts.append(plugin_markdown(table5))
     write_text(out_md, "\n".join(parts) + "\n")
-    return table2, table4
+    return table2, table4, table5

@@ -2,7 +2,8 @@
 
 Methods whose image encoder is frozen (all methods of the demo) never run the
 encoder while training or evaluating: they read these files. One cache entry
-per case, ``<cache_dir>/<case>.npy`` (N x 256 x 64 x 64, float16) beside
+per case, ``<cache_dir>/<case>.npy`` (N x 256 x h x w, float16: 64 x 64 for
+LiteMedSAM's TinyViT, 16 x 16 for SAM ViT-B at 256) beside
 ``<cache_dir>/<case>.parquet`` (the N slice images, in row order, with the
 encoder tag and their original sizes). The folder name carries the encoder tag
 (``<weights name>-<sha256[:8]>``), so different weights never share entries.
@@ -27,8 +28,8 @@ from segsam.atomic import atomic_path
 from segsam.data.io import read_png
 from segsam.data.slicing import MANIFEST
 from segsam.errors import DataError
-from segsam.models.litemedsam import build_litemedsam
-from segsam.models.preprocess import prepare_image
+from segsam.models.build import build_image_encoder
+from segsam.models.preprocess import encoder_input
 from segsam.models.weights import resolve_weights
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,14 @@ def encode_case(
     encoder_cfg: Mapping[str, Any],
     threads: int = 1,
 ) -> int:
-    """Encode every image of one sliced case with the frozen image encoder.
+    """Encode every image of one sliced case with a frozen image encoder.
 
     Args:
         slice_dir: Output folder of the slice stage for the case.
-        out_npy: N x 256 x 64 x 64 float16 embeddings.
+        out_npy: N x 256 x h x w float16 embeddings.
         out_table: Parquet with columns ``row``, ``image`` (path as in the
             index), ``height``, ``width``.
-        encoder_cfg: The ``encoder`` config section.
+        encoder_cfg: :func:`segsam.config.encoder_settings` of the encoder.
         threads: torch intra-op threads (the rule's ``threads``).
 
     Returns:
@@ -60,8 +61,8 @@ def encode_case(
     manifest = pd.read_parquet(slice_dir / MANIFEST)
     images = sorted(manifest["image"].unique())
     checkpoint = resolve_weights(encoder_cfg["weights"], encoder_cfg["sha256"])
-    model = build_litemedsam(checkpoint)
-    encoder = model.image_encoder.eval()
+    name = str(encoder_cfg["name"])
+    encoder = build_image_encoder(name, checkpoint)
     batch_size = int(encoder_cfg["batch_size"])
     chunks: list[np.ndarray] = []
     sizes: list[tuple[int, int]] = []
@@ -70,11 +71,12 @@ def encode_case(
         for first in tqdm(range(0, len(images), batch_size), desc=f"encode {slice_dir.name}", unit="batch", mininterval=2.0):
             batch = []
             for rel in images[first : first + batch_size]:
-                tensor, info = prepare_image(read_png(slice_dir / rel), size=int(encoder_cfg["image_size"]))
+                tensor, info = encoder_input(read_png(slice_dir / rel), int(encoder_cfg["image_size"]), name)
                 batch.append(tensor)
                 sizes.append(info.original)
             chunks.append(encoder(torch.stack(batch)).float().numpy().astype(np.float16))
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 256, 64, 64), np.float16)
+    side = int(encoder_cfg["image_size"]) // (4 if name == "tiny_vit" else 16)  # TinyViT: stride 4, ViT-B: patches of 16
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 256, side, side), np.float16)
     elapsed = time.perf_counter() - start
     with atomic_path(out_npy) as tmp:
         np.save(tmp, embeddings)

@@ -1,4 +1,4 @@
-"""Training of one method (cached embeddings or, prompt-free, images), tracked in MLflow.
+"""Training of one method (from cached embeddings, or from images), tracked in MLflow.
 
 Per step: ``batch_size`` training slices (the global batch over all
 processes; each process runs its share ``micro_batch`` images at a time and
@@ -13,6 +13,11 @@ rounds. Every method is a :class:`~segsam.models.segsam_net.PromptableModel`;
 its ``loss`` is SPEC §2's ``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the
 weights of the ``loss`` config section. Adam with the lr halved
 (``lr_gamma``) after each epoch in ``lr_milestones``.
+
+Methods whose image encoder trains (SAM-Med2D and Med-SA adapters, MedSAM's
+whole encoder) read each slice's image (:func:`~segsam.models.preprocess.encoder_input`)
+and encode it inside the model's forward pass, once per image for all of its
+prompts; the trained encoder parameters are saved with the checkpoint.
 
 Prompt-free networks (``unet``, ``unetr``: the conventional rows of table 2)
 go through the same loop, batches, DDP, resume and tracking, but read each
@@ -38,11 +43,12 @@ from torch import nn
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
+from segsam.config import encoder_settings
 from segsam.data.vocabulary import Vocabulary
 from segsam.errors import ConfigError, DataError
 from segsam.models.build import build_model
 from segsam.models.methods import MethodSpec, get_method, parameter_counts
-from segsam.models.preprocess import ResizeInfo, prepare_image
+from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.weights import resolve_weights
 from segsam.tracking import start_run
@@ -105,28 +111,40 @@ def load_class_text(path: str | Path, vocabulary: Vocabulary) -> torch.Tensor:
 
 
 def build_method_model(method: str, config: Mapping[str, Any], text_dim: int | None) -> PromptableModel:
-    """The method's model with pretrained weights, for training or evaluation from cached embeddings
-    (prompt-free networks: from images, randomly initialised with the current torch seed).
+    """The method's model with its pretrained weights, for training or evaluation.
 
-    Raises:
-        ConfigError: for methods that need image-level training of a SAM encoder or ViT-B weights.
+    A frozen encoder is left out (its embeddings come from the cache); an
+    encoder that trains (adapters, MedSAM) is built and loaded. The weights
+    are those of the method's encoder (:func:`segsam.config.encoder_settings`),
+    verified against their sha256. Prompt-free networks are randomly
+    initialised with the current torch seed.
     """
     spec = get_method(method)
     vocabulary = Vocabulary.read(config["vocabulary"])
     if spec.prompt_free:
         return build_model(spec, encoder_weights=None, num_classes=len(vocabulary), text_dim=None)
-    if not spec.encoder_frozen or spec.encoder != "tiny_vit":
-        raise ConfigError(
-            f"method {method!r} needs image-level training of a SAM encoder or SAM ViT-B weights; this workflow trains and "
-            "evaluates frozen-LiteMedSAM methods from the embedding cache and prompt-free networks only (see README, 'Not yet')"
-        )
+    settings = encoder_settings(config, spec.encoder)
     return build_model(
         spec,
-        encoder_weights=resolve_weights(config["encoder"]["weights"], config["encoder"]["sha256"]),
+        encoder_weights=resolve_weights(settings["weights"], settings["sha256"]),
         num_classes=len(vocabulary),
         text_dim=text_dim if spec.has_t2vse else None,
-        with_image_encoder=False,
+        with_image_encoder=not spec.encoder_frozen,
     )
+
+
+def trained_state(model: PromptableModel) -> dict[str, torch.Tensor]:
+    """What a training run saves: every tensor outside the image encoder, and the encoder's trainable parameters.
+
+    A frozen encoder comes back from the pretrained weights; adapters and a
+    fine-tuned encoder (MedSAM) are saved with the rest.
+    """
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {
+        k: v.detach().cpu().clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith("image_encoder.") or k in trainable
+    }
 
 
 def simulate_prompts(
@@ -230,8 +248,9 @@ def train_method(
     Args:
         method: Method name (must train; see :mod:`segsam.models.methods`).
         masks_parquet: The index's masks table.
-        cache_dir: Embedding cache folder of the frozen encoder; None for a
-            prompt-free network, which reads the slices' images.
+        cache_dir: Embedding cache folder of the method's frozen encoder;
+            None for a method that reads the slices' images (its encoder
+            trains, or a prompt-free network).
         out_checkpoint: State dict of the trained sub-modules (atomic write).
         out_summary: JSON with losses, timings, parameter counts, MLflow run id.
         config: The whole validated config.
@@ -247,7 +266,7 @@ def train_method(
         The summary.
 
     Raises:
-        DataError: zero-shot method, empty train split, or no cache for a promptable method.
+        DataError: zero-shot method, empty train split, or no cache for a frozen-encoder method.
         ConfigError: a global batch not divisible by the number of processes.
     """
     from segsam.train.ddp import DistContext
@@ -274,9 +293,9 @@ def train_method(
     size = int(config["encoder"]["image_size"])
     images = load_train_images(train_table, vocabulary, size)
     prompt_free = spec.prompt_free
-    if not prompt_free and cache_dir is None:
+    if spec.encoder_frozen and cache_dir is None:
         raise DataError(f"method {method!r} trains from the embedding cache: pass its folder (cache_dir)")
-    store = None if prompt_free else EmbeddingStore.open(cache_dir, train_table["case"].unique())
+    store = EmbeddingStore.open(cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
     text = load_class_text(text_parquet, vocabulary).to(context.device) if spec.has_t2vse else None
 
     model = build_method_model(method, config, None if text is None else text.shape[1]).to(context.device)
@@ -304,8 +323,7 @@ def train_method(
         state = TrainState(fingerprint=fingerprint)
 
     def trained_weights() -> dict[str, torch.Tensor]:
-        # everything but the (frozen, cached) image encoder
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("image_encoder.")}
+        return trained_state(model)
 
     def snapshot() -> None:
         state.rng_state = rng.bit_generator.state
@@ -333,21 +351,34 @@ def train_method(
         kinds = np.concatenate([prompts[i][1] for i in chunk])
         classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in chunk])).to(context.device)
         presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in chunk]).to(context.device)
-        keys = [batch[i].image for i in chunk for _ in range(len(prompts[i][1]))]
-        embeddings = store.get(keys).to(context.device)
+        image_index = None
+        if store is not None:  # frozen encoder: one cached embedding per prompt
+            keys = [batch[i].image for i in chunk for _ in range(len(prompts[i][1]))]
+            embeddings = store.get(keys).to(context.device)
+        else:  # the encoder trains: each image once, encoded inside the forward pass
+            embeddings = torch.stack([encoder_input(read_png(batch[i].image), size, spec.encoder)[0] for i in chunk]).to(context.device)
+            image_index = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor([len(prompts[i][1]) for i in chunk])).to(context.device)
         boxes = np.concatenate([prompts[i][2] for i in chunk])
         points = np.concatenate([prompts[i][3] for i in chunk])
         clicks = None
         if clicks_per_prompt:
             # R + 1 rounds stacked: the loss is the mean over rounds, in one pass through DDP
             with autocast:
-                clicks = add_error_clicks(model, embeddings, kinds, boxes, points, targets, text, clicks_per_prompt)
+                if image_index is None:
+                    click_embeddings = embeddings
+                else:
+                    with torch.no_grad():
+                        click_embeddings = model.encode(embeddings)[image_index]
+                clicks = add_error_clicks(model, click_embeddings, kinds, boxes, points, targets, text, clicks_per_prompt)
             rounds = clicks_per_prompt + 1
-            embeddings = embeddings.repeat(rounds, 1, 1, 1)
+            if image_index is None:
+                embeddings = embeddings.repeat(rounds, 1, 1, 1)
+            else:
+                image_index = image_index.repeat(rounds)
             kinds, boxes, points = np.tile(kinds, rounds), np.tile(boxes, (rounds, 1)), np.tile(points, (rounds, 1))
             targets, classes, presence = targets.repeat(rounds, 1, 1, 1), classes.repeat(rounds), presence.repeat(rounds, 1)
         with autocast:
-            out = forward(embeddings, kinds, boxes, points, text, clicks=clicks)
+            out = forward(embeddings, kinds, boxes, points, text, clicks=clicks, image_index=image_index)
         return model.loss(out, targets, classes, presence, weights=config["loss"]), len(kinds)
 
     with start_run(config, "train", method, run_id=state.mlflow_run_id) as run:

@@ -9,11 +9,11 @@ import torch
 
 from segsam.errors import ConfigError
 from segsam.models.adapters import is_adapter_parameter
-from segsam.models.build import build_model, with_backbone
+from segsam.models.build import build_image_encoder, build_model, with_backbone
 from segsam.models.litemedsam import build_litemedsam
 from segsam.models.methods import get_method
 from segsam.models.vit import ViTGeometry
-from segsam.models.weights import LITEMEDSAM_SHA256, load_state_dict, resolve_weights
+from segsam.models.weights import LITEMEDSAM_SHA256, WeightsError, load_state_dict, resolve_weights
 
 C, TEXT = 8, 384
 SMALL_VIT = ViTGeometry(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,))
@@ -115,3 +115,20 @@ def test_segsam_on_the_papers_backbone():
     assert all(p.requires_grad for p in model.sawd.parameters())
     with pytest.raises(ValueError, match="prompt-free"):
         with_backbone(get_method("unet"), "vit_b")
+
+
+def test_build_image_encoder_loads_the_encoder_part_only(checkpoint, tmp_path):
+    encoder = build_image_encoder("tiny_vit", checkpoint)
+    reference = build_litemedsam(checkpoint).image_encoder
+    assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
+    image = _image()
+    with torch.inference_mode():
+        torch.testing.assert_close(encoder(image), reference(image))
+    no_encoder = tmp_path / "decoder_only.pth"
+    torch.save({k: v for k, v in load_state_dict(checkpoint).items() if not k.startswith("image_encoder.")}, no_encoder)
+    with pytest.raises(WeightsError, match="decoder_only.pth: no image_encoder"):
+        build_image_encoder("tiny_vit", no_encoder)
+    with pytest.raises(WeightsError, match="do not fit the vit_b model"):
+        build_image_encoder("vit_b", checkpoint)  # TinyViT tensors are not a ViT-B
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_image_encoder("vit_h", checkpoint)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segsam.models.preprocess import ResizeInfo, prepare_image, resized_shape
+from segsam.models.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD, ResizeInfo, prepare_image, resized_shape, encoder_input
 
 
 def box_of(mask: np.ndarray) -> np.ndarray:
@@ -116,3 +116,18 @@ def test_resize_info_validates():
     info = ResizeInfo.for_shape(10, 10)
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.scale = 2.0
+
+
+def test_encoder_input_uses_sams_normalisation_for_vit_b_and_zero_padding():
+    image = np.arange(40 * 80, dtype=np.float64).reshape(40, 80) % 256
+    plain, info = prepare_image(image, 256)
+    tiny, tiny_info = encoder_input(image, 256, "tiny_vit")
+    assert torch.equal(tiny, plain) and tiny_info == info
+    vit, vit_info = encoder_input(image, 256, "vit_b")
+    assert vit_info == info and info.resized == (128, 256)
+    mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
+    torch.testing.assert_close(vit[:, :128], (plain[:, :128] * 255 - mean) / std)
+    assert (vit[:, 128:] == 0).all()  # SAM pads after normalising
+    with pytest.raises(ValueError, match="unknown encoder"):
+        encoder_input(image, 256, "vit_h")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from segsam.config import load_config
+from segsam.config import encoder_settings, load_config
 from segsam.data.slicing import MANIFEST
 from segsam.errors import DataError
 from segsam.train.embedding_cache import EmbeddingStore, encode_case
@@ -30,7 +30,7 @@ def _slice_dir(root: Path) -> Path:
 
 def test_encode_case_and_store(tmp_path: Path) -> None:
     folder = _slice_dir(tmp_path)
-    n = encode_case(folder, tmp_path / "cache/case_a.npy", tmp_path / "cache/case_a.parquet", encoder_cfg=load_config()["encoder"])
+    n = encode_case(folder, tmp_path / "cache/case_a.npy", tmp_path / "cache/case_a.parquet", encoder_cfg=encoder_settings(load_config(), "tiny_vit"))
     assert n == 2
     array = np.load(tmp_path / "cache/case_a.npy")
     assert array.shape == (2, 256, 64, 64) and array.dtype == np.float16
@@ -42,6 +42,33 @@ def test_encode_case_and_store(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[0].numpy(), array[1].astype(np.float32))
     with pytest.raises(DataError, match="no cached embedding"):
         store.get(["nope.png"])
+
+
+def test_vit_b_cache_holds_the_encoder_of_the_vit_b_methods(tmp_path: Path, random_vit_b: tuple[Path, str]) -> None:
+    """A ViT-B cache entry (16 x 16) is what ft_sam's model would compute from the same image."""
+    import torch
+
+    from segsam.data.io import read_png
+    from segsam.models.build import build_model
+    from segsam.models.preprocess import encoder_input
+    from segsam.models.weights import WeightsError
+
+    folder = _slice_dir(tmp_path)
+    config = load_config()
+    config["encoder"]["vit_b"].update(weights=str(random_vit_b[0]), sha256=random_vit_b[1])
+    settings = encoder_settings(config, "vit_b")
+    encode_case(folder, tmp_path / "cache/case_a.npy", tmp_path / "cache/case_a.parquet", encoder_cfg=settings)
+    array = np.load(tmp_path / "cache/case_a.npy")
+    assert array.shape == (2, 256, 16, 16)
+    table = pd.read_parquet(tmp_path / "cache/case_a.parquet")
+    model = build_model("ft_sam", encoder_weights=random_vit_b[0], num_classes=4, text_dim=None)
+    with torch.inference_mode():
+        expected = model.encode(encoder_input(read_png(table["image"][0]), 256, "vit_b")[0][None])[0]
+    torch.testing.assert_close(torch.from_numpy(array[0].astype(np.float32)), expected, atol=2e-2, rtol=2e-2)  # float16 cache
+    settings["sha256"] = "0" * 64
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        encode_case(folder, tmp_path / "x.npy", tmp_path / "x.parquet", encoder_cfg=settings)
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_missing_cache_entry_is_a_clear_error(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ import torch
 
 from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
-from segsam.errors import ConfigError, DataError
+from segsam.errors import DataError
+from segsam.models.adapters import is_adapter_parameter
 from segsam.models.methods import get_method
-from segsam.models.weights import load_state_dict
+from segsam.models.weights import WeightsError, load_state_dict
 from segsam.train.loop import (
     TrainImage,
     add_error_clicks,
@@ -64,9 +65,11 @@ def test_class_index_follows_vocabulary_order() -> None:
     assert [index[c] for c in vocabulary.ids] == list(range(len(vocabulary)))
 
 
-def test_methods_outside_the_cache_trainer_are_refused() -> None:
-    with pytest.raises(ConfigError, match="sam_med2d"):
-        build_method_model("sam_med2d", load_config(), None)
+def test_vit_b_methods_need_their_weights_file(tmp_path: Path) -> None:
+    config = load_config()
+    config["encoder"]["vit_b"]["weights"] = str(tmp_path / "missing.pth")
+    with pytest.raises(WeightsError, match="missing.pth"):
+        build_method_model("sam_med2d", config, None)
 
 
 @pytest.mark.parametrize("method", ["ft_decoder", "segsam"])
@@ -200,3 +203,35 @@ def test_a_promptable_method_needs_the_embedding_cache(tmp_path: Path) -> None:
     masks, _ = make_training_set(tmp_path, n_images=1)
     with pytest.raises(DataError, match="embedding cache"):
         train_method("ft_decoder", masks, None, tmp_path / "c.pt", tmp_path / "s.json", config=small_config(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["med_sa+sawd", "medsam"])
+def test_encoder_training_methods_learn_from_images_and_save_their_encoder_part(
+    tmp_path: Path, random_vit_b: tuple[Path, str], method: str
+) -> None:
+    """SAM-Med2D / Med-SA adapters and MedSAM's encoder train from the slices' images (no cache).
+
+    The checkpoint holds the trained encoder tensors (the adapters, or MedSAM's whole encoder)
+    and no frozen ones; the frozen tensors are still those of the ViT-B file.
+    """
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, _ = make_training_set(tmp_path, n_images=2)
+    config = small_config(tmp_path)
+    config["encoder"]["vit_b"].update(weights=str(random_vit_b[0]), sha256=random_vit_b[1])
+    config["train"].update({"batch_size": 2, "micro_batch": 1})
+    summary = train_method(method, masks, None, tmp_path / "c.pt", tmp_path / "s.json", config=config, threads=2)
+    assert summary["steps"] == 1 and np.isfinite(summary["history"][0]["loss"])
+    saved = load_state_dict(tmp_path / "c.pt")
+    initial = build_method_model(method, config, None)
+    trainable = {n for n, p in initial.named_parameters() if p.requires_grad}
+    encoder_saved = {k for k in saved if k.startswith("image_encoder.")}
+    assert encoder_saved == {k for k in trainable if k.startswith("image_encoder.")} and encoder_saved
+    if method == "medsam":
+        assert encoder_saved == {k for k, _ in initial.named_parameters() if k.startswith("image_encoder.")}
+    else:
+        assert all(is_adapter_parameter(k) for k in encoder_saved)
+    start = initial.state_dict()
+    assert any(not torch.equal(start[k], saved[k]) for k in encoder_saved)  # the encoder part learnt
+    assert all(torch.equal(start[k], saved[k]) for k in saved if k not in trainable)  # buffers, frozen prompt encoder

@@ -7,7 +7,7 @@ import re
 
 from snakemake.utils import validate
 
-from segsam.config import code_hash, encoder_tag, export_pythonpath
+from segsam.config import code_hash, encoder_settings, encoder_tag, export_pythonpath
 from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import CasesNotReady, load_registry
 from segsam.models.methods import get_method
@@ -16,12 +16,7 @@ from segsam.models.methods import get_method
 export_pythonpath(workflow.basedir)
 validate(config, schema="../schemas/config.schema.yaml")
 for _method in config["methods"]:
-    _spec = get_method(_method)  # unknown names fail here, naming the known ones
-    if not (_spec.prompt_free or (_spec.encoder_frozen and _spec.encoder == "tiny_vit")):
-        raise ValueError(
-            f"config key 'methods': {_method!r} needs image-level training of a SAM encoder or SAM ViT-B weights; "
-            "this workflow runs the frozen-LiteMedSAM methods (embedding cache) and the prompt-free networks only, see the README"
-        )
+    get_method(_method)  # unknown names fail here, naming the known ones
 
 
 # code every stage shares
@@ -133,8 +128,15 @@ def case_labelmap(wildcards):
     if DATASET_SPEC.kind == "phantoms":
         return config["dataset"]["labelmap"] or DATASET_SPEC.labelmap
     return CASE_SPECS[wildcards.case].labelmap
-ENCODER_TAG = encoder_tag(config["encoder"])
-EMBED_DIR = f"results/embeddings/{ENCODER_TAG}"
+# each frozen encoder of the configured methods has one embedding cache, results/embeddings/<tag>/
+ENCODERS = {name: encoder_settings(config, name) for name in ("tiny_vit", "vit_b")}
+ENCODERS_BY_TAG = {
+    encoder_tag(ENCODERS[name]): ENCODERS[name]
+    for name in sorted({get_method(m).encoder for m in config["methods"] if get_method(m).encoder_frozen})
+}
+VIT_B_WEIGHTS = config["encoder"]["vit_b"]["weights"]
+# where rule fetch_vit_b puts the released file (encoder.vit_b.weights may name your own file instead)
+VIT_B_DOWNLOAD = f"results/weights/{os.path.basename(config['encoder']['vit_b']['url'])}"
 TRAINED_METHODS = [m for m in config["methods"] if get_method(m).trains]
 # table 1 (binary DSC per prompt) has the promptable methods; prompt-free networks are in table 2 only
 PROMPTED_METHODS = [m for m in config["methods"] if not get_method(m).prompt_free]
@@ -150,22 +152,37 @@ def all_slice_dirs():
     return expand("results/slices/{case}", case=sorted(CASES))
 
 
-def all_embeddings():
-    return expand(f"{EMBED_DIR}/{{case}}.{{ext}}", case=sorted(CASES), ext=["npy", "parquet"])
+def embeddings_of(encoder):
+    """Every case's cache entry for one encoder (``tiny_vit`` or ``vit_b``)."""
+    tag = encoder_tag(ENCODERS[encoder])
+    return expand(f"results/embeddings/{tag}/{{case}}.{{ext}}", case=sorted(CASES), ext=["npy", "parquet"])
+
+
+def encoder_weights(wildcards):
+    """The weights file an embed job reads, where it is a workflow file (ViT-B); LiteMedSAM's comes with its package."""
+    if ENCODERS_BY_TAG[wildcards.encoder]["name"] == "vit_b":
+        return {"weights": VIT_B_WEIGHTS}
+    return {}
 
 
 def method_embeddings(wildcards):
-    """The embedding cache, for methods that read it; a prompt-free network reads the slices' images."""
-    if get_method(wildcards.method).prompt_free:
-        return {}
-    return {"embeddings": all_embeddings()}
+    """What a method reads besides the index: the embedding cache of its encoder when that is frozen,
+    the ViT-B weights for ViT-B methods, nothing more for a prompt-free network (it reads the images)."""
+    spec = get_method(wildcards.method)
+    inputs = {}
+    if spec.encoder_frozen:
+        inputs["embeddings"] = embeddings_of(spec.encoder)
+    if spec.encoder == "vit_b":
+        inputs["weights"] = VIT_B_WEIGHTS
+    return inputs
 
 
 def method_encoder(wildcards):
     """The encoder settings a method's jobs depend on (a prompt-free network: the input size only)."""
-    if get_method(wildcards.method).prompt_free:
+    spec = get_method(wildcards.method)
+    if spec.prompt_free:
         return {"image_size": config["encoder"]["image_size"]}
-    return config["encoder"]
+    return ENCODERS[spec.encoder]
 
 
 def embedding_dir(wildcards, input):

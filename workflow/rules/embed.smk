@@ -1,23 +1,41 @@
-# Image embeddings of the frozen encoder, computed once per (slice, weights).
-# Code: segsam/train/embedding_cache.py, segsam/models/
+# Pretrained SAM ViT-B weights, and image embeddings of each frozen encoder, computed once per
+# (slice, weights).   Code: segsam/data/download.py, segsam/train/embedding_cache.py, segsam/models/
+
+
+rule fetch_vit_b:
+    output:
+        VIT_B_DOWNLOAD,
+    params:
+        sha256=config["encoder"]["vit_b"]["sha256"],  # what the file is; url and mirror (config) say where it comes from
+    log:
+        "results/logs/fetch_vit_b.log",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        downloads=1,
+    script:
+        "../scripts/fetch_vit_b.py"
 
 
 rule embed_images:
     input:
-        "results/slices/{case}",
+        unpack(encoder_weights),
+        slices="results/slices/{case}",
     output:
-        npy=f"{EMBED_DIR}/{{case}}.npy",
-        table=f"{EMBED_DIR}/{{case}}.parquet",
+        npy="results/embeddings/{encoder}/{case}.npy",
+        table="results/embeddings/{encoder}/{case}.parquet",
     params:
-        encoder=config["encoder"],
+        encoder=lambda wc: ENCODERS_BY_TAG[wc.encoder],
         code=code_hash("train.embedding_cache", "models", *COMMON_CODE),
+    wildcard_constraints:
+        encoder="|".join(re.escape(tag) for tag in ENCODERS_BY_TAG),
     threads: 1
     resources:
         mem_mb=3000,
     log:
-        f"results/logs/embed_images/{ENCODER_TAG}/{{case}}.log",
+        "results/logs/embed_images/{encoder}/{case}.log",
     benchmark:
-        f"results/benchmarks/embed_images/{ENCODER_TAG}/{{case}}.tsv"
+        "results/benchmarks/embed_images/{encoder}/{case}.tsv"
     conda:
         "../../envs/torch.yaml"
     script:

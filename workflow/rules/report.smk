@@ -50,6 +50,7 @@ rule semantic_tables:
     output:
         table2=report("results/table2.csv", category="Tables", caption="../report/table2.rst"),
         table4=report("results/table4.csv", category="Tables", caption="../report/table4.rst"),
+        table5=report("results/table5.csv", category="Tables", caption="../report/table5.rst"),
         md="results/tables_semantic.md",
     params:
         evaluate=config["evaluate"],

@@ -5,7 +5,7 @@ from segsam.train.embedding_cache import encode_case
 
 run_stage(
     encode_case,
-    snakemake.input[0],
+    snakemake.input.slices,
     snakemake.output.npy,
     snakemake.output.table,
     encoder_cfg=snakemake.params.encoder,

@@ -1,4 +1,4 @@
-"""Rule semantic_tables: results/table2.csv (semantic mDSC) and table4.csv (ablation) (segsam.report.tables)."""
+"""Rule semantic_tables: results/table2.csv (semantic mDSC), table4.csv (ablation) and table5.csv (SAWD plugged into the baselines) (segsam.report.tables)."""
 
 from segsam.errors import run_stage
 from segsam.report.tables import make_semantic_tables
@@ -10,5 +10,6 @@ run_stage(
     snakemake.output.table4,
     snakemake.output.md,
     config=snakemake.config,
+    out_table5=snakemake.output.table5,
     log=snakemake.log[0],
 )
