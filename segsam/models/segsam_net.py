@@ -94,7 +94,7 @@ class ModelOutput:
 
 def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = torch.from_numpy(np.require(value, requirements=["C", "W"]))  # copies read-only views (pandas .to_numpy())
     return torch.as_tensor(value, dtype=dtype, device=device)
 
 

@@ -98,6 +98,33 @@ def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
     assert float((logits[0] - logits[1]).abs().max()) < 1e-3
 
 
+def test_two_ranks_match_one_rank_when_adapters_train_from_images(tmp_path: Path, random_vit_b: tuple[Path, str]) -> None:
+    """Med-SA: the ViT-B encoder (with trainable adapters) runs inside the DDP forward pass.
+
+    Same tolerance as above: the loss to 1e-5 and every parameter, adapters included, to within
+    one step's maximal Adam update (lr).
+    """
+    masks, _ = make_training_set(tmp_path, n_images=2)
+    config = small_config(tmp_path)
+    config["encoder"]["vit_b"].update(weights=str(random_vit_b[0]), sha256=random_vit_b[1])
+    config["train"].update({"batch_size": 2, "micro_batch": 1})
+    weights, losses = {}, {}
+    for nproc in (1, 2):
+        out = tmp_path / f"ranks{nproc}"
+        launch("med_sa", masks, None, out / "checkpoint.pt", out / "summary.json", config=config, nproc=nproc, threads=2)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["world_size"] == nproc
+        weights[nproc], losses[nproc] = load_state_dict(out / "checkpoint.pt"), summary["history"][0]["loss"]
+    assert losses[1] == pytest.approx(losses[2], abs=1e-5)
+    adapters = [k for k in weights[1] if k.startswith("image_encoder.")]
+    assert adapters and weights[1].keys() == weights[2].keys()
+    lr = config["train"]["lr"]
+    assert max(float((weights[1][k].float() - weights[2][k].float()).abs().max()) for k in weights[1]) <= lr * 1.01
+    torch.manual_seed(config["train"]["seed"])  # the trainer's initialisation of the adapters
+    initial = build_method_model("med_sa", config, None).state_dict()
+    assert any(not torch.equal(initial[k], weights[2][k]) for k in adapters)  # the adapters trained
+
+
 def test_torchrun_command_single_and_multi_node(tmp_path: Path) -> None:
     single = torchrun_command(4, {"nnodes": 1}, tmp_path / "a.json")
     assert "--standalone" in single and "--nproc_per_node=4" in single
