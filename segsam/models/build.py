@@ -32,7 +32,7 @@ from torch import nn
 
 from segsam.models.conventional import build_conventional
 from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder, build_tiny_vit
-from segsam.models.methods import MethodSpec, get_method, set_trainable
+from segsam.models.methods import ENCODERS, MethodSpec, get_method, set_trainable
 from segsam.models.adapters import add_adapters
 from segsam.models.sam_compat import PromptEncoder, TwoWayTransformer
 from segsam.models.sawd import SemanticAwareDecoder
@@ -41,10 +41,11 @@ from segsam.models.t2vse import TextToVisionEnhancement
 from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights
 from segsam.models.weights import WeightsError, load_state_dict
 
-__all__ = ["IMAGE_SIZE", "build_image_encoder", "build_model", "build_tiny_vit", "load_sam_weights", "with_backbone"]
+__all__ = ["IMAGE_SIZE", "EMBEDDING_SIZE", "build_image_encoder", "build_model", "build_tiny_vit", "load_sam_weights", "with_backbone"]
 
 IMAGE_SIZE = 256
-_TINY_VIT_EMBEDDING = 64
+#: Side of each encoder's image embedding at 256 input: TinyViT's 64 x 64, ViT-B's 16 x 16 patch grid.
+EMBEDDING_SIZE = {"tiny_vit": 64, "vit_b": VIT_B.embedding_size}
 _PARTS = ("image_encoder", "prompt_encoder", "mask_decoder")
 
 
@@ -94,17 +95,22 @@ def load_sam_weights(model: PromptableModel, path: Path | str, *, encoder: str) 
     resized: list[str] = []
     for part in _PARTS:
         module = getattr(model, part)
-        if module is None:
-            continue
-        try:
-            if part == "image_encoder" and encoder == "vit_b":
-                resized = load_vit_weights(module, split[part])
-            else:
-                module.load_state_dict(split[part], strict=True)
-        except (RuntimeError, ValueError) as error:
-            first = str(error).strip().splitlines()[0]
-            raise WeightsError(f"{path}: its {part} weights do not fit the {encoder} model: {first}") from error
+        if module is not None:
+            resized += _load_part(module, split[part], part, encoder, path)
     return [f"image_encoder.{key}" for key in resized]
+
+
+def _load_part(module: nn.Module, state: dict[str, torch.Tensor], part: str, encoder: str, path: Path | str) -> list[str]:
+    """Loads one SAM part (keys without the part's prefix): a ViT-B encoder with resized position
+    tensors, anything else strictly. Returns the resized keys; a misfit is a WeightsError naming the part."""
+    try:
+        if part == "image_encoder" and encoder == "vit_b":
+            return load_vit_weights(module, state)
+        module.load_state_dict(state, strict=True)
+        return []
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise WeightsError(f"{path}: its {part} weights do not fit the {encoder} model: {first}") from error
 
 
 def build_image_encoder(encoder: str, weights: Path | str) -> nn.Module:
@@ -124,21 +130,14 @@ def build_image_encoder(encoder: str, weights: Path | str) -> nn.Module:
         ValueError: If the encoder name is unknown.
         WeightsError: If the file has no encoder tensors or they do not fit.
     """
-    if encoder not in ("tiny_vit", "vit_b"):
-        raise ValueError(f"unknown encoder {encoder!r}; known: tiny_vit, vit_b")
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
     prefix = "image_encoder."
     state = {k[len(prefix):]: v for k, v in load_state_dict(weights).items() if k.startswith(prefix)}
     if not state:
         raise WeightsError(f"{weights}: no image_encoder.* tensors (expected a SAM-layout checkpoint)")
     module = build_tiny_vit() if encoder == "tiny_vit" else build_sam_vit(VIT_B)
-    try:
-        if encoder == "vit_b":
-            load_vit_weights(module, state)
-        else:
-            module.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise WeightsError(f"{weights}: its image_encoder weights do not fit the {encoder} model: {first}") from error
+    _load_part(module, state, "image_encoder", encoder, weights)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return module.eval()
@@ -198,7 +197,7 @@ def build_model(
     geometry = vit_geometry or VIT_B
     if geometry.image_size != IMAGE_SIZE or geometry.out_chans != EMBED_DIM:
         raise ValueError(f"the ViT must take {IMAGE_SIZE} x {IMAGE_SIZE} input and give {EMBED_DIM} channels")
-    embedding = _TINY_VIT_EMBEDDING if spec.encoder == "tiny_vit" else geometry.embedding_size
+    embedding = EMBEDDING_SIZE["tiny_vit"] if spec.encoder == "tiny_vit" else geometry.embedding_size
     image_encoder: nn.Module | None = None
     if with_image_encoder or not spec.encoder_frozen:
         if spec.encoder == "tiny_vit":

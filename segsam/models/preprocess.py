@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segsam.models.methods import ENCODERS
+
 __all__ = ["ResizeInfo", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "encoder_input", "prepare_image", "resized_shape"]
 
 #: SAM's pixel statistics on the 0..255 scale (``segment_anything.modeling.Sam``), used before its ViT.
@@ -240,7 +242,7 @@ def encoder_input(slice_uint8: np.ndarray, size: int, encoder: str) -> tuple[tor
     if encoder == "tiny_vit":
         return pixels, info
     if encoder != "vit_b":
-        raise ValueError(f"unknown encoder {encoder!r}; known: tiny_vit, vit_b")
+        raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
     mean = torch.tensor(SAM_PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(SAM_PIXEL_STD).view(3, 1, 1)
     h, w = info.resized

@@ -28,7 +28,7 @@ from segsam.atomic import atomic_path
 from segsam.data.io import read_png
 from segsam.data.slicing import MANIFEST
 from segsam.errors import DataError
-from segsam.models.build import build_image_encoder
+from segsam.models.build import EMBEDDING_SIZE, build_image_encoder
 from segsam.models.preprocess import encoder_input
 from segsam.models.weights import resolve_weights
 
@@ -75,7 +75,7 @@ def encode_case(
                 batch.append(tensor)
                 sizes.append(info.original)
             chunks.append(encoder(torch.stack(batch)).float().numpy().astype(np.float16))
-    side = int(encoder_cfg["image_size"]) // (4 if name == "tiny_vit" else 16)  # TinyViT: stride 4, ViT-B: patches of 16
+    side = EMBEDDING_SIZE[name]
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 256, side, side), np.float16)
     elapsed = time.perf_counter() - start
     with atomic_path(out_npy) as tmp:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,11 @@ from torch.nn import functional as F
 
 from segsam.models.build import build_model, load_sam_weights
 from segsam.models.litemedsam import PairedMaskDecoder
-from segsam.models.sam_compat import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segsam.models.sam_compat import PromptEncoder, Sam, TwoWayTransformer
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights, resize_vit_state
 from segsam.models.weights import WeightsError
+from tests.conftest import official_sam
 
 # ViT-B width, heads, patch and window; two blocks (one windowed, one global) keep CPU time low.
 # Keys stay those of the official checkpoint: image_encoder.blocks.{0,1}.*, prompt_encoder.*, mask_decoder.*.
@@ -24,44 +24,10 @@ GEOMETRY_256 = ViTGeometry(depth=DEPTH, global_attn_indexes=GLOBAL)
 GEOMETRY_1024 = ViTGeometry(image_size=1024, depth=DEPTH, global_attn_indexes=GLOBAL)
 
 
-def _official_sam() -> Sam:
-    """A SAM ViT-B (reduced depth) built the way ``build_sam_vit_b`` builds it, at 1024."""
-    encoder = ImageEncoderViT(
-        depth=DEPTH,
-        embed_dim=768,
-        img_size=1024,
-        mlp_ratio=4,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        num_heads=12,
-        patch_size=16,
-        qkv_bias=True,
-        use_rel_pos=True,
-        global_attn_indexes=GLOBAL,
-        window_size=14,
-        out_chans=256,
-    )
-    return Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        ),
-    ).eval()
-
-
 @pytest.fixture(scope="module")
 def sam_checkpoint(tmp_path_factory) -> tuple[Sam, Path]:
     torch.manual_seed(0)
-    sam = _official_sam()
-    with torch.no_grad():  # SAM zero-initialises these; make them informative
-        sam.image_encoder.pos_embed.normal_(std=0.02)
-        for block in sam.image_encoder.blocks:
-            block.attn.rel_pos_h.normal_(std=0.02)
-            block.attn.rel_pos_w.normal_(std=0.02)
+    sam = official_sam(DEPTH, GLOBAL)
     path = tmp_path_factory.mktemp("sam") / "sam_vit_b_random.pth"
     torch.save(sam.state_dict(), path)
     return sam, path
