@@ -2,6 +2,7 @@
 
     segsam methods            # trainable / frozen parameter counts per method (Markdown)
     segsam check-config FILE  # validate config/config.yaml + FILE overlays, print the config hash
+    segsam random-vit-b PATH  # a random SAM ViT-B in the official layout (offline stand-in), prints its sha256
 """
 
 from __future__ import annotations
@@ -64,10 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("methods", help="print the method registry with parameter counts (Markdown)")
     check = sub.add_parser("check-config", help="validate the default config merged with overlays")
     check.add_argument("overlays", nargs="*")
+    stand_in = sub.add_parser(
+        "random-vit-b",
+        help="write a random SAM ViT-B in the official layout (offline stand-in for sam_vit_b_01ec64.pth) and print its sha256",
+    )
+    stand_in.add_argument("path")
+    stand_in.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         if args.command == "methods":
             print(methods_table())
+        elif args.command == "random-vit-b":
+            from segsam.models.stand_in import write_random_sam_vit_b
+
+            print(write_random_sam_vit_b(args.path, seed=args.seed))
         else:
             from segsam.config import config_hash, load_config
 

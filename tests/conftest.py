@@ -94,63 +94,10 @@ def write_vol() -> WriteVolume:
     return write_volume
 
 
-def official_sam(depth: int = 12, global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)) -> Any:
-    """A random SAM ViT-B at 1024, built the way ``build_sam_vit_b`` builds it, in eval mode.
-
-    Fewer blocks (``depth``) keep CPU time low where a test does not need the full encoder;
-    the keys stay those of the official checkpoint (``image_encoder.blocks.<i>.*``,
-    ``prompt_encoder.*``, ``mask_decoder.*``). Position tensors that SAM zero-initialises are
-    drawn at random, so that resizing them matters. Seed torch first for fixed values.
-    """
-    from functools import partial
-
-    import torch
-    from torch import nn
-
-    from segsam.models.sam_compat import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            depth=depth, embed_dim=768, img_size=1024, mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=12,
-            patch_size=16, qkv_bias=True, use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=14,
-            out_chans=256,
-        ),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
-        ),
-    )
-    with torch.no_grad():
-        sam.image_encoder.pos_embed.normal_(std=0.02)
-        for block in sam.image_encoder.blocks:
-            block.attn.rel_pos_h.normal_(std=0.02)
-            block.attn.rel_pos_w.normal_(std=0.02)
-    return sam.eval()
-
-
-def write_random_sam_vit_b(path: Path, seed: int = 0) -> str:
-    """Writes a randomly initialised full SAM ViT-B (:func:`official_sam`) in the official checkpoint's layout.
-
-    No real ViT-B weights are reachable here (SPEC §5): this file stands in for
-    ``sam_vit_b_01ec64.pth`` (same keys and shapes, 375 MB).
-
-    Returns:
-        The file's sha256.
-    """
-    import torch
-
-    from segsam.models.weights import sha256_of
-
-    torch.manual_seed(seed)
-    sam = official_sam()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(sam.state_dict(), path)
-    return sha256_of(path)
-
-
 @pytest.fixture(scope="session")
 def random_vit_b(tmp_path_factory) -> tuple[Path, str]:
-    """(path, sha256) of a random SAM ViT-B checkpoint in the official layout (see :func:`write_random_sam_vit_b`)."""
+    """(path, sha256) of a random SAM ViT-B checkpoint in the official layout (``segsam.models.stand_in``)."""
+    from segsam.models.stand_in import write_random_sam_vit_b
+
     path = tmp_path_factory.mktemp("vit_b") / "sam_vit_b_01ec64.pth"
     return path, write_random_sam_vit_b(path)

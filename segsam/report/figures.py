@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -18,27 +19,58 @@ from segsam.atomic import atomic_path  # noqa: E402
 from segsam.report.tables import MODALITY_ORDER  # noqa: E402
 
 
-def modality_bars(table: pd.DataFrame, out_png: str | Path, title: str) -> None:
-    """Grouped bars: DSC per modality (and avg) for each (method, prompt) row, with CI whiskers."""
+def _method_colours(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One distinct colour per method, the same in every panel (tab10 up to 10 methods, then tab20)."""
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N)[:3] for i, m in enumerate(methods)}
+
+
+def modality_bars_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+    """Grouped bars of DSC per modality (and avg) with CI whiskers: one panel per prompt, one colour per method.
+
+    Args:
+        table: Table 1 rows (``row``, ``prompt``, one column per modality and ``avg``, with
+            ``<col>_lo`` / ``<col>_hi`` interval bounds).
+        title: Figure title.
+
+    Returns:
+        The figure; the legend (one entry per method, in table order) sits right of the panels.
+    """
     columns = [c for c in [*MODALITY_ORDER, "avg"] if c in table.columns]
-    labels = [f"{r['row']} ({r['prompt']})" for r in table.to_dict(orient="records")]
+    methods = list(dict.fromkeys(table["row"]))
+    prompts = list(dict.fromkeys(table["prompt"])) or ["box"]
+    colours = _method_colours(methods)
     x = np.arange(len(columns))
-    width = 0.8 / max(len(table), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(columns) + 0.4 * len(table)), 4.2))
-    for i, row in enumerate(table.to_dict(orient="records")):
-        means = np.array([row[c] for c in columns], dtype=float)
-        low = means - np.array([row.get(f"{c}_lo", np.nan) for c in columns], dtype=float)
-        high = np.array([row.get(f"{c}_hi", np.nan) for c in columns], dtype=float) - means
-        ax.bar(x + (i - (len(table) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]), capsize=3, label=labels[i])
-    ax.set_xticks(x, [c.upper() if c != "avg" else "Avg." for c in columns])
-    ax.set_ylabel("DSC (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(axis="y", alpha=0.3)
+    width = 0.8 / max(len(methods), 1)
+    fig, axes = plt.subplots(
+        1, len(prompts), sharey=True, squeeze=False,
+        figsize=(len(prompts) * max(4.0, 1.2 * len(columns) + 0.25 * len(methods)) + 2.6, 4.2),
+    )
+    for ax, prompt in zip(axes[0], prompts):
+        for row in table[table["prompt"] == prompt].to_dict(orient="records"):
+            i = methods.index(row["row"])
+            means = np.array([row[c] for c in columns], dtype=float)
+            low = means - np.array([row.get(f"{c}_lo", np.nan) for c in columns], dtype=float)
+            high = np.array([row.get(f"{c}_hi", np.nan) for c in columns], dtype=float) - means
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]),
+                   capsize=2, color=colours[row["row"]], label=row["row"], error_kw={"elinewidth": 0.8})
+        ax.set_xticks(x, [c.upper() if c != "avg" else "Avg." for c in columns])
+        ax.set_title(f"{prompt} prompt", fontsize=10)
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_ylabel("DSC (%)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
+    fig.legend(handles, methods, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def modality_bars(table: pd.DataFrame, out_png: str | Path, title: str) -> None:
+    """Writes :func:`modality_bars_figure` as a PNG (atomically)."""
+    fig = modality_bars_figure(table, title)
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
@@ -89,18 +121,20 @@ def qualitative_panel(prompts_parquet: str | Path, example_dirs: Sequence[str | 
 
 
 def training_curves(summaries: Sequence[str | Path], out_png: str | Path) -> None:
-    """Loss per epoch of every trained method (from their train_summary.json)."""
+    """Loss per epoch of every trained method (from their train_summary.json), legend right of the plot."""
+    histories = [json.loads(Path(path).read_text(encoding="utf-8")) for path in summaries]
+    colours = _method_colours([s["method"] for s in histories])
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for path in summaries:
-        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    for summary in histories:
         epochs = [h["epoch"] for h in summary["history"]]
-        ax.plot(epochs, [h["loss"] for h in summary["history"]], marker="o", label=summary["method"])
+        ax.plot(epochs, [h["loss"] for h in summary["history"]], marker="o", label=summary["method"], color=colours[summary["method"]])
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    if summaries:
-        ax.legend(fontsize=8)
+    if histories:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)

@@ -13,9 +13,9 @@ from segsam.models.build import build_model, load_sam_weights
 from segsam.models.litemedsam import PairedMaskDecoder
 from segsam.models.sam_compat import PromptEncoder, Sam, TwoWayTransformer
 from segsam.models.segsam_net import PromptableModel
+from segsam.models.stand_in import official_sam
 from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights, resize_vit_state
 from segsam.models.weights import WeightsError
-from tests.conftest import official_sam
 
 # ViT-B width, heads, patch and window; two blocks (one windowed, one global) keep CPU time low.
 # Keys stay those of the official checkpoint: image_encoder.blocks.{0,1}.*, prompt_encoder.*, mask_decoder.*.

@@ -1,4 +1,5 @@
-"""Figures: the qualitative panel draws every method's example masks, prompted or prompt-free."""
+"""Figures: the qualitative panel draws every method's example masks, prompted or prompt-free; the
+table 1 bars keep one colour per method across the prompt panels, however many methods are listed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from segsam.data.io import read_png, write_png
-from segsam.report.figures import qualitative_panel
+from segsam.report.figures import modality_bars, modality_bars_figure, qualitative_panel
 
 
 @pytest.mark.parametrize("methods", [("ft_decoder", "unet"), ("unet",)])
@@ -36,3 +37,38 @@ def test_qualitative_panel_from_the_saved_prompts(tmp_path: Path, methods: tuple
     out = tmp_path / "panel.png"
     qualitative_panel(prompts, folders, list(methods), out)
     assert read_png(out).shape[1] > 100 * (len(methods) + 1)  # one column per method after the ground truth
+
+
+def _table1(methods: list[str]) -> pd.DataFrame:
+    rows = []
+    for prompt in ("box", "point"):
+        for k, method in enumerate(methods):
+            value = 10.0 + k
+            rows.append({"row": method, "prompt": prompt, **{c: value for c in ("ct", "mr", "avg")},
+                         **{f"{c}_lo": value - 1 for c in ("ct", "mr", "avg")}, **{f"{c}_hi": value + 1 for c in ("ct", "mr", "avg")}})
+    return pd.DataFrame(rows)
+
+
+def test_table1_bars_one_panel_per_prompt_and_one_colour_per_method(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    methods = [f"method {k}" for k in range(12)]  # more than tab10's colours: the config/vit_b.yaml overlay has 12
+    fig = modality_bars_figure(_table1(methods), "t")
+    try:
+        panels = [ax for ax in fig.axes if ax.patches]
+        assert [ax.get_title() for ax in panels] == ["box prompt", "point prompt"]
+        for ax in panels:
+            assert len(ax.patches) == len(methods) * 3  # a bar per method and column (CT, MR, Avg.)
+        legend = fig.legends[0]
+        assert [t.get_text() for t in legend.get_texts()] == methods  # one entry per method, not per (method, prompt)
+        colours = [tuple(h.get_facecolor()) for h in legend.legend_handles]
+        assert len(set(colours)) == len(methods)
+        # a method's bars have its legend colour in both panels
+        for ax in panels:
+            first = ax.patches[:: 3]
+            assert [tuple(p.get_facecolor()) for p in first] == colours
+    finally:
+        plt.close(fig)
+    out = tmp_path / "table1.png"
+    modality_bars(_table1(methods[:3]), out, "t")
+    assert read_png(out).shape[1] > 400
