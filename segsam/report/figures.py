@@ -20,9 +20,13 @@ from segsam.report.tables import MODALITY_ORDER  # noqa: E402
 
 
 def _method_colours(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """One distinct colour per method, the same in every panel (tab10 up to 10 methods, then tab20)."""
-    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
-    return {m: cmap(i % cmap.N)[:3] for i, m in enumerate(methods)}
+    """One distinct colour per method, the same in every panel: tab10 up to 10 methods, then tab20
+    with its 10 saturated colours first and their light partners after (neighbours stay unlike)."""
+    if len(methods) <= 10:
+        palette = [plt.get_cmap("tab10")(i) for i in range(10)]
+    else:
+        palette = [plt.get_cmap("tab20")(i) for i in [*range(0, 20, 2), *range(1, 20, 2)]]
+    return {m: palette[i % len(palette)][:3] for i, m in enumerate(methods)}
 
 
 def modality_bars_figure(table: pd.DataFrame, title: str) -> plt.Figure:
