@@ -34,6 +34,8 @@ def official_sam(depth: int = 12, global_attn_indexes: tuple[int, ...] = (2, 5, 
     Returns:
         The model (``image_encoder``, ``prompt_encoder``, ``mask_decoder``).
     """
+    # spelled out from segment_anything's builder, not through segsam.models.vit.build_sam_vit:
+    # tests/models/test_vit.py checks build_sam_vit and the weight loading against this model
     sam = Sam(
         image_encoder=ImageEncoderViT(
             depth=depth, embed_dim=768, img_size=1024, mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=12,

@@ -57,7 +57,7 @@ def modality_bars_figure(table: pd.DataFrame, title: str) -> plt.Figure:
             low = means - np.array([row.get(f"{c}_lo", np.nan) for c in columns], dtype=float)
             high = np.array([row.get(f"{c}_hi", np.nan) for c in columns], dtype=float) - means
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]),
-                   capsize=2, color=colours[row["row"]], label=row["row"], error_kw={"elinewidth": 0.8})
+                   capsize=2, color=colours[row["row"]], error_kw={"elinewidth": 0.8})
         ax.set_xticks(x, [c.upper() if c != "avg" else "Avg." for c in columns])
         ax.set_title(f"{prompt} prompt", fontsize=10)
         ax.set_ylim(0, 100)
