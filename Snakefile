@@ -10,6 +10,7 @@
 #   train.smk     MLflow store set-up, training per method           (segsam.train, segsam.tracking)
 #   evaluate.smk  saved test prompts, evaluation per method          (segsam.evaluate)
 #   report.smk    tables and figures                                 (segsam.report)
+#   cross.smk     cross-dataset evaluation, table 3 (cross.datasets) (segsam.evaluate, segsam.report)
 
 import sys
 
@@ -37,6 +38,7 @@ include: "workflow/rules/embed.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cross.smk"
 
 
 rule all:
@@ -47,4 +49,6 @@ rule all:
         "results/figures/training_curves.png",
         "results/table2.csv",
         "results/text/class_embeddings.parquet",
+        # table 3 when cross-dataset evaluation is configured (config/cross.yaml)
+        ["results/table3.csv"] if CROSS_DATASETS else [],
     default_target: True

@@ -165,6 +165,35 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def dataset_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The settings of one dataset the workflow reads: the training dataset or a cross-dataset one.
+
+    The training dataset's are ``config["dataset"]``. A cross-dataset entry
+    (``cross.datasets.<name>``) gives its own ``mirror``, ``labelmap`` and
+    ``exclude`` (unset: none); the registry, the download and extract folders
+    and the download policy are shared with the training dataset.
+
+    Args:
+        config: The whole validated config.
+        name: A dataset name (``dataset.name`` or a key of ``cross.datasets``).
+
+    Returns:
+        ``{"name", "registry", "labelmap", "mirror", "download_dir", "extract_dir", "exclude", "download"}``.
+
+    Raises:
+        ConfigError: ``name`` is neither the training dataset nor a cross dataset.
+    """
+    main = config["dataset"]
+    shared = {key: main[key] for key in ("registry", "download_dir", "extract_dir", "download")}
+    if name == main["name"]:
+        return {**shared, "name": name, "labelmap": main["labelmap"], "mirror": main["mirror"], "exclude": list(main["exclude"])}
+    cross = config["cross"]["datasets"]
+    if name not in cross:
+        raise ConfigError(f"dataset {name!r} is neither dataset.name nor one of cross.datasets ({', '.join(cross) or 'none'})")
+    entry = cross[name] or {}
+    return {**shared, "name": name, "labelmap": entry.get("labelmap"), "mirror": entry.get("mirror"), "exclude": list(entry.get("exclude") or [])}
+
+
 def encoder_settings(config: Mapping[str, Any], encoder: str) -> dict[str, Any]:
     """The settings of one image encoder: what its embedding cache and its methods' jobs depend on.
 

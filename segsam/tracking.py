@@ -71,7 +71,12 @@ def init_store(uri: str, experiment: str, artifacts: str | Path, marker: str | P
 
 @contextlib.contextmanager
 def start_run(
-    config: Mapping[str, Any], stage: str, method: str, extra_tags: Mapping[str, str] | None = None, run_id: str | None = None
+    config: Mapping[str, Any],
+    stage: str,
+    method: str,
+    extra_tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+    eval_dataset: str | None = None,
 ) -> Iterator[Any]:
     """Open the MLflow run of one job (rank 0 only; other ranks get ``None``).
 
@@ -81,6 +86,8 @@ def start_run(
         method: Method name.
         extra_tags: More tags (e.g. the training run id an evaluation uses).
         run_id: Continue this run (a resumed training job) instead of starting one.
+        eval_dataset: The cross dataset an evaluation scores (tag ``eval_dataset``, run
+            name ``<stage>/<method>/<eval_dataset>``); None: the training dataset (no such tag).
 
     Yields:
         The active ``mlflow.ActiveRun``, or ``None`` on ranks other than 0.
@@ -100,13 +107,15 @@ def start_run(
         "config_hash": config_hash(config),
         "git_commit": git_commit(),
         "run_name": config["run_name"],
+        **({"eval_dataset": eval_dataset} if eval_dataset else {}),
         **(extra_tags or {}),
     }
     if run_id is not None:
         with mlflow.start_run(run_id=run_id) as run:
             yield run
         return
-    with mlflow.start_run(run_name=f"{stage}/{method}", tags=tags) as run:
+    name = f"{stage}/{method}" + (f"/{eval_dataset}" if eval_dataset else "")
+    with mlflow.start_run(run_name=name, tags=tags) as run:
         params = flatten(config)
         items = sorted(params.items())
         for first in range(0, len(items), 100):

@@ -13,6 +13,7 @@ import segsam.config as config_module
 from segsam.config import (
     DEFAULT_CONFIG,
     config_hash,
+    dataset_config,
     deep_merge,
     encoder_settings,
     encoder_tag,
@@ -174,3 +175,17 @@ def test_code_hash_follows_imports_but_not_unrelated_modules(fake_package: Path)
     assert config_module.code_hash("run") == before  # not imported by run
     (fake_package / "pkg" / "leaf.py").write_text("X = 2\n")
     assert config_module.code_hash("run") != before  # run -> helpers -> (inside a function) pkg.leaf
+
+
+def test_dataset_config_of_the_training_and_a_cross_dataset(config: dict[str, Any]) -> None:
+    config["dataset"]["mirror"] = "/mirror/main"
+    config["cross"]["datasets"] = {"kits23": {"mirror": "/mirror/kits", "exclude": ["case_00001"]}, "btcv": None}
+    main = dataset_config(config, "demo")
+    assert (main["name"], main["mirror"], main["exclude"]) == ("demo", "/mirror/main", [])
+    kits = dataset_config(config, "kits23")
+    # its own mirror and exclusions; the folders and download policy are the training dataset's
+    assert (kits["mirror"], kits["exclude"], kits["labelmap"]) == ("/mirror/kits", ["case_00001"], None)
+    assert (kits["download_dir"], kits["download"]) == (config["dataset"]["download_dir"], config["dataset"]["download"])
+    assert dataset_config(config, "btcv")["mirror"] is None  # an entry without settings
+    with pytest.raises(ConfigError, match="amos.*neither dataset.name nor one of cross.datasets"):
+        dataset_config(config, "amos")

@@ -363,7 +363,7 @@ def fetch_file(
         step = manual_step or spec.manual
         raise DownloadError(
             f"{spec.path}: has no download address ({' '.join(str(step).split())}); put the file at this relative path "
-            "under a folder and set dataset.mirror to that folder"
+            "under a folder and set the dataset's mirror (dataset.mirror, or cross.datasets.<name>.mirror) to that folder"
         )
     return download(spec.url, dest, sha256=spec.sha256, policy=policy, progress=progress)
 

@@ -277,7 +277,7 @@ class DatasetSpec:
             spec = found[case_id]
             chosen = labelmap or spec.labelmap
             if chosen is None:
-                raise ConfigError(f"dataset {self.name}: case {case_id} has no label map (set dataset.labelmap)")
+                raise ConfigError(f"dataset {self.name}: case {case_id} has no label map (set dataset.labelmap, or cross.datasets.{self.name}.labelmap)")
             out[case_id] = CaseSpec(spec.case, spec.modality, spec.image, spec.label, chosen)
         return out
 
@@ -327,16 +327,16 @@ class DatasetSpec:
         raise CasesNotReady(
             f"dataset {self.name}: its case list is read from {case_set.archive}, which is not in "
             f"{', '.join(str(r) for r in roots) or 'any folder'} yet: fetch it first with `snakemake --cores 1 fetch_archives` "
-            "(same config), or set dataset.mirror to a folder holding it"
+            f"(same config), or set its mirror (dataset.mirror, or cross.datasets.{self.name}.mirror) to a folder holding it"
         )
 
     def _local_cases(self, roots: Sequence[str | Path], labelmap: str | None) -> Iterable[CaseSpec]:
         assert self.layout is not None
         if not roots:
-            raise ConfigError(f"dataset {self.name}: set dataset.mirror to the folder holding your volumes")
+            raise ConfigError(f"dataset {self.name}: set dataset.mirror (or cross.datasets.{self.name}.mirror) to the folder holding your volumes")
         root = Path(roots[0])
         if not root.is_dir():
-            raise ConfigError(f"dataset {self.name}: dataset.mirror {root} is not a folder")
+            raise ConfigError(f"dataset {self.name}: its mirror {root} is not a folder")
         image_re = _layout_regex(self.layout["image"])
         label_re = _layout_regex(self.layout["label"])
         images: dict[tuple[str, str], str] = {}

@@ -59,6 +59,7 @@ def evaluate_method(
     train_summary: str | Path | None = None,
     text_parquet: str | Path | None = None,
     threads: int = 1,
+    eval_dataset: str | None = None,
 ) -> pd.DataFrame:
     """Score every saved test prompt with one method.
 
@@ -78,6 +79,8 @@ def evaluate_method(
         train_summary: The training job's summary (links the MLflow runs).
         text_parquet: Class text embeddings, for methods with T2VSE.
         threads: torch intra-op threads.
+        eval_dataset: The cross dataset whose prompts these are (table 3); None: the
+            training dataset's test split. Names the MLflow run.
 
     Returns:
         The per-mask table.
@@ -171,7 +174,7 @@ def evaluate_method(
     if train_summary is not None:
         train_run = json.loads(Path(train_summary).read_text(encoding="utf-8")).get("mlflow_run_id")
     tags = {"train_run_id": train_run} if train_run else {}
-    with start_run(config, "evaluate", method, extra_tags=tags) as run:
+    with start_run(config, "evaluate", method, extra_tags=tags, eval_dataset=eval_dataset) as run:
         with atomic_path(out_per_mask) as tmp:
             per_mask.to_parquet(tmp, index=False)
         record = {
@@ -182,6 +185,7 @@ def evaluate_method(
             "hd95_mm": distances.to_dict(orient="records"),
             "mlflow_run_id": run.info.run_id if run is not None else None,
             "train_run_id": train_run,
+            "eval_dataset": eval_dataset or config["dataset"]["name"],
         }
         if run is not None:
             import mlflow

@@ -29,40 +29,53 @@ def _method_colours(methods: Sequence[str]) -> dict[str, tuple[float, float, flo
     return {m: palette[i % len(palette)][:3] for i, m in enumerate(methods)}
 
 
-def modality_bars_figure(table: pd.DataFrame, title: str) -> plt.Figure:
+def modality_bars_figure(
+    table: pd.DataFrame,
+    title: str,
+    columns: Sequence[str] | None = None,
+    ylabel: str = "DSC (%)",
+    column_labels: Sequence[str] | None = None,
+) -> plt.Figure:
     """Grouped bars of DSC per modality (and avg) with CI whiskers: one panel per prompt, one colour per method.
 
     Args:
         table: Table 1 rows (``row``, ``prompt``, one column per modality and ``avg``, with
             ``<col>_lo`` / ``<col>_hi`` interval bounds).
         title: Figure title.
+        columns: The table's columns to plot, in order (None: the modalities present and ``avg``);
+            table 3 plots its datasets.
+        ylabel: The y axis label.
+        column_labels: Tick labels of ``columns`` (None: upper-case modality names, ``Avg.``).
 
     Returns:
         The figure; the legend (one entry per method, in table order) sits right of the panels.
+        Each panel has a slot per method that has rows with its prompt.
     """
-    columns = [c for c in [*MODALITY_ORDER, "avg"] if c in table.columns]
+    columns = list(columns) if columns is not None else [c for c in [*MODALITY_ORDER, "avg"] if c in table.columns]
+    labels = list(column_labels) if column_labels is not None else [c.upper() if c != "avg" else "Avg." for c in columns]
     methods = list(dict.fromkeys(table["row"]))
     prompts = list(dict.fromkeys(table["prompt"])) or ["box"]
     colours = _method_colours(methods)
     x = np.arange(len(columns))
-    width = 0.8 / max(len(methods), 1)
     fig, axes = plt.subplots(
         1, len(prompts), sharey=True, squeeze=False,
         figsize=(len(prompts) * max(4.0, 1.2 * len(columns) + 0.25 * len(methods)) + 2.6, 4.2),
     )
     for ax, prompt in zip(axes[0], prompts):
-        for row in table[table["prompt"] == prompt].to_dict(orient="records"):
-            i = methods.index(row["row"])
+        rows = table[table["prompt"] == prompt].to_dict(orient="records")
+        width = 0.8 / max(len(rows), 1)
+        for i, row in enumerate(rows):
             means = np.array([row[c] for c in columns], dtype=float)
             low = means - np.array([row.get(f"{c}_lo", np.nan) for c in columns], dtype=float)
             high = np.array([row.get(f"{c}_hi", np.nan) for c in columns], dtype=float) - means
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]),
+            ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]),
                    capsize=2, color=colours[row["row"]], error_kw={"elinewidth": 0.8})
-        ax.set_xticks(x, [c.upper() if c != "avg" else "Avg." for c in columns])
-        ax.set_title(f"{prompt} prompt", fontsize=10)
+        ax.set_xticks(x, labels)
+        ax.set_xlim(-0.5, len(columns) - 0.5)
+        ax.set_title(f"{prompt} prompt" if prompt != "none" else "no prompt", fontsize=10)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].set_ylabel("DSC (%)")
+    axes[0, 0].set_ylabel(ylabel)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[m]) for m in methods]
     fig.legend(handles, methods, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(title)
@@ -70,9 +83,9 @@ def modality_bars_figure(table: pd.DataFrame, title: str) -> plt.Figure:
     return fig
 
 
-def modality_bars(table: pd.DataFrame, out_png: str | Path, title: str) -> None:
-    """Writes :func:`modality_bars_figure` as a PNG (atomically)."""
-    fig = modality_bars_figure(table, title)
+def modality_bars(table: pd.DataFrame, out_png: str | Path, title: str, **kwargs: Any) -> None:
+    """Writes :func:`modality_bars_figure` as a PNG (atomically); ``kwargs`` go to it."""
+    fig = modality_bars_figure(table, title, **kwargs)
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)

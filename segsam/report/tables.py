@@ -195,11 +195,12 @@ ABLATION_ROWS = {"ft_decoder": "baseline", "sawd_pmt": "1", "sawd_unpmt": "2", "
 # SAM ViT-B baselines of the paper's tables 5 (box) and 7 (point), in row order; each has a
 # ``<baseline>+sawd`` twin. FT-SAM is not in those tables: its rows get no paper cells.
 PLUGIN_BASELINES = ("ft_sam", "sam_med2d", "medsam", "med_sa")
-# the paper's column that our evaluated test split stands for (KiTS23 / BTCV cannot be run here)
+# the paper's column that the training dataset's test split stands for; a cross dataset stands for
+# its own column (kits23, btcv; the paper's table 5 has no AMOS column)
 PLUGIN_PAPER_DATASET = "sa_med2d"
 PLUGIN_VARIANTS = (("orig", ""), ("+SAWD", "+sawd"))  # (paper variant, suffix of our method name)
 TABLE5_COLUMNS = [
-    "baseline", "method", "row", "variant", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc",
+    "baseline", "method", "row", "variant", "prompt", "dataset", "paper_dataset", "dsc", "mdsc", "paper_dsc", "paper_mdsc",
     "delta_dsc", "delta_mdsc", "gain_dsc", "paper_gain_dsc",
 ]
 
@@ -215,6 +216,8 @@ def plugin_table(
     semantic: pd.DataFrame,
     paper: pd.DataFrame,
     prompts: Sequence[str],
+    dataset: str,
+    paper_dataset: str = PLUGIN_PAPER_DATASET,
 ) -> pd.DataFrame:
     """Tables 5/7 layout: each SAM ViT-B baseline before (``orig``) and after (``+SAWD``) plugging in SAWD.
 
@@ -229,16 +232,19 @@ def plugin_table(
         paper: The paper's cells (``table5_7_plugin.csv``: method, variant, prompt, dataset,
             metric, value).
         prompts: Prompt types in row order; other prompts follow in order of appearance.
+        dataset: The dataset the summaries are of (column ``dataset``).
+        paper_dataset: The paper's column it is set beside: ``sa_med2d`` for the training
+            dataset's test split, the dataset itself for a cross dataset.
 
     Returns:
         The columns of :data:`TABLE5_COLUMNS`: ``dsc`` (binary DSC avg) and ``mdsc`` (semantic
-        mDSC avg, NaN without a semantic decoder) in percent, the paper's ``sa_med2d`` cells,
+        mDSC avg, NaN without a semantic decoder) in percent, the paper's ``paper_dataset`` cells,
         ``delta_*`` = ours - paper, and ``gain_dsc`` / ``paper_gain_dsc`` = the ``+SAWD`` row's
         DSC minus its ``orig`` row's (NaN on ``orig`` rows and where either side is missing).
     """
     run = set(zip(binary["method"], binary["prompt"], strict=True))
     order = list(prompts) + [p for p in dict.fromkeys(binary["prompt"]) if p not in prompts]
-    cells = paper[paper["dataset"] == PLUGIN_PAPER_DATASET]
+    cells = paper[paper["dataset"] == paper_dataset]
     lookup = {(r.method, r.variant, r.prompt, r.metric): float(r.value) for r in cells.itertuples(index=False)}
     rows = []
     for prompt in order:
@@ -250,7 +256,7 @@ def plugin_table(
             for (variant, _), method in zip(PLUGIN_VARIANTS, names, strict=True):
                 rows.append({
                     "baseline": baseline, "method": method, "row": get_method(method).display, "variant": variant,
-                    "prompt": prompt,
+                    "prompt": prompt, "dataset": dataset, "paper_dataset": paper_dataset,
                     "dsc": _avg_percent(binary, method, prompt),
                     "mdsc": _avg_percent(semantic, method, prompt) if variant != "orig" else float("nan"),
                     "paper_dsc": lookup.get((label, variant, prompt, "DSC"), float("nan")),
@@ -272,13 +278,14 @@ def plugin_markdown(table: pd.DataFrame) -> str:
     """Render :func:`plugin_table` for people: ours beside the paper's Med2D cells; ``-`` where none."""
     if table.empty:
         return "No SAM ViT-B baseline was run.\n"
-    view = table[["row", "prompt", "dsc", "paper_dsc", "delta_dsc", "gain_dsc", "paper_gain_dsc", "mdsc", "paper_mdsc", "delta_mdsc"]]
+    view = table[["row", "prompt", "dataset", "paper_dataset", "dsc", "paper_dsc", "delta_dsc", "gain_dsc", "paper_gain_dsc", "mdsc", "paper_mdsc", "delta_mdsc"]]
     view = view.rename(columns={
-        "row": "Method", "prompt": "Prompt", "dsc": "DSC", "paper_dsc": "DSC (paper)", "delta_dsc": "Δ DSC",
+        "row": "Method", "prompt": "Prompt", "dataset": "Data", "paper_dataset": "Paper column", "dsc": "DSC", "paper_dsc": "DSC (paper)", "delta_dsc": "Δ DSC",
         "gain_dsc": "SAWD gain", "paper_gain_dsc": "SAWD gain (paper)", "mdsc": "mDSC", "paper_mdsc": "mDSC (paper)",
         "delta_mdsc": "Δ mDSC",
     })
-    note = ("Ours: our test split; paper: its SA-Med2D column (KiTS23 and BTCV are not run here). "
+    note = ("Ours: the test split of each dataset (Data); paper: the column it is set beside (the training "
+            "dataset's test split stands for SA-Med2D; KiTS23 and BTCV, when configured as cross datasets, for their own). "
             "`-`: no value (a variant that was not run, or no paper cell); "
             "SAWD gain = the +SAWD row's DSC minus the original's.\n\n")
     view = view.astype(object).where(view.notna(), None)  # tabulate's missingval applies to None, not NaN
@@ -293,6 +300,7 @@ def make_semantic_tables(
     *,
     config: Mapping[str, Any],
     out_table5: str | Path,
+    cross_per_mask: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Tables 2, 4 and 5/7 with paper columns, and their Markdown rendering.
 
@@ -308,6 +316,8 @@ def make_semantic_tables(
         out_md: ``tables_semantic.md`` to write (all three tables).
         config: The validated config (``methods``, ``evaluate``).
         out_table5: ``table5.csv`` to write.
+        cross_per_mask: {cross dataset: its per-mask parquet files}: table 5 gets their rows
+            too, beside the paper's column of that dataset (KiTS23, BTCV).
 
     Returns:
         Tables 2, 4 and 5, as written.
@@ -337,7 +347,13 @@ def make_semantic_tables(
     table4 = pd.DataFrame(rows, columns=["method", "row", "paper_row", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc"])
     table4["delta_dsc"] = (table4["dsc"] - table4["paper_dsc"]).round(2)
     table4["delta_mdsc"] = (table4["mdsc"] - table4["paper_mdsc"]).round(2)
-    table5 = plugin_table(binary, semantic, paper_values("table5_7_plugin.csv"), cfg["prompts"])
+    paper5 = paper_values("table5_7_plugin.csv")
+    parts5 = [plugin_table(binary, semantic, paper5, cfg["prompts"], dataset=config["dataset"]["name"])]
+    for dataset, files in (cross_per_mask or {}).items():
+        cross = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+        parts5.append(plugin_table(summarise(cross, n_boot, ci, seed), semantic_summarise(cross, n_boot, ci, seed), paper5,
+                                   config["cross"]["prompts"], dataset=dataset, paper_dataset=dataset))
+    table5 = pd.concat(parts5, ignore_index=True) if any(not t.empty for t in parts5) else parts5[0]
     outputs = [(table2, out_table2), (table4, out_table4), (table5, out_table5)]
     for table, out in outputs:
         with atomic_path(out) as tmp:
@@ -353,3 +369,168 @@ def make_semantic_tables(
     parts.append(plugin_markdown(table5))
     write_text(out_md, "\n".join(parts) + "\n")
     return table2, table4, table5
+
+
+# --- table 3: cross-dataset mDSC ------------------------------------------------------------
+
+#: The paper's names of the cross datasets (table 3's columns, in its order).
+CROSS_DATASET_NAMES = {"kits23": "KiTS23", "btcv": "BTCV", "amos": "AMOS"}
+
+
+def seen_classes(train_masks: pd.DataFrame) -> set[int]:
+    """Class ids of the training split's masks: the classes a trained model has seen.
+
+    Args:
+        train_masks: The training dataset's masks index (columns ``class_id``, ``split``).
+    """
+    return {int(c) for c in train_masks.loc[train_masks["split"] == "train", "class_id"].unique()}
+
+
+def cross_table(
+    per_mask: Mapping[str, pd.DataFrame], seen: set[int], n_boot: int, ci: float, seed: int
+) -> pd.DataFrame:
+    """Table 3 layout: semantic mDSC (percent) per (method, prompt), one column group per cross dataset.
+
+    The rule for classes unseen in training (README, "Metrics"): a cross dataset's
+    mDSC (column ``<dataset>``) is taken over the classes of its test masks that
+    occur in the training split (``seen``), as the paper's models were trained on
+    every class they were scored on; ``<dataset>_all`` adds the unseen classes,
+    scored like the others (a classifier that cannot name them scores 0 there),
+    and ``unseen_<dataset>`` names them. A dataset's mDSC is the mean of its
+    modalities' mDSC (:func:`~segsam.evaluate.metrics.semantic_summarise`).
+
+    Args:
+        per_mask: {dataset: per-mask rows of the evaluated methods on it}.
+        seen: Class ids of the training split (:func:`seen_classes`).
+        n_boot: Bootstrap resamples; ci: interval mass; seed: resampling seed.
+
+    Returns:
+        One row per (method, prompt) with a semantic output: ``method``, ``row``,
+        ``prompt`` and per dataset ``<d>``, ``<d>_lo``, ``<d>_hi``, ``n_<d>`` (masks
+        scored), ``classes_<d>`` (seen classes scored), ``<d>_all``, ``unseen_<d>``.
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for dataset, frame in per_mask.items():
+        frame = frame.dropna(subset=["sem_dsc"])
+        known = frame["class_id"].isin(seen)
+        on_seen = semantic_summarise(frame[known], n_boot, ci, seed)
+        on_all = semantic_summarise(frame, n_boot, ci, seed)
+        unseen = sorted(set(frame.loc[~known, "class_name"]))
+        for (method, prompt), group in frame.groupby(["method", "prompt"], sort=False):
+            row = rows.setdefault((method, prompt), {"method": method, "row": get_method(method).display, "prompt": prompt})
+            mine = on_seen[(on_seen["method"] == method) & (on_seen["prompt"] == prompt) & (on_seen["modality"] == "avg")]
+            everything = on_all[(on_all["method"] == method) & (on_all["prompt"] == prompt) & (on_all["modality"] == "avg")]
+            if mine.empty:  # no class of this dataset was seen in training
+                row.update({dataset: float("nan"), f"{dataset}_lo": float("nan"), f"{dataset}_hi": float("nan"),
+                            f"n_{dataset}": 0, f"classes_{dataset}": 0})
+            else:
+                cell = mine.iloc[0]
+                row.update({dataset: round(100 * cell["mean"], 2), f"{dataset}_lo": round(100 * cell["low"], 2),
+                            f"{dataset}_hi": round(100 * cell["high"], 2), f"n_{dataset}": int(cell["n"]),
+                            f"classes_{dataset}": int(group.loc[group["class_id"].isin(seen), "class_id"].nunique())})
+            row[f"{dataset}_all"] = round(100 * everything.iloc[0]["mean"], 2)
+            row[f"unseen_{dataset}"] = "; ".join(unseen)
+    return pd.DataFrame(list(rows.values()))
+
+
+def cross_markdown(table: pd.DataFrame, datasets: Sequence[str], binary: pd.DataFrame, distances: pd.DataFrame) -> str:
+    """Table 3 for people: ``mDSC [lo, hi]`` per dataset beside the paper, the unseen classes, then
+    the binary DSC (all masks, seen or not) and the HD95 of every prompted method."""
+    head = ["Method", "Prompt", *[CROSS_DATASET_NAMES.get(d, d) for d in datasets]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table.to_dict(orient="records"):
+        cells = [row["row"], row["prompt"]]
+        for d in datasets:
+            if row.get(f"n_{d}", 0):
+                cell = f"{row[d]:.2f} [{row[f'{d}_lo']:.2f}, {row[f'{d}_hi']:.2f}] (n={row[f'n_{d}']}, {row[f'classes_{d}']} classes)"
+            else:
+                cell = "no seen class"
+            cell += f"; all classes {row[f'{d}_all']:.2f}" if row.get(f"unseen_{d}") else ""
+            paper = row.get(f"paper_{d}", float("nan"))
+            cells.append(cell + (f"; paper {paper:.2f}" if paper == paper else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    unseen = [f"- {CROSS_DATASET_NAMES.get(d, d)}: {table[f'unseen_{d}'].iloc[0] or 'none'}" for d in datasets if f"unseen_{d}" in table]
+    parts = [
+        "## Table 3: cross-dataset semantic mDSC (%)\n",
+        "Models trained on the training dataset only. mDSC over the classes seen in training; "
+        "'all classes' adds those unseen in training (scored as the others). Paper: its table 3.\n",
+        "\n".join(lines) + "\n",
+        "Classes unseen in training, per dataset:\n",
+        "\n".join(unseen) + "\n",
+        "\n## Binary DSC (%) of the prompted masks per dataset (all classes; avg of the modality means)\n",
+        binary.to_markdown(index=False, floatfmt=".2f") + "\n" if not binary.empty else "No prompted method was evaluated.\n",
+        "\n## HD95 (mm) of the prompted masks, median per dataset (2D, at each slice's pixel spacing)\n",
+        distances.to_markdown(index=False, floatfmt=".2f") + "\n" if not distances.empty else "No prompted method was evaluated.\n",
+    ]
+    return "\n".join(parts)
+
+
+def make_table3(
+    per_mask_files: Mapping[str, Sequence[str | Path]],
+    train_masks_parquet: str | Path,
+    out_csv: str | Path,
+    out_md: str | Path,
+    out_png: str | Path,
+    *,
+    config: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Table 3 (cross-dataset mDSC) beside the paper's cells, its Markdown and its bar chart.
+
+    Args:
+        per_mask_files: {cross dataset: the per-mask parquet files of its evaluated methods}.
+        train_masks_parquet: The training dataset's masks index (which classes were seen).
+        out_csv: ``table3.csv``: :func:`cross_table` plus ``paper_<d>`` / ``delta_<d>``.
+        out_md: ``table3.md``.
+        out_png: ``figures/table3.png``.
+        config: The validated config (``methods``, ``evaluate``).
+
+    Returns:
+        The table, as written.
+
+    Raises:
+        DataError: No cross dataset, or a dataset without any evaluated method.
+    """
+    from segsam.errors import DataError
+    from segsam.report.figures import modality_bars
+
+    if not per_mask_files:
+        raise DataError(f"{out_csv}: no cross dataset to tabulate; list them under cross.datasets (see config/cross.yaml)")
+    cfg = config["evaluate"]
+    n_boot, ci, seed = int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"])
+    datasets = list(per_mask_files)
+    per_mask = {}
+    for dataset, files in per_mask_files.items():
+        if not files:
+            raise DataError(f"{out_csv}: no method evaluated on {dataset} (table 3 needs a method with SAWD or a prompt-free network)")
+        per_mask[dataset] = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+    seen = seen_classes(pd.read_parquet(train_masks_parquet, columns=["class_id", "split"]))
+    table = cross_table(per_mask, seen, n_boot, ci, seed)
+    if table.empty:
+        raise DataError(f"{out_csv}: no semantic prediction among the evaluated methods")
+    order = {m: i for i, m in enumerate(config["methods"])}
+    table = table.sort_values("method", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+    paper = paper_values("table3_cross_dataset_mdsc.csv").rename(columns={"dataset": "modality"})
+    table = add_paper_columns(table, paper, datasets)
+    prompted = {dataset: frame[frame["prompt"] != "none"] for dataset, frame in per_mask.items()}
+    prompted = {dataset: frame for dataset, frame in prompted.items() if not frame.empty}
+    binary = pd.DataFrame(
+        [{"method": r.method, "row": get_method(r.method).display, "prompt": r.prompt, "dataset": dataset,
+          "dsc": round(100 * r.mean, 2), "lo": round(100 * r.low, 2), "hi": round(100 * r.high, 2), "n": r.n}
+         for dataset, frame in prompted.items()
+         for r in summarise(frame, n_boot, ci, seed).query("modality == 'avg'").itertuples(index=False)],
+        columns=["method", "row", "prompt", "dataset", "dsc", "lo", "hi", "n"],
+    )
+    distances = pd.DataFrame(
+        [{"method": r.method, "row": get_method(r.method).display, "prompt": r.prompt, "dataset": dataset,
+          "median": r.median, "mean": r.mean, "n": r.n, "n_undefined": r.n_undefined}
+         for dataset, frame in prompted.items()
+         for r in distance_summary(frame.assign(modality=dataset)).query("modality == @dataset").itertuples(index=False)],
+        columns=["method", "row", "prompt", "dataset", "median", "mean", "n", "n_undefined"],
+    )
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(out_md, cross_markdown(table, datasets, binary, distances))
+    modality_bars(table, out_png, title="Cross-dataset semantic mDSC (classes seen in training)", columns=datasets,
+                  ylabel="mDSC (%)", column_labels=[CROSS_DATASET_NAMES.get(d, d) for d in datasets])
+    log.info("table 3: %s", "; ".join(f"{r['row']}/{r['prompt']}: " + ", ".join(f"{d}={r[d]}" for d in datasets) for r in table.to_dict(orient="records")))
+    return table

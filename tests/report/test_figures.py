@@ -72,3 +72,24 @@ def test_table1_bars_one_panel_per_prompt_and_one_colour_per_method(tmp_path: Pa
     out = tmp_path / "table1.png"
     modality_bars(_table1(methods[:3]), out, "t")
     assert read_png(out).shape[1] > 400
+
+
+def test_table3_bars_give_each_panel_only_its_own_methods() -> None:
+    # table 3: the promptable methods have box rows only, the conventional networks "none" rows only
+    table = pd.DataFrame([
+        {"row": "SEG-SAM", "prompt": "box", "kits23": 70.0, "kits23_lo": 60.0, "kits23_hi": 80.0, "amos": 50.0, "amos_lo": 45.0, "amos_hi": 55.0},
+        {"row": "MedSAM+SAWD", "prompt": "box", "kits23": 65.0, "kits23_lo": 60.0, "kits23_hi": 70.0, "amos": 40.0, "amos_lo": 35.0, "amos_hi": 45.0},
+        {"row": "nnU-Net (2D)", "prompt": "none", "kits23": 30.0, "kits23_lo": 25.0, "kits23_hi": 35.0, "amos": 20.0, "amos_lo": 15.0, "amos_hi": 25.0},
+    ])
+    fig = modality_bars_figure(table, "t3", columns=["kits23", "amos"], ylabel="mDSC (%)", column_labels=["KiTS23", "AMOS"])
+    box, none = fig.axes[:2]
+    assert (box.get_title(), none.get_title()) == ("box prompt", "no prompt")
+    assert [t.get_text() for t in box.get_xticklabels()] == ["KiTS23", "AMOS"]
+    assert box.get_ylabel() == "mDSC (%)"
+    # two methods share the box panel's slots; the network alone fills its panel's, centred on the tick
+    assert len(box.patches) == 4 and len(none.patches) == 2
+    centres = sorted(p.get_x() + p.get_width() / 2 for p in none.patches)
+    assert centres == pytest.approx([0.0, 1.0])
+    assert none.patches[0].get_width() == pytest.approx(0.8)
+    assert sorted(p.get_height() for p in none.patches) == [20.0, 30.0]
+    assert box.get_xlim() == pytest.approx((-0.5, 1.5))

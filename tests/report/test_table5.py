@@ -13,7 +13,7 @@ import pytest
 from segsam.report.tables import make_semantic_tables
 
 HEADER = [
-    "baseline", "method", "row", "variant", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc",
+    "baseline", "method", "row", "variant", "prompt", "dataset", "paper_dataset", "dsc", "mdsc", "paper_dsc", "paper_mdsc",
     "delta_dsc", "delta_mdsc", "gain_dsc", "paper_gain_dsc",
 ]
 SECTION = "## Table 5/7: SAWD plugged into the SAM baselines (avg over modalities, %)"
@@ -39,18 +39,29 @@ def _per_mask(method: str, masks: Sequence[tuple[str, int, float, float | None]]
     return pd.DataFrame(rows)
 
 
-def _run(tmp_path: Path, config: dict[str, Any], runs: dict[str, Sequence[tuple[str, int, float, float | None]]]) -> dict[str, Path]:
+def _write(folder: Path, runs: dict[str, Sequence[tuple[str, int, float, float | None]]]) -> list[Path]:
     files = []
     for method, masks in runs.items():
-        path = tmp_path / "eval" / method / "per_mask.parquet"
+        path = folder / method / "per_mask.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         _per_mask(method, masks).to_parquet(path, index=False)
         files.append(path)
+    return files
+
+
+def _run(
+    tmp_path: Path, config: dict[str, Any], runs: dict[str, Sequence[tuple[str, int, float, float | None]]],
+    cross: dict[str, dict[str, Sequence[tuple[str, int, float, float | None]]]] | None = None,
+) -> dict[str, Path]:
+    files = _write(tmp_path / "eval", runs)
+    cross_files = {dataset: _write(tmp_path / "cross" / dataset, masks) for dataset, masks in (cross or {}).items()}
+    config["cross"]["prompts"] = ["box", "point"]
     config["methods"] = list(runs)
     config["evaluate"]["bootstrap"] = 20
     out = {name: tmp_path / "results" / f"{name}.csv" for name in ("table2", "table4", "table5")}
     out["md"] = tmp_path / "results" / "tables_semantic.md"
-    make_semantic_tables(files, out["table2"], out["table4"], out["md"], config=config, out_table5=out["table5"])
+    make_semantic_tables(files, out["table2"], out["table4"], out["md"], config=config, out_table5=out["table5"],
+                         cross_per_mask=cross_files)
     return out
 
 
@@ -73,6 +84,8 @@ def test_table5_rows_per_prompt_and_variant(medsam_tables: dict[str, Path]) -> N
     ]
     assert (table["baseline"] == "medsam").all()
     assert table["row"].tolist() == ["MedSAM", "MedSAM + SAWD"] * 2
+    # the training dataset's test split, set beside the paper's SA-Med2D column
+    assert set(zip(table["dataset"], table["paper_dataset"])) == {("demo", "sa_med2d")}
 
 
 def test_table5_values_beside_the_paper(medsam_tables: dict[str, Path]) -> None:
@@ -132,3 +145,25 @@ def test_table5_without_any_baseline(tmp_path: Path, config: dict[str, Any]) -> 
     text = out["md"].read_text(encoding="utf-8")
     assert text.split(SECTION)[1].strip() == "No SAM ViT-B baseline was run."
     assert len(pd.read_csv(out["table2"])) == 2  # the other tables are unchanged
+
+
+def test_table5_rows_of_a_cross_dataset_beside_its_paper_column(tmp_path: Path, config: dict[str, Any]) -> None:
+    # KiTS23 as a cross dataset: MedSAM scores 0.1 lower there than on the training dataset's test split
+    lower = {name: [(m, c, d - 0.1, None if s is None else s - 0.1) for m, c, d, s in masks] for name, masks in
+             (("medsam", ORIG), ("medsam+sawd", SAWD))}
+    out = _run(tmp_path, config, {"medsam": ORIG, "medsam+sawd": SAWD}, cross={"kits23": lower})
+    table = pd.read_csv(out["table5"])
+    assert list(zip(table["dataset"], table["prompt"], table["method"])) == [
+        ("demo", "box", "medsam"), ("demo", "box", "medsam+sawd"), ("demo", "point", "medsam"), ("demo", "point", "medsam+sawd"),
+        ("kits23", "box", "medsam"), ("kits23", "box", "medsam+sawd"), ("kits23", "point", "medsam"), ("kits23", "point", "medsam+sawd"),
+    ]
+    kits = table[table["dataset"] == "kits23"].set_index(["method", "prompt"])
+    assert (kits["paper_dataset"] == "kits23").all()
+    orig, plugged = kits.loc[("medsam", "box")], kits.loc[("medsam+sawd", "box")]
+    # ours on KiTS23, beside the paper's KiTS23 cells (MedSAM 85.56, + SAWD 86.75 DSC and 70.5 mDSC)
+    assert orig["dsc"] == pytest.approx(57.5) and plugged["dsc"] == pytest.approx(67.5) and plugged["mdsc"] == pytest.approx(45.0)
+    assert (orig["paper_dsc"], plugged["paper_dsc"], plugged["paper_mdsc"]) == (85.56, 86.75, 70.5)
+    assert plugged["delta_mdsc"] == pytest.approx(45.0 - 70.5)
+    assert plugged["gain_dsc"] == pytest.approx(10.0) and plugged["paper_gain_dsc"] == pytest.approx(86.75 - 85.56)
+    section = out["md"].read_text(encoding="utf-8").split(SECTION)[1]
+    assert "| kits23 " in section and "86.75" in section

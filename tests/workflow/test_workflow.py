@@ -170,6 +170,9 @@ def test_text_stage_reruns_only_for_its_cache_key(tiny_run: Path) -> None:
         ({"slicing": {"strid": 3}}, "strid"),
         ({"train": {"epochs": "ten"}}, "epochs"),
         ({"methods": ["medsam_lite", "no_such_method"]}, "no_such_method"),
+        ({"cross": {"datasets": {"no_such_dataset": None}}}, "no_such_dataset"),
+        ({"cross": {"datasets": {"kits23": {"mirorr": "x"}}}}, "mirorr"),
+        ({"dataset": {"name": "totalseg_example"}, "cross": {"datasets": {"totalseg_example": None}}}, "is the training dataset"),
     ],
 )
 def test_invalid_config_fails_at_start_up(tmp_path: Path, content: dict, expected: str) -> None:

@@ -36,9 +36,9 @@ def snakemake(
     return proc
 
 
-def planned_jobs(workdir: Path, *overlays: str) -> dict[str, int]:
-    """Rules (and job counts) a dry run would execute; {} when nothing is to be done."""
-    proc = snakemake(workdir, "-n", overlays=overlays)
+def planned_jobs(workdir: Path, *overlays: str, targets: tuple[str, ...] = ()) -> dict[str, int]:
+    """Rules (and job counts) a dry run (of ``targets``, else the default) would execute; {} when nothing is to be done."""
+    proc = snakemake(workdir, "-n", overlays=overlays, targets=targets)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}

@@ -7,7 +7,7 @@ import re
 
 from snakemake.utils import validate
 
-from segsam.config import code_hash, encoder_settings, encoder_tag, export_pythonpath
+from segsam.config import code_hash, dataset_config, encoder_settings, encoder_tag, export_pythonpath
 from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import CasesNotReady, load_registry
 from segsam.models.methods import get_method
@@ -23,57 +23,70 @@ for _method in config["methods"]:
 COMMON_CODE = ("config", "errors", "atomic", "logs")
 
 
-# --- the dataset: registry entry, case list, where its files go ---------------------------
+# --- the datasets: registry entries, case lists, where their files go ---------------------
+# The training dataset (`dataset`) and the cross-dataset ones (`cross.datasets`, table 3) share
+# the download stage: fetch_file / extract_archive / stage_case take the dataset as a wildcard.
 
+REGISTRY = load_registry(config["dataset"]["registry"])
 DATASET = config["dataset"]["name"]
-DATASET_SPEC = load_registry(config["dataset"]["registry"]).get(DATASET)
+DATASET_SPEC = REGISTRY.get(DATASET)
 DOWNLOAD_DIR = config["dataset"]["download_dir"]
 EXTRACT_DIR = config["dataset"]["extract_dir"]
 if os.path.normpath(DOWNLOAD_DIR) == os.path.normpath(EXTRACT_DIR):
     raise ValueError("config keys dataset.download_dir and dataset.extract_dir must differ")
+CROSS_DATASETS = list(config["cross"]["datasets"])
+if DATASET in CROSS_DATASETS:
+    raise ValueError(f"config key cross.datasets: {DATASET} is the training dataset (dataset.name); cross-dataset evaluation needs another one")
 
 
-def dataset_roots():
-    """Folders that may already hold the dataset's files at their registry paths:
-    the mirror first, then the extracted archives and the downloads of this dataset."""
-    mirror = config["dataset"]["mirror"]
-    if DATASET_SPEC.kind == "local":  # your own files: only the mirror holds them
+def dataset_roots(name):
+    """Folders that may already hold a dataset's files at their registry paths:
+    its mirror first, then its extracted archives and its downloads."""
+    settings = dataset_config(config, name)
+    mirror = settings["mirror"]
+    if REGISTRY.get(name).kind == "local":  # your own files: only the mirror holds them
         return [mirror] if mirror else []
-    roots = [f"{EXTRACT_DIR}/{DATASET}", f"{DOWNLOAD_DIR}/{DATASET}"]
+    roots = [f"{EXTRACT_DIR}/{name}", f"{DOWNLOAD_DIR}/{name}"]
     return [mirror, *roots] if mirror else roots
 
 
-def case_specs():
-    """({case id: registry CaseSpec}, why the list is not known yet or None).
+def case_specs(name):
+    """({case id: registry CaseSpec}, why the list is not known yet or None) of one dataset.
 
     The demo has no registry case list; a 2D release (slices2d) is not wired into
     the workflow yet (it stops here, saying how to import it). A list that is
     discovered from an archive (AMOS) stays empty until the archive is there
-    (rule fetch_archives); the reason is returned. dataset.exclude drops cases.
+    (rule fetch_archives); the reason is returned. The dataset's `exclude` drops cases.
     """
-    if DATASET_SPEC.kind == "slices2d":
+    spec = REGISTRY.get(name)
+    settings = dataset_config(config, name)
+    if spec.kind == "slices2d":
         raise ValueError(
-            f"dataset {DATASET} is a 2D release: index it with `python -m segsam.data.sa_med2d` "
+            f"dataset {name} is a 2D release: index it with `python -m segsam.data.sa_med2d` "
             "(segsam/data/sa_med2d.py); the workflow's embedding and training stages take volume datasets only so far"
         )
-    if DATASET_SPEC.kind == "phantoms":
+    if spec.kind == "phantoms":
+        if name != DATASET:
+            raise ValueError(f"config key cross.datasets: {name} is made by the workflow, not a dataset to evaluate on")
         return {}, None
     try:
-        specs = DATASET_SPEC.cases(dataset_roots(), labelmap=config["dataset"]["labelmap"])
+        specs = spec.cases(dataset_roots(name), labelmap=settings["labelmap"])
     except CasesNotReady as err:
         return {}, str(err)
-    excluded = set(config["dataset"]["exclude"])
+    excluded = set(settings["exclude"])
     unknown = sorted(excluded - set(specs))
     if unknown:
-        raise ValueError(f"config key dataset.exclude: {unknown} are not cases of dataset {DATASET}")
-    return {case: spec for case, spec in specs.items() if case not in excluded}, None
+        raise ValueError(f"config key exclude of dataset {name}: {unknown} are not cases of dataset {name}")
+    return {case: case_spec for case, case_spec in specs.items() if case not in excluded}, None
 
 
-CASE_SPECS, CASES_PENDING = case_specs()
+# {dataset: (case specs, pending reason)} of every dataset the workflow reads
+DATASET_CASES = {name: case_specs(name) for name in [DATASET, *CROSS_DATASETS]}
+CASE_SPECS, CASES_PENDING = DATASET_CASES[DATASET]
 
 
 def cases():
-    """{case id: modality} of the configured dataset (the registry's list for real data)."""
+    """{case id: modality} of the training dataset (the registry's list for real data)."""
     dataset = config["dataset"]
     if DATASET_SPEC.kind == "phantoms":
         demo = dataset["demo"]
@@ -82,37 +95,39 @@ def cases():
 
 
 CASES = cases()
-
-
-DATASET_FILES = DATASET_SPEC.all_files(CASE_SPECS)
-ARCHIVES = sorted(path for path, spec in DATASET_FILES.items() if spec.archive)
-ARCHIVE_PATTERN = "|".join(re.escape(a) for a in ARCHIVES) or r"(?!)"  # (?!) matches nothing
+# datasets whose files the download stage fetches (all but the demo phantoms)
+DOWNLOADED = [name for name in DATASET_CASES if REGISTRY.get(name).kind in ("volumes", "local")]
+DATASET_FILES = {name: REGISTRY.get(name).all_files(DATASET_CASES[name][0]) for name in DOWNLOADED}
+ARCHIVES = {name: sorted(path for path, spec in files.items() if spec.archive) for name, files in DATASET_FILES.items()}
+ARCHIVE_PATTERN = "|".join(re.escape(a) for a in sorted({a for paths in ARCHIVES.values() for a in paths})) or r"(?!)"  # (?!) matches nothing
+DOWNLOADED_PATTERN = "|".join(re.escape(name) for name in DOWNLOADED) or r"(?!)"
 # the segsam.data modules slicing imports (not download/registry/archive: a change there
 # must not re-slice every case)
 SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
 
 
 def file_spec(wildcards):
-    """The registry entry of one file of the dataset, as plain params."""
-    if wildcards.file not in DATASET_FILES:
-        raise ValueError(f"{wildcards.file} is not a file of dataset {DATASET} in {config['dataset']['registry']}")
-    spec = DATASET_FILES[wildcards.file]
+    """The registry entry of one file of a dataset, as plain params."""
+    files = DATASET_FILES[wildcards.dataset]
+    if wildcards.file not in files:
+        raise ValueError(f"{wildcards.file} is not a file of dataset {wildcards.dataset} in {config['dataset']['registry']}")
+    spec = files[wildcards.file]
     return {"path": spec.path, "url": spec.url, "sha256": spec.sha256, "manual": spec.manual, "archive": spec.archive}
 
 
 def case_sources(wildcards):
     """The downloaded file (or the extracted archive folder) behind a case's image and label."""
-    spec = CASE_SPECS[wildcards.case]
+    spec = DATASET_CASES[wildcards.dataset][0][wildcards.case]
     out = {}
     for role, source in (("image", spec.image), ("label", spec.label)):
         root = EXTRACT_DIR if source.member else DOWNLOAD_DIR
-        out[role] = f"{root}/{DATASET}/{source.file.path}"
+        out[role] = f"{root}/{wildcards.dataset}/{source.file.path}"
     return out
 
 
 def case_members(wildcards):
     """Archive members of a case's image and label (None: the file itself)."""
-    spec = CASE_SPECS[wildcards.case]
+    spec = DATASET_CASES[wildcards.dataset][0][wildcards.case]
     return {"image": spec.image.member, "label": spec.label.member}
 
 
@@ -128,6 +143,8 @@ def case_labelmap(wildcards):
     if DATASET_SPEC.kind == "phantoms":
         return config["dataset"]["labelmap"] or DATASET_SPEC.labelmap
     return CASE_SPECS[wildcards.case].labelmap
+
+
 # each frozen encoder of the configured methods has one embedding cache, results/embeddings/<tag>/
 ENCODERS = {name: encoder_settings(config, name) for name in ("tiny_vit", "vit_b")}
 ENCODERS_BY_TAG = {
@@ -200,3 +217,54 @@ def method_checkpoint(wildcards):
     if get_method(wildcards.method).trains:
         return {"checkpoint": f"results/models/{wildcards.method}/checkpoint.pt", "train_summary": f"results/models/{wildcards.method}/train_summary.json"}
     return {}
+
+
+# --- cross-dataset evaluation (cross.smk) ---------------------------------------------------
+
+CROSS_PATTERN = "|".join(re.escape(name) for name in CROSS_DATASETS) or r"(?!)"
+CROSS_SLICING = {**config["slicing"], "stride": config["cross"]["stride"] or config["slicing"]["stride"]}
+# every method is scored on every cross dataset: table 3 takes those that name classes (SAWD, or a
+# prompt-free network), table 5 the SAM baselines before and after SAWD
+CROSS_METHODS = list(config["methods"])
+
+
+def cross_case(wildcards):
+    """The registry entry of one case of a cross dataset."""
+    return DATASET_CASES[wildcards.dataset][0][wildcards.case]
+
+
+def cross_cases(name):
+    """Case ids of one cross dataset; stops with the reason when its case list is not known yet."""
+    specs, pending = DATASET_CASES[name]
+    if pending:
+        raise ValueError(pending)
+    return sorted(specs)
+
+
+def cross_slice_dirs(wildcards):
+    return [f"results/cross/{wildcards.dataset}/slices/{case}" for case in cross_cases(wildcards.dataset)]
+
+
+def cross_split(wildcards):
+    """Every case of a cross dataset is a test case (the models never train on it)."""
+    return {**config["split"], "assign": {case: "test" for case in cross_cases(wildcards.dataset)}}
+
+
+def cross_method_embeddings(wildcards):
+    """As method_embeddings, with the cross dataset's embedding cache."""
+    spec = get_method(wildcards.method)
+    inputs = {}
+    if spec.encoder_frozen:
+        tag = encoder_tag(ENCODERS[spec.encoder])
+        inputs["embeddings"] = [
+            f"results/cross/{wildcards.dataset}/embeddings/{tag}/{case}.{ext}"
+            for case in cross_cases(wildcards.dataset) for ext in ("npy", "parquet")
+        ]
+    if spec.encoder == "vit_b":
+        inputs["weights"] = VIT_B_WEIGHTS
+    return inputs
+
+
+def cross_per_mask(wildcards):
+    """{cross dataset: the per-mask tables of its methods} (table 3's input, named per dataset)."""
+    return {name: [f"results/cross/{name}/eval/{m}/per_mask.parquet" for m in CROSS_METHODS] for name in CROSS_DATASETS}

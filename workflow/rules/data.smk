@@ -7,6 +7,8 @@
 #   stage_case       one case's image + label -> results/raw/<dataset>/<case>_{image,label}.nii.gz
 #   download_dataset target: every case staged;  fetch_archives target: every archive fetched
 #                    (AMOS reads its case list from its archive: run this target first)
+# These rules serve the training dataset and the cross-dataset ones (cross.datasets) alike:
+# {dataset} is one of them.
 # A volume that fails its checks fails its own slice_volume job only: with --keep-going every
 # other case is still sliced, and the index is built once the case is fixed or listed in
 # dataset.exclude. A case whose label volume is empty is skipped with a warning (its slice
@@ -38,7 +40,7 @@ rule demo_phantom:
         "../scripts/demo_phantom.py"
 
 
-if DATASET_SPEC.kind in ("volumes", "local"):
+if DOWNLOADED:
 
     localrules:
         fetch_file,
@@ -47,12 +49,13 @@ if DATASET_SPEC.kind in ("volumes", "local"):
 
     rule fetch_file:
         output:
-            f"{DOWNLOAD_DIR}/{DATASET}/{{file}}",
+            f"{DOWNLOAD_DIR}/{{dataset}}/{{file}}",
         params:
             spec=file_spec,
         log:
-            f"results/logs/fetch_file/{DATASET}/{{file}}.log",
+            "results/logs/fetch_file/{dataset}/{file}.log",
         wildcard_constraints:
+            dataset=DOWNLOADED_PATTERN,
             file=r".+",
         conda:
             "../../envs/data.yaml"
@@ -63,12 +66,13 @@ if DATASET_SPEC.kind in ("volumes", "local"):
 
     rule extract_archive:
         input:
-            f"{DOWNLOAD_DIR}/{DATASET}/{{archive}}",
+            f"{DOWNLOAD_DIR}/{{dataset}}/{{archive}}",
         output:
-            directory(f"{EXTRACT_DIR}/{DATASET}/{{archive}}"),
+            directory(f"{EXTRACT_DIR}/{{dataset}}/{{archive}}"),
         log:
-            f"results/logs/extract_archive/{DATASET}/{{archive}}.log",
+            "results/logs/extract_archive/{dataset}/{archive}.log",
         wildcard_constraints:
+            dataset=DOWNLOADED_PATTERN,
             archive=ARCHIVE_PATTERN,
         conda:
             "../../envs/data.yaml"
@@ -81,12 +85,14 @@ if DATASET_SPEC.kind in ("volumes", "local"):
         input:
             unpack(case_sources),
         output:
-            image=f"results/raw/{DATASET}/{{case}}_image.nii.gz",
-            label=f"results/raw/{DATASET}/{{case}}_label.nii.gz",
+            image="results/raw/{dataset}/{case}_image.nii.gz",
+            label="results/raw/{dataset}/{case}_label.nii.gz",
         params:
             members=case_members,
         log:
-            f"results/logs/stage_case/{DATASET}/{{case}}.log",
+            "results/logs/stage_case/{dataset}/{case}.log",
+        wildcard_constraints:
+            dataset=DOWNLOADED_PATTERN,
         conda:
             "../../envs/data.yaml"
         resources:
@@ -96,11 +102,11 @@ if DATASET_SPEC.kind in ("volumes", "local"):
 
     rule download_dataset:
         input:
-            expand(f"results/raw/{DATASET}/{{case}}_{{role}}.nii.gz", case=sorted(CASES), role=["image", "label"]),
+            [f"results/raw/{name}/{case}_{role}.nii.gz" for name in DOWNLOADED for case in sorted(DATASET_CASES[name][0]) for role in ("image", "label")],
 
     rule fetch_archives:
         input:
-            expand(f"{DOWNLOAD_DIR}/{DATASET}/{{archive}}", archive=ARCHIVES),
+            [f"{DOWNLOAD_DIR}/{name}/{archive}" for name in DOWNLOADED for archive in ARCHIVES[name]],
 
 
 rule slice_volume:

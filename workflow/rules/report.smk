@@ -46,7 +46,8 @@ rule figures:
 
 rule semantic_tables:
     input:
-        expand("results/eval/{method}/per_mask.parquet", method=config["methods"]),
+        unpack(cross_per_mask),  # table 5's KiTS23 / BTCV rows, when they are cross datasets
+        per_mask=expand("results/eval/{method}/per_mask.parquet", method=config["methods"]),
     output:
         table2=report("results/table2.csv", category="Tables", caption="../report/table2.rst"),
         table4=report("results/table4.csv", category="Tables", caption="../report/table4.rst"),
@@ -55,6 +56,8 @@ rule semantic_tables:
     params:
         evaluate=config["evaluate"],
         methods=config["methods"],
+        datasets=CROSS_DATASETS,
+        cross_prompts=config["cross"]["prompts"],
         code=code_hash("report", "evaluate.metrics", *COMMON_CODE),
     log:
         "results/logs/semantic_tables.log",

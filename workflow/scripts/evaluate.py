@@ -1,4 +1,5 @@
-"""Rule evaluate: score one method on the saved test prompts (segsam.evaluate.run)."""
+"""Rules evaluate / evaluate_cross: score one method on the saved test prompts of the
+training dataset's test split, or of a cross dataset (segsam.evaluate.run)."""
 
 from segsam.errors import run_stage
 from segsam.evaluate.run import evaluate_method
@@ -16,5 +17,6 @@ run_stage(
     train_summary=snakemake.input.get("train_summary"),
     text_parquet=snakemake.input.get("text"),
     threads=snakemake.threads,
+    eval_dataset=snakemake.wildcards.get("dataset"),  # set by evaluate_cross only
     log=snakemake.log[0],
 )

@@ -1,12 +1,13 @@
 """Rule fetch_file: one registry file from dataset.mirror or its URL, sha256-checked (segsam.data.download)."""
 
+from segsam.config import dataset_config
 from segsam.data.download import RetryPolicy, fetch_file
 from segsam.data.registry import RemoteFile, load_registry
 from segsam.errors import run_stage
 
 # mirror and retry settings come from the config, not params: they change how a checked file
 # is fetched, not what it is, so changing them must not rerun any download
-dataset = snakemake.config["dataset"]
+dataset = dataset_config(snakemake.config, snakemake.wildcards.dataset)  # the training or a cross dataset
 settings = dataset["download"]
 run_stage(
     fetch_file,

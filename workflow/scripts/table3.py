@@ -1,0 +1,15 @@
+"""Rule table3: results/table3.{csv,md} and its figure, cross-dataset mDSC (segsam.report.tables)."""
+
+from segsam.errors import run_stage
+from segsam.report.tables import make_table3
+
+run_stage(
+    make_table3,
+    {dataset: list(snakemake.input[dataset]) for dataset in snakemake.params.datasets},
+    snakemake.input.train_masks,
+    snakemake.output.csv,
+    snakemake.output.md,
+    snakemake.output.png,
+    config=snakemake.config,
+    log=snakemake.log[0],
+)
