@@ -25,7 +25,7 @@ from segsam.train.prompts import jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)
 
-PROMPT_COLUMNS = ["mask", "image", "case", "modality", "class_id", "class_name", "prompt", "x0", "y0", "x1", "y1", "px", "py", "spacing_mm"]
+PROMPT_COLUMNS = ["mask", "image", "case", "modality", "axis", "slice", "class_id", "class_name", "prompt", "x0", "y0", "x1", "y1", "px", "py", "spacing_mm"]
 
 
 def mask_rng(seed: int, mask_path: str) -> np.random.Generator:
@@ -49,7 +49,7 @@ def make_test_prompts(masks_parquet: str | Path, out_parquet: str | Path, *, eva
         for prompt in evaluate_cfg["prompts"]:
             rows.append({
                 "mask": record.mask, "image": record.image, "case": record.case, "modality": record.modality,
-                "class_id": int(record.class_id), "class_name": record.class_name, "prompt": prompt,
+                "axis": record.axis, "slice": int(record.slice), "class_id": int(record.class_id), "class_name": record.class_name, "prompt": prompt,
                 "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": point[0], "py": point[1],
                 "spacing_mm": float(record.spacing_mm),
             })

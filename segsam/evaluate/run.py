@@ -20,6 +20,7 @@ from tqdm import tqdm
 from segsam.atomic import atomic_path, write_json
 from segsam.errors import DataError
 from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, semantic_summarise, summarise
+from segsam.evaluate.volume import AXIS, CaseVolumes, case_summary
 from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
@@ -54,6 +55,7 @@ def evaluate_method(
     out_summary: str | Path,
     out_examples: str | Path,
     *,
+    out_per_case: str | Path,
     config: Mapping[str, Any],
     checkpoint: str | Path | None = None,
     train_summary: str | Path | None = None,
@@ -73,6 +75,8 @@ def evaluate_method(
         out_summary: JSON with the per-modality means and the MLflow run ids.
         out_examples: Folder of predicted masks (box prompts, PNG named like the
             ground-truth mask) on the slices of :func:`example_images`.
+        out_per_case: Parquet, one row per (prompt, case, class) with the 3D DSC and HD95 (mm)
+            of the axial planes stacked (:mod:`segsam.evaluate.volume`).
         config: The whole validated config.
         checkpoint: Trained weights (methods that train), overlaid on the
             pretrained ones.
@@ -110,6 +114,7 @@ def evaluate_method(
     threshold_logit = float(np.log(cfg["threshold"] / (1 - cfg["threshold"])))
 
     results = []
+    volumes = CaseVolumes(method)
     examples = set(example_images(prompts))
     examples_tmp = Path(out_examples).parent / f".{Path(out_examples).name}.tmp"
     shutil.rmtree(examples_tmp, ignore_errors=True)
@@ -117,9 +122,17 @@ def evaluate_method(
     start = time.perf_counter()
     with torch.inference_mode():
         for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
+            volumes.finish(keep=group["case"].iloc[0])  # slices are sorted by path, so by case: score the cases before
             if spec.prompt_free:
                 frame, predicted_masks = prompt_free_rows(model, image, group, size, to_index)
                 results.append(frame)
+                if group["axis"].iloc[0] == AXIS:
+                    first = group.drop_duplicates("mask").set_index("mask")
+                    for mask_path, predicted in predicted_masks.items():
+                        row = first.loc[mask_path]
+                        truth = np.any([read_png(p) > 0 for p in first.index[first["class_id"] == row["class_id"]]], axis=0)
+                        volumes.add(NO_PROMPT, row["case"], row["modality"], int(row["slice"]), int(row["class_id"]),
+                                    row["class_name"], float(row["spacing_mm"]), predicted, truth)
                 if image in examples:
                     for mask_path, predicted in predicted_masks.items():
                         write_png(examples_tmp / Path(mask_path).name, predicted.astype(np.uint8) * 255)
@@ -158,6 +171,10 @@ def evaluate_method(
             frame["pred_area"] = pred.flatten(1).sum(1).numpy()
             frame["gt_area"] = targets.reshape(len(group), -1).sum(1)
             results.append(frame)
+            if group["axis"].iloc[0] == AXIS:
+                for row, predicted, truth_plane in zip(group.itertuples(index=False), pred.numpy(), targets):
+                    volumes.add(row.prompt, row.case, row.modality, int(row.slice), int(row.class_id), row.class_name,
+                                float(row.spacing_mm), predicted, truth_plane)
             if image in examples:
                 for mask_path, kind, predicted in zip(group["mask"], group["prompt"], pred):
                     if kind == "box":
@@ -169,6 +186,8 @@ def evaluate_method(
     summarise_rows = semantic_summarise if spec.prompt_free else summarise
     summary = summarise_rows(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
     distances = distance_summary(per_mask)
+    per_case = volumes.table()
+    volume_summary = case_summary(per_case)
 
     train_run = None
     if train_summary is not None:
@@ -177,12 +196,15 @@ def evaluate_method(
     with start_run(config, "evaluate", method, extra_tags=tags, eval_dataset=eval_dataset) as run:
         with atomic_path(out_per_mask) as tmp:
             per_mask.to_parquet(tmp, index=False)
+        with atomic_path(out_per_case) as tmp:
+            per_case.to_parquet(tmp, index=False)
         record = {
             "method": method,
             "seconds": elapsed,
             "n_prompts": len(per_mask),
             "means": summary.to_dict(orient="records"),
             "hd95_mm": distances.to_dict(orient="records"),
+            "per_case_3d": volume_summary.to_dict(orient="records"),
             "mlflow_run_id": run.info.run_id if run is not None else None,
             "train_run_id": train_run,
             "eval_dataset": eval_dataset or config["dataset"]["name"],
@@ -197,6 +219,10 @@ def evaluate_method(
             for row in distances.itertuples(index=False):
                 if np.isfinite(row.median):
                     mlflow.log_metric(f"hd95_mm/{row.prompt}/{row.modality}", float(row.median))
+            for row in volume_summary.itertuples(index=False):
+                mlflow.log_metric(f"dsc_3d/{row.prompt}", float(row.dsc_3d))
+                if np.isfinite(row.hd95_3d_mm):
+                    mlflow.log_metric(f"hd95_3d_mm/{row.prompt}", float(row.hd95_3d_mm))
             mlflow.log_metric("seconds", elapsed)
             mlflow.log_artifact(str(out_per_mask), artifact_path="tables")
             mlflow.log_table(summary, artifact_file="tables/summary.json")

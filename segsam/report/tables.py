@@ -27,6 +27,7 @@ import pandas as pd
 from segsam.atomic import atomic_path, write_json, write_text
 from segsam.config import config_hash
 from segsam.evaluate.metrics import distance_summary, semantic_summarise, summarise
+from segsam.evaluate.volume import case_summary
 from segsam.models.methods import get_method
 from segsam.tracking import git_commit
 
@@ -433,9 +434,11 @@ def cross_table(
     return pd.DataFrame(list(rows.values()))
 
 
-def cross_markdown(table: pd.DataFrame, datasets: Sequence[str], binary: pd.DataFrame, distances: pd.DataFrame) -> str:
+def cross_markdown(
+    table: pd.DataFrame, datasets: Sequence[str], binary: pd.DataFrame, distances: pd.DataFrame, volume: pd.DataFrame
+) -> str:
     """Table 3 for people: ``mDSC [lo, hi]`` per dataset beside the paper, the unseen classes, then
-    the binary DSC (all masks, seen or not) and the HD95 of every prompted method."""
+    the binary DSC (all masks, seen or not) and the HD95 of every prompted method, and the per-case 3D view."""
     head = ["Method", "Prompt", *[CROSS_DATASET_NAMES.get(d, d) for d in datasets]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table.to_dict(orient="records"):
@@ -461,6 +464,8 @@ def cross_markdown(table: pd.DataFrame, datasets: Sequence[str], binary: pd.Data
         binary.to_markdown(index=False, floatfmt=".2f") + "\n" if not binary.empty else "No prompted method was evaluated.\n",
         "\n## HD95 (mm) of the prompted masks, median per dataset (2D, at each slice's pixel spacing)\n",
         distances.to_markdown(index=False, floatfmt=".2f") + "\n" if not distances.empty else "No prompted method was evaluated.\n",
+        "\n## 3D per case: the axial planes of each (case, class) stacked; mean DSC (%), median and mean HD95 (mm)\n",
+        volume.to_markdown(index=False, floatfmt=".2f") + "\n" if not volume.empty else "No axial plane was evaluated.\n",
     ]
     return "\n".join(parts)
 
@@ -473,6 +478,7 @@ def make_table3(
     out_png: str | Path,
     *,
     config: Mapping[str, Any],
+    per_case_files: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> pd.DataFrame:
     """Table 3 (cross-dataset mDSC) beside the paper's cells, its Markdown and its bar chart.
 
@@ -483,6 +489,8 @@ def make_table3(
         out_md: ``table3.md``.
         out_png: ``figures/table3.png``.
         config: The validated config (``methods``, ``evaluate``).
+        per_case_files: {cross dataset: the per-case 3D tables of its methods}
+            (:mod:`segsam.evaluate.volume`), summarised in the Markdown.
 
     Returns:
         The table, as written.
@@ -527,9 +535,16 @@ def make_table3(
          for r in distance_summary(frame.assign(modality=dataset)).query("modality == @dataset").itertuples(index=False)],
         columns=["method", "row", "prompt", "dataset", "median", "mean", "n", "n_undefined"],
     )
+    volumes = [case_summary(pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)).assign(dataset=dataset)
+               for dataset, files in (per_case_files or {}).items() if files]
+    volume = pd.concat(volumes, ignore_index=True) if volumes else pd.DataFrame()
+    if not volume.empty:
+        volume.insert(1, "row", [get_method(m).display for m in volume["method"]])
+        volume["dsc_3d"] = (100 * volume["dsc_3d"]).round(2)
+        volume = volume[["method", "row", "prompt", "dataset", "dsc_3d", "hd95_3d_mm", "hd95_3d_mm_mean", "n"]]
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
-    write_text(out_md, cross_markdown(table, datasets, binary, distances))
+    write_text(out_md, cross_markdown(table, datasets, binary, distances, volume))
     modality_bars(table, out_png, title="Cross-dataset semantic mDSC (classes seen in training)", columns=datasets,
                   ylabel="mDSC (%)", column_labels=[CROSS_DATASET_NAMES.get(d, d) for d in datasets])
     log.info("table 3: %s", "; ".join(f"{r['row']}/{r['prompt']}: " + ", ".join(f"{d}={r[d]}" for d in datasets) for r in table.to_dict(orient="records")))

@@ -66,6 +66,9 @@ def test_registry_has_every_dataset_with_its_metadata(registry) -> None:
 def test_schema_lists_the_registry_names(registry) -> None:
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
     assert set(schema["properties"]["dataset"]["properties"]["name"]["enum"]) == set(registry.names)
+    # cross datasets: the volume datasets the download stage serves
+    cross = schema["properties"]["cross"]["properties"]["datasets"]["propertyNames"]["enum"]
+    assert set(cross) == {name for name in registry.names if registry.get(name).kind in ("volumes", "local")}
 
 
 def test_every_label_map_loads_into_the_vocabulary(registry, vocab: Vocabulary) -> None:

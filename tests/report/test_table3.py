@@ -48,7 +48,14 @@ def _run(tmp_path: Path, config: dict[str, Any], methods: dict[str, tuple[str, d
     config["evaluate"]["bootstrap"] = 50
     out = {"csv": tmp_path / "results" / "table3.csv", "md": tmp_path / "results" / "table3.md",
            "png": tmp_path / "results" / "figures" / "table3.png"}
-    make_table3(files, train, out["csv"], out["md"], out["png"], config=config)
+    # the per-case 3D view: one (case, class) pair per method and dataset
+    per_case = {}
+    for dataset in datasets:
+        path = tmp_path / "cross" / dataset / "per_case.parquet"
+        pd.DataFrame([{"method": "segsam", "prompt": "box", "case": "c1", "modality": "ct", "class_id": 1, "class_name": "kidney",
+                       "n_planes": 3, "dsc_3d": 0.6, "hd95_3d_mm": 7.25}]).to_parquet(path, index=False)
+        per_case[dataset] = [path]
+    make_table3(files, train, out["csv"], out["md"], out["png"], config=config, per_case_files=per_case)
     return out
 
 
@@ -88,6 +95,8 @@ def test_table3_scores_seen_classes_and_reports_the_unseen_ones(tmp_path: Path, 
     binary = md.split("## Binary DSC")[1].split("## HD95")[0]
     assert "| ft_decoder " in binary and "| segsam " in binary and "unet" not in binary and "90.00" in binary
     assert "HD95 (mm)" in md and "| ft_decoder " in md.split("## HD95")[1]
+    volume = md.split("## 3D per case")[1]
+    assert "| segsam " in volume and "60.00" in volume and "7.25" in volume and "| kits23 " in volume
     assert out["png"].stat().st_size > 1000
 
 

@@ -83,6 +83,12 @@ def test_cross_dataset_table3(cross_run: tuple[Path, str]) -> None:
         assert len(pd.read_parquet(root / f"eval/{method}/per_mask.parquet")) == len(index)
     md = (work / "results/table3.md").read_text()
     assert "## Table 3" in md and "| medsam_lite " in md.split("## Binary DSC")[1]
+    # the 3D view: one row per (case, class) with axial planes, for each case
+    per_case = pd.read_parquet(root / "eval/segsam/per_case.parquet")
+    axial = index[index["axis"] == "z"]
+    assert set(zip(per_case["case"], per_case["class_id"])) == set(zip(axial["case"], axial["class_id"]))
+    assert per_case["dsc_3d"].between(0, 1).all() and (per_case["hd95_3d_mm"] >= 0).all()
+    assert "| segsam " in md.split("## 3D per case")[1]
     assert (work / "results/figures/table3.png").stat().st_size > 1000
 
     # MLflow: one evaluation run per (method, cross dataset), linked to the training run

@@ -268,3 +268,8 @@ def cross_method_embeddings(wildcards):
 def cross_per_mask(wildcards):
     """{cross dataset: the per-mask tables of its methods} (table 3's input, named per dataset)."""
     return {name: [f"results/cross/{name}/eval/{m}/per_mask.parquet" for m in CROSS_METHODS] for name in CROSS_DATASETS}
+
+
+def cross_per_case(wildcards):
+    """{per_case_<cross dataset>: the per-case 3D tables of its methods} (table 3's 3D view)."""
+    return {f"per_case_{name}": [f"results/cross/{name}/eval/{m}/per_case.parquet" for m in CROSS_METHODS] for name in CROSS_DATASETS}

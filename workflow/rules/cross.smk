@@ -94,6 +94,7 @@ use rule evaluate as evaluate_cross with:
         mlflow="results/mlflow/initialised.json",
     output:
         per_mask="results/cross/{dataset}/eval/{method}/per_mask.parquet",
+        per_case="results/cross/{dataset}/eval/{method}/per_case.parquet",
         summary="results/cross/{dataset}/eval/{method}/summary.json",
         examples=directory("results/cross/{dataset}/eval/{method}/examples"),
     log:
@@ -107,6 +108,7 @@ use rule evaluate as evaluate_cross with:
 rule table3:
     input:
         unpack(cross_per_mask),
+        unpack(cross_per_case),
         train_masks="results/index/masks.parquet",
     output:
         csv=report("results/table3.csv", category="Tables", caption="../report/table3.rst"),

@@ -28,6 +28,7 @@ rule evaluate:
         mlflow="results/mlflow/initialised.json",
     output:
         per_mask="results/eval/{method}/per_mask.parquet",
+        per_case="results/eval/{method}/per_case.parquet",
         summary="results/eval/{method}/summary.json",
         examples=directory("results/eval/{method}/examples"),
     params:

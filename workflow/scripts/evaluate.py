@@ -12,6 +12,7 @@ run_stage(
     snakemake.output.per_mask,
     snakemake.output.summary,
     snakemake.output.examples,
+    out_per_case=snakemake.output.per_case,
     config=snakemake.config,
     checkpoint=snakemake.input.get("checkpoint"),
     train_summary=snakemake.input.get("train_summary"),

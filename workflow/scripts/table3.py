@@ -10,6 +10,7 @@ run_stage(
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.png,
+    per_case_files={dataset: list(snakemake.input[f"per_case_{dataset}"]) for dataset in snakemake.params.datasets},
     config=snakemake.config,
     log=snakemake.log[0],
 )
