@@ -276,7 +276,7 @@ def plugin_table(
 
 
 def plugin_markdown(table: pd.DataFrame) -> str:
-    """Render :func:`plugin_table` for people: ours beside the paper's Med2D cells; ``-`` where none."""
+    """Render :func:`plugin_table` for people: ours beside the paper's column of each dataset; ``-`` where none."""
     if table.empty:
         return "No SAM ViT-B baseline was run.\n"
     view = table[["row", "prompt", "dataset", "paper_dataset", "dsc", "paper_dsc", "delta_dsc", "gain_dsc", "paper_gain_dsc", "mdsc", "paper_mdsc", "delta_mdsc"]]
@@ -354,7 +354,8 @@ def make_semantic_tables(
         cross = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
         parts5.append(plugin_table(summarise(cross, n_boot, ci, seed), semantic_summarise(cross, n_boot, ci, seed), paper5,
                                    config["cross"]["prompts"], dataset=dataset, paper_dataset=dataset))
-    table5 = pd.concat(parts5, ignore_index=True) if any(not t.empty for t in parts5) else parts5[0]
+    filled = [t for t in parts5 if not t.empty]
+    table5 = pd.concat(filled, ignore_index=True) if filled else parts5[0]
     outputs = [(table2, out_table2), (table4, out_table4), (table5, out_table5)]
     for table, out in outputs:
         with atomic_path(out) as tmp:

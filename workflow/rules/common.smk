@@ -169,10 +169,13 @@ def all_slice_dirs():
     return expand("results/slices/{case}", case=sorted(CASES))
 
 
-def embeddings_of(encoder):
-    """Every case's cache entry for one encoder (``tiny_vit`` or ``vit_b``)."""
+def embeddings_of(encoder, dataset=None):
+    """Every case's cache entry for one encoder (``tiny_vit`` or ``vit_b``): of the training
+    dataset (results/embeddings/), or of a cross dataset (results/cross/<dataset>/embeddings/)."""
     tag = encoder_tag(ENCODERS[encoder])
-    return expand(f"results/embeddings/{tag}/{{case}}.{{ext}}", case=sorted(CASES), ext=["npy", "parquet"])
+    if dataset is None:
+        return expand(f"results/embeddings/{tag}/{{case}}.{{ext}}", case=sorted(CASES), ext=["npy", "parquet"])
+    return expand(f"results/cross/{dataset}/embeddings/{tag}/{{case}}.{{ext}}", case=cross_cases(dataset), ext=["npy", "parquet"])
 
 
 def encoder_weights(wildcards):
@@ -183,12 +186,13 @@ def encoder_weights(wildcards):
 
 
 def method_embeddings(wildcards):
-    """What a method reads besides the index: the embedding cache of its encoder when that is frozen,
-    the ViT-B weights for ViT-B methods, nothing more for a prompt-free network (it reads the images)."""
+    """What a method reads besides the index: the embedding cache of its encoder when that is frozen
+    (the cross dataset's in rule evaluate_cross), the ViT-B weights for ViT-B methods, nothing more
+    for a prompt-free network (it reads the images)."""
     spec = get_method(wildcards.method)
     inputs = {}
     if spec.encoder_frozen:
-        inputs["embeddings"] = embeddings_of(spec.encoder)
+        inputs["embeddings"] = embeddings_of(spec.encoder, wildcards.get("dataset"))
     if spec.encoder == "vit_b":
         inputs["weights"] = VIT_B_WEIGHTS
     return inputs
@@ -248,21 +252,6 @@ def cross_slice_dirs(wildcards):
 def cross_split(wildcards):
     """Every case of a cross dataset is a test case (the models never train on it)."""
     return {**config["split"], "assign": {case: "test" for case in cross_cases(wildcards.dataset)}}
-
-
-def cross_method_embeddings(wildcards):
-    """As method_embeddings, with the cross dataset's embedding cache."""
-    spec = get_method(wildcards.method)
-    inputs = {}
-    if spec.encoder_frozen:
-        tag = encoder_tag(ENCODERS[spec.encoder])
-        inputs["embeddings"] = [
-            f"results/cross/{wildcards.dataset}/embeddings/{tag}/{case}.{ext}"
-            for case in cross_cases(wildcards.dataset) for ext in ("npy", "parquet")
-        ]
-    if spec.encoder == "vit_b":
-        inputs["weights"] = VIT_B_WEIGHTS
-    return inputs
 
 
 def cross_per_mask(wildcards):

@@ -89,7 +89,7 @@ use rule evaluate as evaluate_cross with:
     input:
         unpack(method_checkpoint),
         unpack(class_text),
-        unpack(cross_method_embeddings),
+        unpack(method_embeddings),
         prompts="results/cross/{dataset}/eval/prompts.parquet",
         mlflow="results/mlflow/initialised.json",
     output:
