@@ -24,12 +24,16 @@ CROSS_JOBS = {"fetch_file": 4, "stage_case": 2, "slice_cross_volume": 2, "build_
               "cross_prompts": 1, "evaluate_cross": 4, "table3": 1}
 
 
+# files later jobs write in place (not replaced by a rename): copied, so the shared run is never edited
+IN_PLACE = (".snakemake", "results/mlflow", "results/mlflow.db", "results/logs", "results/benchmarks")
+
+
 def _copy_run(src: Path, dest: Path) -> Path:
-    """A copy of a finished run: the results hard-linked (outputs are replaced, never edited, by later
-    jobs), the MLflow store and Snakemake's metadata copied (those are edited in place)."""
+    """A copy of a finished run: outputs hard-linked (later jobs replace them, never edit them), the
+    MLflow store, Snakemake's metadata, logs and benchmarks copied (those are written in place)."""
     def link_or_copy(a: str, b: str) -> None:
-        parts = Path(a).relative_to(src).parts
-        if parts[0] == ".snakemake" or "mlflow" in parts[1:2] or parts[-1] == "mlflow.db":
+        relative = Path(a).relative_to(src).as_posix()
+        if any(relative == p or relative.startswith(f"{p}/") for p in IN_PLACE):
             shutil.copy2(a, b)
         else:
             os.link(a, b)
