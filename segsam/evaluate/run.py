@@ -124,17 +124,15 @@ def evaluate_method(
         for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
             volumes.finish(keep=group["case"].iloc[0])  # slices are sorted by path, so by case: score the cases before
             if spec.prompt_free:
-                frame, predicted_masks = prompt_free_rows(model, image, group, size, to_index)
+                frame, regions = prompt_free_rows(model, image, group, size, to_index)
                 results.append(frame)
                 if group["axis"].iloc[0] == AXIS:
-                    first = group.drop_duplicates("mask").set_index("mask")
-                    for mask_path, predicted in predicted_masks.items():
-                        row = first.loc[mask_path]
-                        truth = np.any([read_png(p) > 0 for p in first.index[first["class_id"] == row["class_id"]]], axis=0)
-                        volumes.add(NO_PROMPT, row["case"], row["modality"], int(row["slice"]), int(row["class_id"]),
-                                    row["class_name"], float(row["spacing_mm"]), predicted, truth)
+                    plane, spacing = int(group["slice"].iloc[0]), float(group["spacing_mm"].iloc[0])
+                    for row in frame.itertuples(index=False):
+                        predicted, truth = regions[row.mask]
+                        volumes.add(NO_PROMPT, row.case, row.modality, plane, int(row.class_id), row.class_name, spacing, predicted, truth)
                 if image in examples:
-                    for mask_path, predicted in predicted_masks.items():
+                    for mask_path, (predicted, _) in regions.items():
                         write_png(examples_tmp / Path(mask_path).name, predicted.astype(np.uint8) * 255)
                 continue
             targets = np.stack([read_png(p) > 0 for p in group["mask"]])
@@ -257,7 +255,8 @@ def prompt_free_rows(
 
     Returns:
         (rows with the per-mask table's columns and ``prompt`` = ``"none"``,
-        {first ground-truth mask path of each class: the predicted class region}).
+        {first ground-truth mask path of each class: (the predicted class region, the union
+        of the class's ground-truth objects)}, H x W bool arrays).
     """
     pixels, info = prepare_image(read_png(image), size)
     logits = model(pixels.unsqueeze(0)).semantic[0].float()
@@ -280,4 +279,4 @@ def prompt_free_rows(
         "pred_class_id": np.where(found, firsts["class_id"].to_numpy(np.int64), -1), "sem_dsc": scores,
         "pred_area": region.flatten(1).sum(1).numpy(), "gt_area": truth.flatten(1).sum(1).numpy(),
     })
-    return rows, dict(zip(firsts["mask"], region.numpy()))
+    return rows, dict(zip(firsts["mask"], zip(region.numpy(), truth.numpy())))

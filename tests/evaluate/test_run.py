@@ -59,4 +59,5 @@ def test_prompt_free_rows_score_each_class_of_the_slice(tmp_path: Path) -> None:
     assert by.loc[a, "gt_area"] == 800 and by.loc[a, "hd95_mm"] == 0.0
     assert by.loc[b, "sem_dsc"] == 0.0 and by.loc[b, "pred_class_id"] == -1  # wrong class: 0 for the true one
     assert c not in by.index  # a class only in the prediction is not scored
-    assert set(shown) == {str(truth["a0"]), str(truth["b0"])} and shown[str(truth["a0"])].sum() == 800
+    assert set(shown) == {str(truth["a0"]), str(truth["b0"])} and shown[str(truth["a0"])][0].sum() == 800
+    assert shown[str(truth["a0"])][1].sum() == 800  # the ground truth beside it: the union of both objects of a

@@ -9,8 +9,8 @@
 #   build_cross_index    -> index/                     (every case in the test split)
 #   embed_cross_images   -> embeddings/<encoder>/      (each frozen encoder, once per slice)
 #   cross_prompts        -> eval/prompts.parquet       (cross.prompts: box, as in the paper)
-#   evaluate_cross       -> eval/<method>/             (methods with a semantic output)
-# and rule table3 scores mDSC per dataset, with the rule for classes unseen in training
+#   evaluate_cross       -> eval/<method>/             (every configured method)
+# and rule table3 scores mDSC per dataset (the methods with a semantic output), with the rule for classes unseen in training
 # (segsam/report/tables.py, README "Metrics"), beside the paper's cells.
 
 
