@@ -15,8 +15,12 @@ Guarantees, for :func:`download` and :func:`fetch_file`:
   bodies, ``408``, ``425``, ``429`` and ``5xx``. Other HTTP errors (``403``,
   ``404``, ...) fail at once with a one-line :class:`DownloadError`.
 * **Mirror.** A local folder standing in for the remote files, at the same
-  relative paths: the file is hard-linked when possible (same file system and
-  permitted), copied otherwise, and checked like a download.
+  relative paths: the file is copied, then checked like a download.
+
+Files are copied, never hard-linked: Snakemake touches every output once its job
+is done, and a link shares its timestamp with its source, so a linked output
+would change the mirror's (or the upstream download's) modification time and
+could make an input look newer than the output made from it.
 
 Only the standard library is used for HTTP (``urllib``), so that the data stage
 needs no extra dependency.
@@ -289,10 +293,11 @@ def download(
 
 
 def fetch_from_mirror(mirror: str | Path, relpath: str, dest: str | Path, *, sha256: str | None) -> Path:
-    """Take ``<mirror>/<relpath>`` as the file: hard link (or copy), then check it.
+    """Take ``<mirror>/<relpath>`` as the file: copy it, then check it.
 
-    The link or copy is made as ``<dest>.part`` and renamed onto ``dest`` only
-    after the checksum passes, so a bad mirror file leaves nothing behind.
+    The copy is made as ``<dest>.part`` and renamed onto ``dest`` only after the
+    checksum passes, so a bad mirror file leaves nothing behind. It is a copy,
+    not a link, so that Snakemake touching ``dest`` leaves the mirror alone.
 
     Args:
         mirror: The folder standing in for the remote files.
@@ -314,19 +319,14 @@ def fetch_from_mirror(mirror: str | Path, relpath: str, dest: str | Path, *, sha
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     part.unlink(missing_ok=True)
-    try:
-        os.link(source, part)
-        how = "hard-linked"
-    except OSError:
-        shutil.copyfile(source, part)
-        how = "copied"
+    shutil.copyfile(source, part)
     try:
         verify_file(part, sha256, source=str(source))
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     os.replace(part, dest)
-    log.info("%s -> %s (%s, sha256 verified: %s)", source, dest, how, sha256 is not None)
+    log.info("%s -> %s (copied, sha256 verified: %s)", source, dest, sha256 is not None)
     return dest
 
 
@@ -371,7 +371,7 @@ def fetch_file(
 def stage_volume(source: str | Path, dest: str | Path) -> Path:
     """Put one volume at ``dest`` (a ``.nii.gz`` path) for the slicing stage.
 
-    A ``.nii.gz`` source is hard-linked (or copied); any other format SimpleITK
+    A ``.nii.gz`` source is copied (not linked: see the module docstring); any other format SimpleITK
     reads (``.nii``, ``.mha``, ``.nrrd``, a DICOM folder) is converted, after the
     checks of :func:`segsam.data.io.read_volume`.
 
@@ -392,10 +392,7 @@ def stage_volume(source: str | Path, dest: str | Path) -> Path:
     if source.is_file() and source.name.lower().endswith(".nii.gz"):
         part = part_path(dest)
         part.unlink(missing_ok=True)
-        try:
-            os.link(source, part)
-        except OSError:
-            shutil.copyfile(source, part)
+        shutil.copyfile(source, part)
         os.replace(part, dest)
         return dest
     import SimpleITK as sitk  # only for conversions: keeps this module light for the workflow's parse step

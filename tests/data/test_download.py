@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -268,11 +269,20 @@ def mirror(tmp_path: Path) -> Path:
     return root
 
 
+def _touch_leaves_source_alone(source: Path, dest: Path) -> None:
+    """Snakemake touches each output after its job: that must not reach the source's timestamp."""
+    before = source.stat().st_mtime_ns
+    os.utime(dest, ns=(before + 10**9, before + 10**9))
+    assert source.stat().st_mtime_ns == before
+    assert not os.path.samefile(source, dest)
+
+
 def test_mirror_copy_is_verified(mirror: Path, tmp_path: Path) -> None:
     dest = fetch_from_mirror(mirror, "ds/f.bin", tmp_path / "out" / "ds" / "f.bin", sha256=DIGEST)
     assert dest.read_bytes() == PAYLOAD
     assert _no_leftovers(dest.parent) == ["f.bin"]
     assert (mirror / "ds" / "f.bin").read_bytes() == PAYLOAD  # the mirror is untouched
+    _touch_leaves_source_alone(mirror / "ds" / "f.bin", dest)
 
 
 def test_mirror_file_with_wrong_checksum_leaves_nothing(mirror: Path, tmp_path: Path) -> None:
@@ -280,7 +290,7 @@ def test_mirror_file_with_wrong_checksum_leaves_nothing(mirror: Path, tmp_path: 
     with pytest.raises(ChecksumError, match=r"mirror/ds/f\.bin: sha256 mismatch"):
         fetch_from_mirror(mirror, "ds/f.bin", out / "f.bin", sha256="2" * 64)
     assert _no_leftovers(out) == []
-    assert (mirror / "ds" / "f.bin").read_bytes() == PAYLOAD  # removing the link never touches the source
+    assert (mirror / "ds" / "f.bin").read_bytes() == PAYLOAD  # removing the failed copy never touches the source
 
 
 def test_missing_mirror_file_names_the_path(mirror: Path, tmp_path: Path) -> None:
@@ -324,11 +334,12 @@ def _volume(path: Path) -> Path:
     return path
 
 
-def test_stage_volume_links_or_copies_nifti(tmp_path: Path) -> None:
+def test_stage_volume_copies_nifti(tmp_path: Path) -> None:
     source = _volume(tmp_path / "a.nii.gz")
     dest = stage_volume(source, tmp_path / "raw" / "c_image.nii.gz")
     assert dest.read_bytes() == source.read_bytes()
     assert _no_leftovers(dest.parent) == ["c_image.nii.gz"]
+    _touch_leaves_source_alone(source, dest)
 
 
 def test_stage_volume_converts_other_formats(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 # Data stage: demo phantoms or registry downloads -> SA-Med2D slices -> index.   Code: segsam/data/
 #
 # Real datasets come from config/datasets.yaml (segsam/data/registry.py):
-#   fetch_file       one registry file: from dataset.mirror (hard link or copy) or its URL
+#   fetch_file       one registry file: from dataset.mirror (copied) or its URL
 #                    (resumable, retried), sha256-checked before it lands
 #   extract_archive  one zip/tar file, safely (no absolute paths, '..' or escaping links)
 #   stage_case       one case's image + label -> results/raw/<dataset>/<case>_{image,label}.nii.gz
