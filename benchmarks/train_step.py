@@ -95,8 +95,10 @@ def measure(encoder_name: str, encoder: torch.nn.Module, cached: torch.Tensor, i
         classes = torch.zeros(n, dtype=torch.int64)
         presence = torch.zeros(n, num_classes)
 
+        image_index = torch.arange(args.images).repeat_interleave(k)  # as training does: one embedding per image
+
         def step(embeddings: torch.Tensor) -> None:
-            out = model(embeddings.repeat_interleave(k, dim=0), is_point, boxes, points, text)
+            out = model(embeddings, is_point, boxes, points, text, image_index=image_index)
             loss = model.loss(out, target, classes, presence, weights=config["loss"])["loss"]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

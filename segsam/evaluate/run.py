@@ -146,8 +146,8 @@ def evaluate_method(
                 embedding = model.encode(encoder_input(read_png(image), size, spec.encoder)[0][None])
             # at most PROMPTS_PER_PASS prompts per forward pass: memory stays flat for slices with many masks
             parts = [
-                model(embedding.expand(min(PROMPTS_PER_PASS, len(group) - i), -1, -1, -1), is_point[i : i + PROMPTS_PER_PASS],
-                      boxes[i : i + PROMPTS_PER_PASS], points[i : i + PROMPTS_PER_PASS], text)
+                model(embedding, is_point[i : i + PROMPTS_PER_PASS], boxes[i : i + PROMPTS_PER_PASS], points[i : i + PROMPTS_PER_PASS],
+                      text, image_index=np.zeros(min(PROMPTS_PER_PASS, len(group) - i), np.int64))
                 for i in range(0, len(group), PROMPTS_PER_PASS)
             ]
             out = ModelOutput.concatenate(parts)

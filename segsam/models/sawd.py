@@ -267,7 +267,7 @@ class SemanticAwareDecoder(nn.Module):
     def _unprompted(
         self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int]
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """CO-token branch. image: N x HW x D. Returns (presence N x C, class masks N x C x 4h x 4w)."""
+        """CO-token branch. image: B x HW x D. Returns (presence B x C, class masks B x C x 4h x 4w)."""
         batch = image.shape[0]
         co = self.co_tokens.weight.unsqueeze(0).expand(batch, -1, -1)
         tokens = co
@@ -286,16 +286,22 @@ class SemanticAwareDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        image_index: torch.Tensor | None = None,
     ) -> SawdOutput:
         """Decodes N prompts.
 
+        The unprompted branch does not depend on the prompts, so it runs once
+        per image and its outputs are shared by that image's prompts.
+
         Args:
-            image_embeddings (torch.Tensor): N x D x h x w (one per prompt)
-              or 1 x D x h x w shared by all prompts.
+            image_embeddings (torch.Tensor): B x D x h x w. Without
+              ``image_index``, B is N (one per prompt) or 1 (shared by all).
             image_pe (torch.Tensor): 1 x D x h x w dense positional encoding.
             sparse_prompt_embeddings (torch.Tensor): N x T x D prompt tokens P.
             dense_prompt_embeddings (torch.Tensor): N x D x h x w, added to F
               in the prompted branch (as SAM does).
+            image_index (torch.Tensor | None): N long: prompt i decodes image
+              ``image_index[i]`` of ``image_embeddings``.
 
         Returns:
             SawdOutput: Mask N x 1 x 4h x 4w and class logits N x C (prompted
@@ -310,26 +316,36 @@ class SemanticAwareDecoder(nn.Module):
         num = sparse_prompt_embeddings.shape[0]
         if image_embeddings.ndim != 4 or image_embeddings.shape[1] != self.transformer_dim:
             raise ValueError(f"expected image embeddings B x {self.transformer_dim} x h x w, got {tuple(image_embeddings.shape)}")
-        if image_embeddings.shape[0] not in (1, num):
-            raise ValueError(f"got {image_embeddings.shape[0]} image embeddings for {num} prompts")
-        embeddings = image_embeddings.expand(num, -1, -1, -1)
-        batch, dim, height, width = embeddings.shape
-        pos = image_pe.expand(num, -1, -1, -1)
+        images, _, height, width = image_embeddings.shape
+        if image_index is None:
+            if images not in (1, num):
+                raise ValueError(f"got {images} image embeddings for {num} prompts")
+            embeddings = image_embeddings.expand(num, -1, -1, -1)  # N x D x h x w
+            image_index = torch.arange(num, device=image_embeddings.device) if images == num else torch.zeros(
+                num, dtype=torch.int64, device=image_embeddings.device
+            )
+        else:
+            if tuple(image_index.shape) != (num,):
+                raise ValueError(f"expected an image index of {num} prompts, got shape {tuple(image_index.shape)}")
+            embeddings = image_embeddings[image_index]
         out = SawdOutput()
 
         prior_input = None
         if self.unprompted:
+            pos = image_pe.expand(images, -1, -1, -1)
             presence, class_masks = self._unprompted(
-                embeddings.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), (height, width)
+                image_embeddings.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), (height, width)
             )
-            out.presence_logits, out.class_masks = presence, class_masks
-            prior_input = presence if presence is not None else class_masks.amax(dim=(-2, -1))
+            out.presence_logits = None if presence is None else presence[image_index]
+            out.class_masks = None if class_masks is None else class_masks[image_index]
+            prior_input = (presence if presence is not None else class_masks.amax(dim=(-2, -1)))[image_index]
 
         if self.prompted:
+            batch, dim = num, self.transformer_dim
             so = self.so_token.weight.unsqueeze(0).expand(num, -1, -1)
             tokens = torch.cat([so, sparse_prompt_embeddings], dim=1)
             tokens = self.token_self_attn(tokens)
-            hs, src = self.transformer(embeddings + dense_prompt_embeddings, pos, tokens)
+            hs, src = self.transformer(embeddings + dense_prompt_embeddings, image_pe.expand(num, -1, -1, -1), tokens)
             so_out = hs[:, 0, :]
             if prior_input is not None:
                 so_out = so_out + self.prior_mlp(prior_input)

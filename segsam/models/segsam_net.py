@@ -298,8 +298,9 @@ class PromptableModel(nn.Module):
 
         Args:
             embeddings (torch.Tensor): N x 256 x h x w, one per prompt
-              (cached frozen-encoder output or :meth:`encode`); for a
-              prompt-free network, B x 3 x S x S images.
+              (cached frozen-encoder output or :meth:`encode`), or one per
+              image with ``image_index``; for a prompt-free network,
+              B x 3 x S x S images.
             is_point (torch.Tensor | None): N bool (a numpy array is
               accepted): point prompt, else box. Ignored when prompt-free.
             boxes (torch.Tensor | None): N x 4 model-frame (x0, y0, x1, y1),
@@ -314,11 +315,14 @@ class PromptableModel(nn.Module):
               clicks added to each prompt, N x P x 2 model-frame (x, y) and
               N x P labels (1 positive, 0 negative, -1 none).
             image_index (torch.Tensor | None): N long (a numpy array is
-              accepted). When given, ``embeddings`` are B x 3 x S x S images
+              accepted). When given, ``embeddings`` hold one entry per
+              image and prompt i decodes image ``image_index[i]``: either
+              B x 256 x h x w embeddings (cached), or B x 3 x S x S images
               (:func:`segsam.models.preprocess.encoder_input`) that go
-              through the image encoder inside this call, and prompt i
-              decodes image ``image_index[i]``: the encoder trains (adapters,
-              MedSAM) and a DDP wrapper sees it.
+              through the image encoder inside this call, so that the
+              encoder trains (adapters, MedSAM) and a DDP wrapper sees it.
+              The parts that do not depend on the prompts (T2VSE's token,
+              SAWD's unprompted branch) then run once per image.
 
         Returns:
             ModelOutput: see its fields.
@@ -333,22 +337,32 @@ class PromptableModel(nn.Module):
                 raise ValueError(f"a prompt-free model takes images B x 3 x S x S, got {tuple(images.shape)}")
             return ModelOutput(masks=None, iou=None, semantic=self.semantic_net(images))
 
-        if image_index is not None:
-            embeddings = self.encode(embeddings)[_as_tensor(image_index, torch.int64, embeddings.device)]
-        device = embeddings.device
+        per_image = embeddings  # B x 256 x h x w, one per image (B = N without image_index)
+        if image_index is not None and embeddings.ndim == 4 and embeddings.shape[1] == 3:
+            per_image = self.encode(embeddings)
+        device = per_image.device
         h, w = self.embedding_size
-        if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (self.embed_dim, h, w):
-            raise ValueError(f"expected embeddings N x {self.embed_dim} x {h} x {w}, got {tuple(embeddings.shape)}")
+        if per_image.ndim != 4 or tuple(per_image.shape[1:]) != (self.embed_dim, h, w):
+            raise ValueError(f"expected embeddings N x {self.embed_dim} x {h} x {w}, got {tuple(per_image.shape)}")
         if is_point is None or boxes is None or points is None:
             raise ValueError("a promptable model needs is_point, boxes and points (N each)")
         is_point = _as_tensor(is_point, torch.bool, device).flatten()
         boxes = _as_tensor(boxes, torch.float32, device)
         points = _as_tensor(points, torch.float32, device)
         num = is_point.shape[0]
-        if embeddings.shape[0] != num:
-            raise ValueError(f"got {embeddings.shape[0]} embeddings for {num} prompts (one per prompt)")
         if num == 0:
             raise ValueError("no prompts")
+        if image_index is None:
+            if per_image.shape[0] != num:
+                raise ValueError(f"got {per_image.shape[0]} embeddings for {num} prompts (one per prompt)")
+            embeddings = per_image
+        else:
+            image_index = _as_tensor(image_index, torch.int64, device).flatten()
+            if image_index.shape[0] != num:
+                raise ValueError(f"got an image index of {image_index.shape[0]} for {num} prompts")
+            if int(image_index.min()) < 0 or int(image_index.max()) >= per_image.shape[0]:
+                raise ValueError(f"image index outside [0, {per_image.shape[0]}): one entry per image is expected")
+            embeddings = per_image[image_index]  # N x 256 x h x w
         if tuple(boxes.shape) != (num, 4) or tuple(points.shape) != (num, 2):
             raise ValueError(f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}")
 
@@ -366,7 +380,9 @@ class PromptableModel(nn.Module):
         if self.t2vse is not None:
             if text is None:
                 raise ValueError("this model has T2VSE: pass the class text embeddings (C x d_text)")
-            token = self.t2vse(embeddings, image_pe, text)
+            token = self.t2vse(per_image, image_pe, text)  # B x 1 x D: once per image
+            if image_index is not None:
+                token = token[image_index]
             sagd_sparse = torch.cat([sparse, token], dim=1)
             if self.t2vse_to_sawd and run_sawd:
                 sawd_sparse = sagd_sparse
@@ -380,7 +396,7 @@ class PromptableModel(nn.Module):
         )
         out = ModelOutput(masks=self._upsample(masks), iou=iou)
         if run_sawd:
-            sem = self.sawd(embeddings, image_pe, sawd_sparse, dense)
+            sem = self.sawd(per_image, image_pe, sawd_sparse, dense, image_index=image_index)
             out.sem_masks = None if sem.mask is None else self._upsample(sem.mask)
             out.class_logits = sem.class_logits
             out.presence_logits = sem.presence_logits

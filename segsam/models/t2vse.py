@@ -10,7 +10,8 @@ that the model appends to SAGD's prompt tokens (and, in variant
 ``t2vse_v1``, to SAWD's as well).
 
 The self-attention step does not depend on the image, so it runs once per
-call and is shared by every prompt.
+call; the rest runs once per image, and every prompt of an image gets its
+image's token.
 """
 
 from __future__ import annotations
@@ -53,26 +54,29 @@ class TextToVisionEnhancement(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Computes the enhanced text token for each image embedding.
 
+        The token does not depend on the prompts: callers pass each image once
+        and give the token to every prompt of that image.
+
         Args:
-            image_embeddings (torch.Tensor): N x D x h x w (one per prompt).
+            image_embeddings (torch.Tensor): B x D x h x w.
             image_pe (torch.Tensor): 1 x D x h x w dense positional encoding.
             text (torch.Tensor): C x d_text class text embeddings E_t.
 
         Returns:
-            torch.Tensor: N x 1 x D, the token to append to the prompt tokens.
+            torch.Tensor: B x 1 x D, the token to append to the prompt tokens.
 
         Raises:
-            ValueError: If ``text`` is not C x d_text or the image is not N x D x h x w.
+            ValueError: If ``text`` is not C x d_text or the image is not B x D x h x w.
         """
         if text.ndim != 2 or text.shape[0] < 1 or text.shape[1] != self.text_dim:
             raise ValueError(f"expected text embeddings C x {self.text_dim}, got {tuple(text.shape)}")
         if image_embeddings.ndim != 4 or image_embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"expected image embeddings N x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}")
+            raise ValueError(f"expected image embeddings B x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}")
         num = image_embeddings.shape[0]
         text_tokens = self.text_proj(text.to(self.summary_token.weight))  # C x D
         tokens = torch.cat([self.summary_token.weight, text_tokens], dim=0).unsqueeze(0)  # 1 x (C+1) x D
         tokens = self.self_attn(tokens)
-        image = image_embeddings.flatten(2).transpose(1, 2)  # N x hw x D
+        image = image_embeddings.flatten(2).transpose(1, 2)  # B x hw x D
         pos = image_pe.flatten(2).transpose(1, 2)
         tokens = self.cross(tokens.expand(num, -1, -1), tokens, image, pos)
         return self.out_mlp(tokens[:, :1, :])

@@ -187,6 +187,7 @@ def add_error_clicks(
     targets: torch.Tensor,
     text: torch.Tensor | None,
     rounds: int,
+    image_index: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulate ``rounds`` interactive corrections of N prompts (SAM-style clicks).
 
@@ -198,13 +199,15 @@ def add_error_clicks(
 
     Args:
         model: The model being trained (not a DDP wrapper).
-        embeddings: N x 256 x h x w.
+        embeddings: N x 256 x h x w, or B x 256 x h x w with ``image_index``.
         is_point: N bool.
         boxes: N x 4.
         points: N x 2.
         targets: N x 1 x S x S float ground truth.
         text: C x d_text class text embeddings, or None.
         rounds: R >= 1.
+        image_index: N long, the image of each prompt (see
+            :meth:`PromptableModel.forward`), or None.
 
     Returns:
         ((R + 1) N x R x 2 click coordinates, (R + 1) N x R labels): round 0
@@ -217,7 +220,7 @@ def add_error_clicks(
     all_coords, all_labels = [coords.copy()], [labels.copy()]
     with torch.no_grad():
         for r in range(rounds):
-            out = model(embeddings, is_point, boxes, points, text, semantic=False, clicks=(coords, labels))
+            out = model(embeddings, is_point, boxes, points, text, semantic=False, clicks=(coords, labels), image_index=image_index)
             predicted = out.masks[:, 0].float().cpu().numpy() > 0
             coords[:, r], labels[:, r] = error_clicks(predicted, truth)
             all_coords.append(coords.copy())
@@ -351,30 +354,25 @@ def train_method(
         kinds = np.concatenate([prompts[i][1] for i in chunk])
         classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in chunk])).to(context.device)
         presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in chunk]).to(context.device)
-        image_index = None
-        if store is not None:  # frozen encoder: one cached embedding per prompt
-            keys = [batch[i].image for i in chunk for _ in range(len(prompts[i][1]))]
-            embeddings = store.get(keys).to(context.device)
-        else:  # the encoder trains: each image once, encoded inside the forward pass
+        # one entry per image, prompt i of the chunk decodes image image_index[i]
+        image_index = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor([len(prompts[i][1]) for i in chunk])).to(context.device)
+        if store is not None:  # frozen encoder: the cached embeddings
+            embeddings = store.get([batch[i].image for i in chunk]).to(context.device)
+        else:  # the encoder trains: the images, encoded inside the forward pass
             embeddings = torch.stack([encoder_input(read_png(batch[i].image), size, spec.encoder)[0] for i in chunk]).to(context.device)
-            image_index = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor([len(prompts[i][1]) for i in chunk])).to(context.device)
         boxes = np.concatenate([prompts[i][2] for i in chunk])
         points = np.concatenate([prompts[i][3] for i in chunk])
         clicks = None
         if clicks_per_prompt:
             # R + 1 rounds stacked: the loss is the mean over rounds, in one pass through DDP
             with autocast:
-                if image_index is None:
-                    click_embeddings = embeddings
-                else:
+                click_embeddings = embeddings
+                if store is None:
                     with torch.no_grad():
-                        click_embeddings = model.encode(embeddings)[image_index]
-                clicks = add_error_clicks(model, click_embeddings, kinds, boxes, points, targets, text, clicks_per_prompt)
+                        click_embeddings = model.encode(embeddings)
+                clicks = add_error_clicks(model, click_embeddings, kinds, boxes, points, targets, text, clicks_per_prompt, image_index)
             rounds = clicks_per_prompt + 1
-            if image_index is None:
-                embeddings = embeddings.repeat(rounds, 1, 1, 1)
-            else:
-                image_index = image_index.repeat(rounds)
+            image_index = image_index.repeat(rounds)
             kinds, boxes, points = np.tile(kinds, rounds), np.tile(boxes, (rounds, 1)), np.tile(points, (rounds, 1))
             targets, classes, presence = targets.repeat(rounds, 1, 1, 1), classes.repeat(rounds), presence.repeat(rounds, 1)
         with autocast:

@@ -67,6 +67,42 @@ def test_mixed_batch_equals_one_prompt_at_a_time(segsam):
                 torch.testing.assert_close(getattr(single, field)[0], getattr(batch, field)[i], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["segsam", "sawd_sem", "t2vse_v1"])
+def test_one_embedding_per_image_with_an_index_equals_one_per_prompt(method):
+    """T2VSE and SAWD's unprompted branch run once per image: same outputs and gradients."""
+    model = _build(method)
+    g = torch.Generator().manual_seed(1)
+    per_image = torch.randn(2, 256, 16, 16, generator=g)
+    owner = torch.tensor([0, 0, 0, 1, 1, 1])
+    _, is_point, boxes, points, text = _batch()
+    outputs, grads = [], []
+    for embeddings, index in ((per_image[owner], None), (per_image, owner.numpy())):
+        model.zero_grad()
+        out = model(embeddings, is_point, boxes, points, text, image_index=index)
+        masks = torch.zeros(6, 1, 256, 256)
+        masks[:, :, 40:140, 50:150] = 1
+        class_masks = torch.zeros(6, C, 256, 256) if method == "sawd_sem" else None
+        model.loss(out, masks, torch.arange(6) % C, (torch.arange(C) < 2).float().expand(6, -1), class_masks=class_masks)["loss"].backward()
+        outputs.append(out)
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    for field in ("masks", "iou", "sem_masks", "class_logits", "presence_logits", "class_masks"):
+        a, b = getattr(outputs[0], field), getattr(outputs[1], field)
+        assert (a is None) == (b is None), field
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and any(name.startswith("sawd.co_") for name in grads[0])
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_image_index_validation(segsam):
+    embeddings, is_point, boxes, points, text = _batch()
+    with pytest.raises(ValueError, match="image index of 5 for 6 prompts"):
+        segsam(embeddings[:2], is_point, boxes, points, text, image_index=np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match=r"image index outside \[0, 2\)"):
+        segsam(embeddings[:2], is_point, boxes, points, text, image_index=np.array([0, 0, 1, 1, 2, 2]))
+
+
 def test_numpy_prompts_are_accepted(segsam):
     embeddings, is_point, boxes, points, text = _batch()
     with torch.inference_mode():
