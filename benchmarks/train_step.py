@@ -32,7 +32,8 @@ from segsam.models.methods import get_method
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.vit import VIT_B, build_sam_vit
 from segsam.models.weights import LITEMEDSAM_SHA256, resolve_weights
-from segsam.train.loop import build_method_model
+from segsam.runtime import keep_large_allocations
+from segsam.train.loop import build_method_model, make_optimiser
 
 
 def best_of(fn, repeats: int) -> float:
@@ -53,13 +54,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["ft_decoder", "segsam"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="leave malloc as glibc sets it (the workflow calls segsam.runtime.keep_large_allocations)")
     args = parser.parse_args()
+    kept = False if args.glibc_default else keep_large_allocations()
     torch.set_num_threads(args.threads)
     config = load_config()
     num_classes = len(Vocabulary.read(config["vocabulary"]))
     text = torch.randn(num_classes, 384)
     images = torch.rand(args.images, 3, 256, 256)
-    print(f"CPU threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}; images per step: {args.images}")
+    print(f"CPU threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}; images per step: {args.images}; "
+          f"large allocations kept: {kept}")
     for encoder_name in args.encoders:
         torch.manual_seed(0)
         if encoder_name == "tiny_vit":
@@ -84,7 +89,7 @@ def measure(encoder_name: str, encoder: torch.nn.Module, cached: torch.Tensor, i
             config: dict, text: torch.Tensor, num_classes: int, args: argparse.Namespace) -> None:
     """Time one optimiser step with and without the cache for each masks-per-image setting."""
     model = _model(encoder_name, method, config, text.shape[1]).train()
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    optimiser = make_optimiser([p for p in model.parameters() if p.requires_grad], 1e-4)
     for k in args.masks:
         n = args.images * k
         boxes = np.tile(np.array([[40, 50, 160, 170]], np.float32), (n, 1))

@@ -24,6 +24,8 @@ from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
 from segsam.models.build import build_model
 from segsam.models.methods import METHODS, parameter_counts
+from segsam.runtime import keep_large_allocations
+from segsam.train.loop import make_optimiser
 
 TRAINED_VIT_B = [name for name, spec in METHODS.items() if spec.encoder == "vit_b" and spec.trains]
 
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    keep_large_allocations()  # as every workflow stage does (segsam.errors.run_stage)
     torch.set_num_threads(args.threads)
     config = load_config()
     num_classes = len(Vocabulary.read(config["vocabulary"]))
@@ -55,14 +58,12 @@ def main() -> None:
         model = build_model(spec, encoder_weights=None, num_classes=num_classes, text_dim=None,
                             with_image_encoder=not spec.encoder_frozen).train()
         trainable, _ = parameter_counts(model)
-        optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        cached = torch.randn(n, 256, 16, 16)
+        optimiser = make_optimiser([p for p in model.parameters() if p.requires_grad], 1e-4)
+        cached = torch.randn(args.images, 256, 16, 16)  # one embedding per image, as training reads them
 
         def step() -> None:
-            if spec.encoder_frozen:
-                out = model(cached, is_point, boxes, points)
-            else:
-                out = model(images, is_point, boxes, points, image_index=index)
+            source = cached if spec.encoder_frozen else images
+            out = model(source, is_point, boxes, points, image_index=index)
             loss = model.loss(out, target, classes, presence, weights=config["loss"])["loss"]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()

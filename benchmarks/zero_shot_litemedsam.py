@@ -27,6 +27,7 @@ import torch
 from segsam.models.litemedsam import build_litemedsam
 from segsam.models.preprocess import prepare_image
 from segsam.models.weights import LITEMEDSAM_SHA256, resolve_weights
+from segsam.runtime import keep_large_allocations
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
@@ -97,6 +98,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2, help="encoder batch size")
     parser.add_argument("--timing-slices", type=int, default=8, help="slices timed per precision")
     args = parser.parse_args()
+    keep_large_allocations()  # as every workflow stage does (segsam.errors.run_stage)
     if not (args.data / "totalsegmentator" / "example_ct.nii.gz").is_file():
         print(f"no data at {args.data}/totalsegmentator", file=sys.stderr)
         return 1

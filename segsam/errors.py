@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from segsam.logs import setup_logging
+from segsam.runtime import keep_large_allocations
 
 T = TypeVar("T")
 
@@ -33,6 +34,10 @@ class DataError(SegsamError):
 def run_stage(func: Callable[..., T], *args: Any, log: str | None = None, **kwargs: Any) -> T:
     """Run one workflow stage with logging to ``log``; user errors exit 1 with one line.
 
+    The process first keeps large freed blocks for reuse
+    (:func:`segsam.runtime.keep_large_allocations`), as every stage allocates
+    and frees big tensors over and over.
+
     Args:
         func: The ``segsam`` function implementing the stage.
         *args: Positional arguments of ``func``.
@@ -43,6 +48,7 @@ def run_stage(func: Callable[..., T], *args: Any, log: str | None = None, **kwar
         What ``func`` returns.
     """
     logger = setup_logging(log)
+    keep_large_allocations()
     try:
         return func(*args, **kwargs)
     except SegsamError as err:

@@ -154,12 +154,14 @@ def launch(
 def main(argv: list[str] | None = None) -> None:
     """Entry point of each torchrun process: read the job's arguments, train."""
     from segsam.logs import setup_logging
+    from segsam.runtime import keep_large_allocations
     from segsam.train.loop import train_method
 
     parser = argparse.ArgumentParser(description="one rank of a segsam training job (started by torchrun)")
     parser.add_argument("args_file")
     args = parser.parse_args(argv)
     setup_logging(None)
+    keep_large_allocations()  # a new process: the launcher's setting does not carry over
     kwargs = json.loads(Path(args.args_file).read_text(encoding="utf-8"))
     context = DistContext.from_env()
     context.init()
