@@ -341,7 +341,6 @@ class SemanticAwareDecoder(nn.Module):
             prior_input = (presence if presence is not None else class_masks.amax(dim=(-2, -1)))[image_index]
 
         if self.prompted:
-            batch, dim = num, self.transformer_dim
             so = self.so_token.weight.unsqueeze(0).expand(num, -1, -1)
             tokens = torch.cat([so, sparse_prompt_embeddings], dim=1)
             tokens = self.token_self_attn(tokens)
@@ -349,9 +348,9 @@ class SemanticAwareDecoder(nn.Module):
             so_out = hs[:, 0, :]
             if prior_input is not None:
                 so_out = so_out + self.prior_mlp(prior_input)
-            upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, dim, height, width))
+            upscaled = self.output_upscaling(src.transpose(1, 2).reshape(num, self.transformer_dim, height, width))
             up_h, up_w = upscaled.shape[-2:]
             hyper = self.mask_hypernet(so_out).unsqueeze(1)  # N x 1 x D/8
-            out.mask = (hyper @ upscaled.flatten(2)).view(batch, 1, up_h, up_w)
+            out.mask = (hyper @ upscaled.flatten(2)).view(num, 1, up_h, up_w)
             out.class_logits = self.class_head(so_out)
         return out
