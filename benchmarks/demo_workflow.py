@@ -90,8 +90,10 @@ def main() -> None:
         lines = bench.read_text().splitlines()
         if len(lines) > 1:
             row = dict(zip(lines[0].split("\t"), lines[1].split("\t")))
-            print(f"  {bench.relative_to(work / 'results/benchmarks')}: {float(row['s']):.1f} s, "
-                  f"max RSS {float(row['max_rss']):.0f} MB, max PSS {float(row['max_pss']):.0f} MB")
+            print(
+                f"  {bench.relative_to(work / 'results/benchmarks')}: {float(row['s']):.1f} s, "
+                f"max RSS {float(row['max_rss']):.0f} MB, max PSS {float(row['max_pss']):.0f} MB"
+            )
     times = []
     for _ in range(3):
         t0 = time.perf_counter()

@@ -51,8 +51,12 @@ def main() -> None:
     print(f"{'batch':>5}  {'malloc':6}  {'s/slice':>7}  {'peak MB':>7}")
     for batch in args.batches:
         for mode in ("glibc", "kept"):
-            out = subprocess.run([sys.executable, "-c", CHILD, str(batch), str(args.slices), str(args.threads), mode],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, str(batch), str(args.slices), str(args.threads), mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             result = json.loads(out.strip().splitlines()[-1])
             print(f"{batch:>5}  {mode:6}  {result['s_per_slice']:7.2f}  {result['peak_mb']:7.0f}")
 

@@ -51,11 +51,13 @@ def _case_table(rows: int):
     rng = np.random.default_rng(0)
     modality = rng.choice(len(MODALITIES), size=n_cases, p=MODALITY_SHARE)
     dataset = (modality * 5 + rng.integers(0, 5, size=n_cases)) % N_DATASETS
-    return pd.DataFrame({
-        "case": [f"case_{i:07d}" for i in range(n_cases)],
-        "modality": np.array(MODALITIES)[modality],
-        "dataset": [f"ds{d:02d}" for d in dataset],
-    })
+    return pd.DataFrame(
+        {
+            "case": [f"case_{i:07d}" for i in range(n_cases)],
+            "modality": np.array(MODALITIES)[modality],
+            "dataset": [f"ds{d:02d}" for d in dataset],
+        }
+    )
 
 
 def _chunks(rows: int, chunk: int, cases, splits):
@@ -84,23 +86,43 @@ def _chunks(rows: int, chunk: int, cases, splits):
         modality = pa.array(case_modality[case_index])
         dataset = pa.array(case_dataset[case_index])
         case = pa.array(case_ids[case_index])
-        stem = pc.binary_join_element_wise(modality, dataset, case,
-                                           pc.binary_join_element_wise("z", pc.utf8_lpad(pc.cast(pa.array(slice_index), pa.string()), 4, "0"), "_"),
-                                           "--")
+        stem = pc.binary_join_element_wise(
+            modality,
+            dataset,
+            case,
+            pc.binary_join_element_wise("z", pc.utf8_lpad(pc.cast(pa.array(slice_index), pa.string()), 4, "0"), "_"),
+            "--",
+        )
         instance = (row % MASKS_PER_IMAGE).astype(np.int64)
         mask = pc.binary_join_element_wise(
-            "masks/", stem, "--", pc.utf8_lpad(pc.cast(pa.array(class_id), pa.string()), 4, "0"), "_",
-            pc.utf8_lpad(pc.cast(pa.array(instance), pa.string()), 3, "0"), ".png", "")
-        yield pa.table({
-            "image": pc.binary_join_element_wise("images/", stem, ".png", ""),
-            "mask": mask, "dataset": dataset, "modality": modality, "case": case,
-            "axis": pa.array(np.full(n, "z")), "slice": pa.array(slice_index),
-            "class_id": pa.array(class_id.astype(np.int64)), "class_name": pa.array(names[class_id - 1]),
-            "instance": pa.array(instance), "area_fraction": pa.array(rng.uniform(0.00153, 0.3, size=n)),
-            "height": pa.array(np.full(n, 256, dtype=np.int64)), "width": pa.array(np.full(n, 256, dtype=np.int64)),
-            "spacing_mm": pa.array(np.full(n, 1.0)),
-            "split": pa.array(case_split[case_index]),
-        })
+            "masks/",
+            stem,
+            "--",
+            pc.utf8_lpad(pc.cast(pa.array(class_id), pa.string()), 4, "0"),
+            "_",
+            pc.utf8_lpad(pc.cast(pa.array(instance), pa.string()), 3, "0"),
+            ".png",
+            "",
+        )
+        yield pa.table(
+            {
+                "image": pc.binary_join_element_wise("images/", stem, ".png", ""),
+                "mask": mask,
+                "dataset": dataset,
+                "modality": modality,
+                "case": case,
+                "axis": pa.array(np.full(n, "z")),
+                "slice": pa.array(slice_index),
+                "class_id": pa.array(class_id.astype(np.int64)),
+                "class_name": pa.array(names[class_id - 1]),
+                "instance": pa.array(instance),
+                "area_fraction": pa.array(rng.uniform(0.00153, 0.3, size=n)),
+                "height": pa.array(np.full(n, 256, dtype=np.int64)),
+                "width": pa.array(np.full(n, 256, dtype=np.int64)),
+                "spacing_mm": pa.array(np.full(n, 1.0)),
+                "split": pa.array(case_split[case_index]),
+            }
+        )
 
 
 def build(rows: int, chunk: int, out: Path) -> dict[str, float]:
@@ -113,9 +135,16 @@ def build(rows: int, chunk: int, out: Path) -> dict[str, float]:
     written = write_index_dataset(_chunks(rows, chunk, cases, splits), out)
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in out.rglob("*.parquet"))
-    return {"rows": written, "cases": len(cases), "build_s": seconds, "rows_per_s": written / seconds,
-            "disk_mb": size / 2**20, "files": sum(1 for _ in out.rglob("*.parquet")), "build_peak_rss_mb": _peak_rss_mb(),
-            "build_base_rss_mb": base}
+    return {
+        "rows": written,
+        "cases": len(cases),
+        "build_s": seconds,
+        "rows_per_s": written / seconds,
+        "disk_mb": size / 2**20,
+        "files": sum(1 for _ in out.rglob("*.parquet")),
+        "build_peak_rss_mb": _peak_rss_mb(),
+        "build_base_rss_mb": base,
+    }
 
 
 def query(out: Path) -> dict[str, object]:
@@ -128,12 +157,20 @@ def query(out: Path) -> dict[str, object]:
     start = time.perf_counter()
     per_split = count_masks(out)
     second = time.perf_counter() - start
-    return {"ct_liver_per_split": liver, "ct_liver_s": first, "all_per_split": per_split, "all_s": second,
-            "query_peak_rss_mb": _peak_rss_mb(), "query_base_rss_mb": base}
+    return {
+        "ct_liver_per_split": liver,
+        "ct_liver_s": first,
+        "all_per_split": per_split,
+        "all_s": second,
+        "query_peak_rss_mb": _peak_rss_mb(),
+        "query_base_rss_mb": base,
+    }
 
 
 def _child(*args: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, encoding="utf-8", errors="replace", check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, encoding="utf-8", errors="replace", check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -160,7 +197,8 @@ def main() -> None:
             asked = _child("--phase", "query", "--out", str(out))
             print(
                 f"{rows:,} rows ({built['cases']:,} cases): build {built['build_s']:.1f} s "
-                f"({built['rows_per_s'] / 1e6:.2f} M rows/s), {built['disk_mb']:.0f} MB on disk in {built['files']} files, "
+                f"({built['rows_per_s'] / 1e6:.2f} M rows/s), {built['disk_mb']:.0f} MB on disk in "
+                f"{built['files']} files, "
                 f"peak RSS {built['build_peak_rss_mb']:.0f} MB ({built['build_base_rss_mb']:.0f} MB after imports) | "
                 f"query ct+liver per split {asked['ct_liver_per_split']} in {asked['ct_liver_s']:.2f} s, "
                 f"all per split {asked['all_per_split']} in {asked['all_s']:.2f} s, "

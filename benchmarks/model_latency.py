@@ -102,11 +102,13 @@ def time_methods(names: list[str], num_classes: int, text_dim: int, repeats: int
                 row["encoder_s"] = encoder_times[key]
                 row["decoders_s"] = median_seconds(lambda: model(embedding, **prompt, text=text), repeats)
                 if spec.has_sawd:
-                    row["decoders_binary_s"] = median_seconds(lambda: model(embedding, **prompt, text=text, semantic=False), repeats)
+                    row["decoders_binary_s"] = median_seconds(
+                        lambda: model(embedding, **prompt, text=text, semantic=False), repeats
+                    )
                 row["per_prompt_s"] = row["encoder_s"] + row["decoders_s"]
         rows.append(row)
         print(f"  {name}: {json.dumps({k: v for k, v in row.items() if k != 'method'})}", file=sys.stderr, flush=True)
-        del model
+        model = None  # free it before the next method is built
         gc.collect()
     return rows
 
@@ -122,7 +124,11 @@ def compare(base: MethodSpec, full: MethodSpec, num_classes: int, text_dim: int,
         for model in models.values():  # warm-up
             model(model.encode(image), **prompt, text=text)
         for _ in range(repeats):
-            for key, model, semantic in (("base", models["base"], True), ("full", models["full"], True), ("full_binary", models["full"], False)):
+            for key, model, semantic in (
+                ("base", models["base"], True),
+                ("full", models["full"], True),
+                ("full_binary", models["full"], False),
+            ):
                 start = _clock()
                 model(model.encode(image), **prompt, text=text, semantic=semantic)
                 times[key].append(_clock() - start)
@@ -146,27 +152,39 @@ def render(rows: list[dict], checks: list[dict], meta: dict) -> str:
     ms = lambda s: f"{1000 * s:,.0f}" if s is not None else "—"  # noqa: E731
     lines = [
         f"CPU latency at 256 x 256 ({meta['clock']} clock), {meta['threads']} threads, median of {meta['repeats']}; "
-        f"C = {meta['num_classes']}, d_text = {meta['text_dim']}; load average at start {meta['load_start']}, at end {meta['load_end']}.",
+        f"C = {meta['num_classes']}, d_text = {meta['text_dim']}; load average at start {meta['load_start']}, "
+        f"at end {meta['load_end']}.",
         "",
-        "| Method | Encoder | Trainable params | Frozen params | Encoder ms / image | Decoders ms / prompt | Decoders w/o SAWD ms | Encoder + decoders ms / prompt |",
+        "| Method | Encoder | Trainable params | Frozen params | Encoder ms / image | Decoders ms / prompt | "
+        "Decoders w/o SAWD ms | Encoder + decoders ms / prompt |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "per_image_s" in r:
-            lines.append(f"| `{r['method']}` | {r['encoder']} | {r['trainable']:,} | {r['frozen']:,} | — | — | — | {ms(r['per_image_s'])} (per image, prompt-free) |")
+            lines.append(
+                f"| `{r['method']}` | {r['encoder']} | {r['trainable']:,} | {r['frozen']:,} | — | — | — | "
+                f"{ms(r['per_image_s'])} (per image, prompt-free) |"
+            )
         else:
             lines.append(
                 f"| `{r['method']}` | {r['encoder']} | {r['trainable']:,} | {r['frozen']:,} | {ms(r['encoder_s'])} | "
                 f"{ms(r['decoders_s'])} | {ms(r.get('decoders_binary_s'))} | {ms(r['per_prompt_s'])} |"
             )
-    lines += ["", f"Target: SEG-SAM adds at most {100 * (TARGET - 1):.0f}% to encoder + SAGD per prompt (end to end, interleaved).", ""]
     lines += [
-        "| Base | SEG-SAM | Base ms | SEG-SAM ms | Ratio (medians) | Ratio (minima) | Meets target | Binary path (no SAWD) ms | Ratio (medians / minima) |",
+        "",
+        f"Target: SEG-SAM adds at most {100 * (TARGET - 1):.0f}% to encoder + SAGD per prompt (end to end, "
+        "interleaved).",
+        "",
+    ]
+    lines += [
+        "| Base | SEG-SAM | Base ms | SEG-SAM ms | Ratio (medians) | Ratio (minima) | Meets target | Binary "
+        "path (no SAWD) ms | Ratio (medians / minima) |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for c in checks:
         lines.append(
-            f"| `{c['base']}` | `{c['full']}` | {ms(c['base_s'])} | {ms(c['full_s'])} | {c['ratio']:.3f} | {c['ratio_min']:.3f} | "
+            f"| `{c['base']}` | `{c['full']}` | {ms(c['base_s'])} | {ms(c['full_s'])} | {c['ratio']:.3f} | "
+            f"{c['ratio_min']:.3f} | "
             f"{'yes' if max(c['ratio'], c['ratio_min']) <= TARGET else 'NO'} | {ms(c['full_binary_s'])} | "
             f"{c['ratio_binary']:.3f} / {c['ratio_binary_min']:.3f} |"
         )

@@ -22,7 +22,10 @@ size (target <= 3). The stage fixes glibc's mmap threshold itself
 adds a run with that call disabled (glibc's dynamic threshold), to show what it
 saves.
 
-Run: ``python benchmarks/slicing_throughput.py [--data ../shared/data] [--stride 1] [--repeat 3] [--mr] [--compare-allocator]``
+Run::
+
+    python benchmarks/slicing_throughput.py [--data ../shared/data] [--stride 1] [--repeat 3] [--mr]
+        [--compare-allocator]
 """
 
 from __future__ import annotations
@@ -71,8 +74,14 @@ def child(modality: str, data: Path, stride: int, dynamic_threshold: bool) -> di
     image_path = data / "totalsegmentator" / image_name
     label_path = data / "totalsegmentator" / label_name
     slicing = {**load_config()["slicing"], "stride": {"x": stride, "y": stride, "z": stride}}
-    common = dict(case="bench", modality=modality, dataset="bench", vocabulary_csv=REPO / "config" / "vocabulary.csv",
-                  labelmap_json=REPO / "config" / "labelmaps" / labelmap, slicing=slicing)
+    common = dict(
+        case="bench",
+        modality=modality,
+        dataset="bench",
+        vocabulary_csv=REPO / "config" / "vocabulary.csv",
+        labelmap_json=REPO / "config" / "labelmaps" / labelmap,
+        slicing=slicing,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up on a small crop of the same data: loads every code path and library
         image = sitk.ReadImage(str(image_path))
@@ -100,10 +109,16 @@ def child(modality: str, data: Path, stride: int, dynamic_threshold: bool) -> di
         read_s = time.perf_counter() - start
     voxels = int(np.prod(size))
     return {
-        "modality": modality, "size_xyz": list(size), "voxels": voxels, "read_s": read_s, "stage_s": stage_s,
+        "modality": modality,
+        "size_xyz": list(size),
+        "voxels": voxels,
+        "read_s": read_s,
+        "stage_s": stage_s,
         "planes": sum(len(range(0, n, stride)) for n in size),
-        "slices_written": int(manifest["image"].nunique()), "masks_written": len(manifest),
-        "volume_mb": voxels * 4 / 2**20, "rss_peak_delta_mb": (rss_peak - rss_before) / 2**20,
+        "slices_written": int(manifest["image"].nunique()),
+        "masks_written": len(manifest),
+        "volume_mb": voxels * 4 / 2**20,
+        "rss_peak_delta_mb": (rss_peak - rss_before) / 2**20,
         "tracemalloc_peak_mb": traced_peak / 2**20,
     }
 
@@ -123,17 +138,34 @@ def main() -> None:
         return
     if not (args.data / "totalsegmentator").is_dir():
         sys.exit(f"{args.data}: real data not found (pass --data)")
-    base_env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
+    base_env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+    }
     # the stage as shipped (fixed 1 MB mmap threshold), and optionally glibc's dynamic threshold,
     # which keeps freed volume-sized buffers in the heap after the first large free
     allocators = {"stage (fixed 1 MB mmap threshold)": []}
     if args.compare_allocator:
         allocators["glibc dynamic threshold"] = ["--dynamic-threshold"]
-    for (modality, (allocator, extra)) in [(m, a) for m in (["ct", "mr"] if args.mr else ["ct"]) for a in allocators.items()]:
+    for modality, (allocator, extra) in [
+        (m, a) for m in (["ct", "mr"] if args.mr else ["ct"]) for a in allocators.items()
+    ]:
         runs = []
         for _ in range(args.repeat):
-            cmd = [sys.executable, __file__, "--child", modality, "--data", str(args.data), "--stride", str(args.stride), *extra]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                modality,
+                "--data",
+                str(args.data),
+                "--stride",
+                str(args.stride),
+                *extra,
+            ]
             out = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env=base_env, check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         first = runs[0]
@@ -144,14 +176,28 @@ def main() -> None:
         traced = statistics.median(r["tracemalloc_peak_mb"] for r in runs)
         volume = first["volume_mb"]
         result = {
-            **{k: first[k] for k in ("modality", "size_xyz", "voxels", "planes", "slices_written", "masks_written", "volume_mb")},
-            "allocator": allocator, "repeat": args.repeat, "stride": args.stride, "read_s": read_s, "stage_s": stage_s, "stage_over_read": stage_s / read_s,
-            "volumes_per_s": 1 / stage_s, "planes_per_s": first["planes"] / stage_s,
-            "rss_peak_delta_mb": rss, "rss_peak_delta_mb_max": rss_max, "rss_ratio": rss / volume, "rss_ratio_max": rss_max / volume,
-            "tracemalloc_peak_mb": traced, "tracemalloc_ratio": traced / volume,
+            **{
+                k: first[k]
+                for k in ("modality", "size_xyz", "voxels", "planes", "slices_written", "masks_written", "volume_mb")
+            },
+            "allocator": allocator,
+            "repeat": args.repeat,
+            "stride": args.stride,
+            "read_s": read_s,
+            "stage_s": stage_s,
+            "stage_over_read": stage_s / read_s,
+            "volumes_per_s": 1 / stage_s,
+            "planes_per_s": first["planes"] / stage_s,
+            "rss_peak_delta_mb": rss,
+            "rss_peak_delta_mb_max": rss_max,
+            "rss_ratio": rss / volume,
+            "rss_ratio_max": rss_max / volume,
+            "tracemalloc_peak_mb": traced,
+            "tracemalloc_ratio": traced / volume,
         }
         print(
-            f"{modality} [{allocator}]: {first['size_xyz']} voxels, stride {args.stride}, median of {args.repeat} processes: "
+            f"{modality} [{allocator}]: {first['size_xyz']} voxels, stride {args.stride}, median of "
+            f"{args.repeat} processes: "
             f"read {read_s * 1000:.0f} ms, stage {stage_s:.2f} s (= {result['stage_over_read']:.0f} x read) -> "
             f"{result['volumes_per_s']:.2f} volumes/s, {result['planes_per_s']:.0f} planes/s per core "
             f"({first['slices_written']} slices, {first['masks_written']} masks written); peak memory {rss:.1f} MB RSS "

@@ -1,6 +1,7 @@
 """Training-step cost on CPU: from cached embeddings vs re-encoding every step (issue 6).
 
-    .venv/bin/python benchmarks/train_step.py [--encoders tiny_vit vit_b] [--images 2] [--masks 1 5] [--threads 2] [--repeats 3]
+    .venv/bin/python benchmarks/train_step.py [--encoders tiny_vit vit_b] [--images 2] [--masks 1 5]
+        [--threads 2] [--repeats 3]
 
 For each frozen encoder, method (ft_decoder, segsam) and masks-per-image
 setting, times one optimiser step (box prompts) on cached embeddings, and the
@@ -54,8 +55,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["ft_decoder", "segsam"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--glibc-default", action="store_true",
-                        help="leave malloc as glibc sets it (the workflow calls segsam.runtime.keep_large_allocations)")
+    parser.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave malloc as glibc sets it (the workflow calls segsam.runtime.keep_large_allocations)",
+    )
     args = parser.parse_args()
     kept = False if args.glibc_default else keep_large_allocations()
     torch.set_num_threads(args.threads)
@@ -63,8 +67,10 @@ def main() -> None:
     num_classes = len(Vocabulary.read(config["vocabulary"]))
     text = torch.randn(num_classes, 384)
     images = torch.rand(args.images, 3, 256, 256)
-    print(f"CPU threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}; images per step: {args.images}; "
-          f"large allocations kept: {kept}")
+    print(
+        f"CPU threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}; images per step: {args.images}; "
+        f"large allocations kept: {kept}"
+    )
     for encoder_name in args.encoders:
         torch.manual_seed(0)
         if encoder_name == "tiny_vit":
@@ -81,12 +87,26 @@ def _model(encoder_name: str, method: str, config: dict, text_dim: int) -> Promp
     if encoder_name == "tiny_vit":
         return build_method_model(method, config, text_dim)
     spec = with_backbone(get_method(method), "vit_b")
-    return build_model(spec, encoder_weights=None, num_classes=len(Vocabulary.read(config["vocabulary"])),
-                       text_dim=text_dim if spec.has_t2vse else None, with_image_encoder=False)
+    return build_model(
+        spec,
+        encoder_weights=None,
+        num_classes=len(Vocabulary.read(config["vocabulary"])),
+        text_dim=text_dim if spec.has_t2vse else None,
+        with_image_encoder=False,
+    )
 
 
-def measure(encoder_name: str, encoder: torch.nn.Module, cached: torch.Tensor, images: torch.Tensor, method: str,
-            config: dict, text: torch.Tensor, num_classes: int, args: argparse.Namespace) -> None:
+def measure(
+    encoder_name: str,
+    encoder: torch.nn.Module,
+    cached: torch.Tensor,
+    images: torch.Tensor,
+    method: str,
+    config: dict,
+    text: torch.Tensor,
+    num_classes: int,
+    args: argparse.Namespace,
+) -> None:
     """Time one optimiser step with and without the cache for each masks-per-image setting."""
     model = _model(encoder_name, method, config, text.shape[1]).train()
     optimiser = make_optimiser([p for p in model.parameters() if p.requires_grad], 1e-4)
@@ -117,8 +137,10 @@ def measure(encoder_name: str, encoder: torch.nn.Module, cached: torch.Tensor, i
         t_cached = best_of(lambda: step(cached.clone()), args.repeats)
         t_encode = best_of(reencode, args.repeats)
         print(
-            f"{encoder_name} {method}, masks/image {k}: cached {t_cached:.3f} s/step ({args.images / t_cached:.2f} images/s); "
-            f"re-encoding {t_encode:.3f} s/step ({args.images / t_encode:.2f} images/s); speed-up x{t_encode / t_cached:.1f}"
+            f"{encoder_name} {method}, masks/image {k}: cached {t_cached:.3f} s/step "
+            f"({args.images / t_cached:.2f} images/s); "
+            f"re-encoding {t_encode:.3f} s/step ({args.images / t_encode:.2f} images/s); speed-up "
+            f"x{t_encode / t_cached:.1f}"
         )
 
 

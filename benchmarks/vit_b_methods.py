@@ -1,6 +1,7 @@
 """Training-step cost of each SAM ViT-B method on CPU (issues 4 and 6: images/s per method).
 
-    .venv/bin/python benchmarks/vit_b_methods.py [--methods sam_med2d medsam ...] [--images 2] [--masks 5] [--threads 2] [--repeats 2]
+    .venv/bin/python benchmarks/vit_b_methods.py [--methods sam_med2d medsam ...] [--images 2] [--masks 5]
+        [--threads 2] [--repeats 2]
 
 For each ViT-B method that trains, times one optimiser step (box prompts,
 ``--masks`` per image) the way ``segsam.train.loop`` runs it: from cached
@@ -50,13 +51,20 @@ def main() -> None:
     classes, presence = torch.zeros(n, dtype=torch.int64), torch.zeros(n, num_classes)
     images = torch.randn(args.images, 3, 256, 256)
     index = torch.arange(args.images).repeat_interleave(args.masks)
-    print(f"CPU threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}; "
-          f"images per step: {args.images}; masks per image: {args.masks}")
+    print(
+        f"CPU threads: {args.threads}; load average: {os.getloadavg()[0]:.2f}; "
+        f"images per step: {args.images}; masks per image: {args.masks}"
+    )
     for method in args.methods:
         torch.manual_seed(0)
         spec = METHODS[method]
-        model = build_model(spec, encoder_weights=None, num_classes=num_classes, text_dim=None,
-                            with_image_encoder=not spec.encoder_frozen).train()
+        model = build_model(
+            spec,
+            encoder_weights=None,
+            num_classes=num_classes,
+            text_dim=None,
+            with_image_encoder=not spec.encoder_frozen,
+        ).train()
         trainable, _ = parameter_counts(model)
         optimiser = make_optimiser([p for p in model.parameters() if p.requires_grad], 1e-4)
         cached = torch.randn(args.images, 256, 16, 16)  # one embedding per image, as training reads them
@@ -77,8 +85,10 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         best = min(times)
         source = "cached embeddings" if spec.encoder_frozen else "images (encoder in the step)"
-        print(f"{method:16s} from {source:29s} {best:7.2f} s/step  {args.images / best:6.2f} images/s  "
-              f"trainable {trainable:,}")
+        print(
+            f"{method:16s} from {source:29s} {best:7.2f} s/step  {args.images / best:6.2f} images/s  "
+            f"trainable {trainable:,}"
+        )
 
 
 if __name__ == "__main__":

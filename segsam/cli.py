@@ -1,8 +1,8 @@
 """``segsam`` console entry point.
 
-    segsam methods            # trainable / frozen parameter counts per method (Markdown)
-    segsam check-config FILE  # validate config/config.yaml + FILE overlays, print the config hash
-    segsam random-vit-b PATH  # a random SAM ViT-B in the official layout (offline stand-in), prints its sha256
+segsam methods            # trainable / frozen parameter counts per method (Markdown)
+segsam check-config FILE  # validate config/config.yaml + FILE overlays, print the config hash
+segsam random-vit-b PATH  # a random SAM ViT-B in the official layout (offline stand-in), prints its sha256
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
     lines = [
         f"Counts for C = {num_classes} classes and {text_dim}-d text embeddings.",
         "",
-        "| Method | Table row | Encoder | Encoder frozen | Components | Trains | Trainable params | Frozen params | What trains |",
+        "| Method | Table row | Encoder | Encoder frozen | Components | Trains | Trainable params | Frozen "
+        "params | What trains |",
         "|---|---|---|---|---|---|---:|---:|---|",
     ]
     for spec in METHODS.values():
@@ -52,7 +53,8 @@ def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
         encoder = spec.encoder or spec.network
         frozen_encoder = "—" if spec.prompt_free else ("yes (embedding cache)" if spec.encoder_frozen else "no")
         lines.append(
-            f"| `{spec.name}` | {spec.display} | {encoder}{' + ' + spec.adapter + ' adapters' if spec.adapter else ''} | "
+            f"| `{spec.name}` | {spec.display} | "
+            f"{encoder}{' + ' + spec.adapter + ' adapters' if spec.adapter else ''} | "
             f"{frozen_encoder} | {', '.join(spec.components) or '—'} | {'yes' if spec.trains else 'no'} | "
             f"{trainable:,} | {frozen:,} | {', '.join(parts) or '—'} |"
         )
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("overlays", nargs="*")
     stand_in = sub.add_parser(
         "random-vit-b",
-        help="write a random SAM ViT-B in the official layout (offline stand-in for sam_vit_b_01ec64.pth) and print its sha256",
+        help="write a random SAM ViT-B in the official layout (offline stand-in for sam_vit_b_01ec64.pth) and "
+        "print its sha256",
     )
     stand_in.add_argument("path")
     stand_in.add_argument("--seed", type=int, default=0)

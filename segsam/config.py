@@ -106,7 +106,9 @@ def _module_files(dotted: str) -> list[Path]:
 
 # ``import segsam.a.b`` and ``from segsam.a import b, c`` (also parenthesised over several lines);
 # a regex, not ``ast``: parsing every module would add a quarter second to each Snakemake start
-_IMPORT = re.compile(r"^[ \t]*(?:import[ \t]+(segsam(?:\.\w+)*)|from[ \t]+(segsam(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*))", re.M)
+_IMPORT = re.compile(
+    r"^[ \t]*(?:import[ \t]+(segsam(?:\.\w+)*)|from[ \t]+(segsam(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#]*))", re.M
+)
 
 
 @functools.cache
@@ -186,12 +188,26 @@ def dataset_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     main = config["dataset"]
     shared = {key: main[key] for key in ("registry", "download_dir", "extract_dir", "download")}
     if name == main["name"]:
-        return {**shared, "name": name, "labelmap": main["labelmap"], "mirror": main["mirror"], "exclude": list(main["exclude"])}
+        return {
+            **shared,
+            "name": name,
+            "labelmap": main["labelmap"],
+            "mirror": main["mirror"],
+            "exclude": list(main["exclude"]),
+        }
     cross = config["cross"]["datasets"]
     if name not in cross:
-        raise ConfigError(f"dataset {name!r} is neither dataset.name nor one of cross.datasets ({', '.join(cross) or 'none'})")
+        raise ConfigError(
+            f"dataset {name!r} is neither dataset.name nor one of cross.datasets ({', '.join(cross) or 'none'})"
+        )
     entry = cross[name] or {}
-    return {**shared, "name": name, "labelmap": entry.get("labelmap"), "mirror": entry.get("mirror"), "exclude": list(entry.get("exclude") or [])}
+    return {
+        **shared,
+        "name": name,
+        "labelmap": entry.get("labelmap"),
+        "mirror": entry.get("mirror"),
+        "exclude": list(entry.get("exclude") or []),
+    }
 
 
 def encoder_settings(config: Mapping[str, Any], encoder: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ stderr and in the rule's log, and a non-zero exit, instead of a traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar

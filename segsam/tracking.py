@@ -37,8 +37,15 @@ def is_rank0() -> bool:
 def git_commit() -> str:
     """The repository's commit (``+dirty`` when the tree has changes), or ``unknown``."""
     try:
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}+dirty" if dirty else commit
@@ -63,7 +70,9 @@ def init_store(uri: str, experiment: str, artifacts: str | Path, marker: str | P
     artifact_root.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    experiment_id = (
+        found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
+    )
     write_json(marker, {"tracking_uri": uri, "experiment": experiment, "experiment_id": experiment_id})
     log.info("MLflow store %s, experiment %r (id %s)", uri, experiment, experiment_id)
     return experiment_id

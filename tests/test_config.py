@@ -138,7 +138,9 @@ def test_encoder_settings_pick_each_encoders_weights(config: dict[str, Any]) -> 
     tiny, vit_b = encoder_settings(config, "tiny_vit"), encoder_settings(config, "vit_b")
     assert tiny["weights"] == "litemedsam" and tiny["name"] == "tiny_vit"
     assert vit_b["weights"] == config["encoder"]["vit_b"]["weights"] and vit_b["sha256"].startswith("ec2df627")
-    assert {k: tiny[k] for k in ("image_size", "batch_size", "bf16")} == {k: vit_b[k] for k in ("image_size", "batch_size", "bf16")}
+    assert {k: tiny[k] for k in ("image_size", "batch_size", "bf16")} == {
+        k: vit_b[k] for k in ("image_size", "batch_size", "bf16")
+    }
     assert "url" not in vit_b and "vit_b" not in tiny  # where the file came from does not change what it holds
     assert encoder_tag(vit_b) == "sam_vit_b_01ec64-ec2df627"
     with pytest.raises(ValueError, match="unknown encoder 'vit_h'"):
@@ -185,7 +187,10 @@ def test_dataset_config_of_the_training_and_a_cross_dataset(config: dict[str, An
     kits = dataset_config(config, "kits23")
     # its own mirror and exclusions; the folders and download policy are the training dataset's
     assert (kits["mirror"], kits["exclude"], kits["labelmap"]) == ("/mirror/kits", ["case_00001"], None)
-    assert (kits["download_dir"], kits["download"]) == (config["dataset"]["download_dir"], config["dataset"]["download"])
+    assert (kits["download_dir"], kits["download"]) == (
+        config["dataset"]["download_dir"],
+        config["dataset"]["download"],
+    )
     assert dataset_config(config, "btcv")["mirror"] is None  # an entry without settings
     with pytest.raises(ConfigError, match="amos.*neither dataset.name nor one of cross.datasets"):
         dataset_config(config, "amos")

@@ -35,7 +35,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _config(config: dict[str, Any], store: dict[str, Any]) -> dict[str, Any]:
-    config["tracking"] = {"uri": store["uri"], "experiment": store["experiment"], "artifacts": str(store["root"] / "artifacts")}
+    config["tracking"] = {
+        "uri": store["uri"],
+        "experiment": store["experiment"],
+        "artifacts": str(store["root"] / "artifacts"),
+    }
     return config
 
 
@@ -47,7 +51,11 @@ def test_init_store_creates_db_experiment_and_marker(store: dict[str, Any]) -> N
     assert experiment is not None and experiment.experiment_id == store["experiment_id"]
     assert experiment.artifact_location == (root / "artifacts").resolve().as_uri()
     marker = json.loads((root / "marker.json").read_text(encoding="utf-8"))
-    assert marker == {"tracking_uri": store["uri"], "experiment": "segsam-test", "experiment_id": store["experiment_id"]}
+    assert marker == {
+        "tracking_uri": store["uri"],
+        "experiment": "segsam-test",
+        "experiment_id": store["experiment_id"],
+    }
 
 
 def test_init_store_is_idempotent(store: dict[str, Any]) -> None:

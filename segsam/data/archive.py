@@ -83,7 +83,9 @@ def _check_through_links(members: Iterable[Member], archive: Path) -> None:
         parts = member.name.split("/")
         for depth in range(1, len(parts)):
             if "/".join(parts[:depth]) in links:
-                raise UnsafeArchiveError(f"{archive}: member {member.name!r} lies under the symbolic link {'/'.join(parts[:depth])!r}")
+                raise UnsafeArchiveError(
+                    f"{archive}: member {member.name!r} lies under the symbolic link {'/'.join(parts[:depth])!r}"
+                )
 
 
 def _is_zip_symlink(info: zipfile.ZipInfo) -> bool:
@@ -120,7 +122,10 @@ def _tar_members(archive: tarfile.TarFile, path: Path) -> list[tuple[Member, tar
         elif info.islnk():
             target = _clean_name(info.linkname, path)
             if target not in regular:
-                raise UnsafeArchiveError(f"{path}: hard link {name!r} -> {info.linkname!r} does not point to an earlier regular file of the archive")
+                raise UnsafeArchiveError(
+                    f"{path}: hard link {name!r} -> {info.linkname!r} does not point to an earlier regular file "
+                    "of the archive"
+                )
             member = Member(name, "hardlink", target)
         elif info.isdir():
             member = Member(name, "dir")

@@ -34,7 +34,6 @@ import http.client
 import logging
 import os
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -135,7 +134,11 @@ def verify_file(path: str | Path, sha256: str | None, *, source: str) -> str:
     """
     actual = sha256_file(path)
     if sha256 is None:
-        log.warning("%s: no sha256 to check against; got %s (pin it in config/datasets.yaml if the source is fixed)", source, actual)
+        log.warning(
+            "%s: no sha256 to check against; got %s (pin it in config/datasets.yaml if the source is fixed)",
+            source,
+            actual,
+        )
     elif actual != sha256.lower():
         Path(path).unlink(missing_ok=True)
         raise ChecksumError(f"{source}: sha256 mismatch (expected {sha256}, got {actual}); the file was not kept")
@@ -171,7 +174,9 @@ def _total_from_content_range(value: str | None) -> int | None:
     return int(total) if total.isdigit() else None
 
 
-def _attempt(url: str, part: Path, timeout: float, progress: bool, opener: Callable[..., http.client.HTTPResponse]) -> None:
+def _attempt(
+    url: str, part: Path, timeout: float, progress: bool, opener: Callable[..., http.client.HTTPResponse]
+) -> None:
     """One request: append the rest of ``url`` to ``part`` (or restart it)."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
@@ -210,14 +215,23 @@ def _attempt(url: str, part: Path, timeout: float, progress: bool, opener: Calla
         expected_end = start + int(length) if length and length.isdigit() else None
         total = _total_from_content_range(response.headers.get("Content-Range")) or expected_end
         received = start
-        bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-                   desc=Path(part.name).stem[:40], disable=None if progress else True, mininterval=1.0, leave=False)
+        bar = tqdm(
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=Path(part.name).stem[:40],
+            disable=None if progress else True,
+            mininterval=1.0,
+            leave=False,
+        )
         try:
             with open(part, mode) as stream:
                 while True:
                     try:
                         block = response.read(CHUNK)
-                    except (http.client.IncompleteRead, OSError, socket.timeout) as err:
+                    except (TimeoutError, http.client.IncompleteRead, OSError) as err:
                         raise _Retryable(f"connection dropped after {received} bytes ({type(err).__name__})") from err
                     if not block:
                         break
@@ -315,7 +329,9 @@ def fetch_from_mirror(mirror: str | Path, relpath: str, dest: str | Path, *, sha
     source = Path(mirror) / relpath
     dest = Path(dest)
     if not source.is_file():
-        raise DownloadError(f"{source}: not in the local mirror {mirror} (expected the file at its registry path {relpath})")
+        raise DownloadError(
+            f"{source}: not in the local mirror {mirror} (expected the file at its registry path {relpath})"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
     part.unlink(missing_ok=True)
@@ -363,7 +379,8 @@ def fetch_file(
         step = manual_step or spec.manual
         raise DownloadError(
             f"{spec.path}: has no download address ({' '.join(str(step).split())}); put the file at this relative path "
-            "under a folder and set the dataset's mirror (dataset.mirror, or cross.datasets.<name>.mirror) to that folder"
+            "under a folder and set the dataset's mirror (dataset.mirror, or cross.datasets.<name>.mirror) to "
+            "that folder"
         )
     return download(spec.url, dest, sha256=spec.sha256, policy=policy, progress=progress)
 

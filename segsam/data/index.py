@@ -46,7 +46,9 @@ IMAGE_COLUMNS = ["image", "dataset", "modality", "case", "axis", "slice", "heigh
 SPLITS = ("train", "test")
 
 
-def split_cases(cases: pd.DataFrame, test_fraction: float, seed: int, assign: Mapping[str, str] | None = None) -> dict[str, str]:
+def split_cases(
+    cases: pd.DataFrame, test_fraction: float, seed: int, assign: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Assign each case to ``train`` or ``test``, per modality, deterministically.
 
     Args:
@@ -161,7 +163,9 @@ def build_index(
     masks["split"] = masks["case"].map(splits)
     masks = masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)
     images = (
-        masks.groupby(["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False)
+        masks.groupby(
+            ["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False
+        )
         .size()
         .rename(columns={"size": "n_masks"})[IMAGE_COLUMNS]
     )
@@ -172,36 +176,56 @@ def build_index(
         with atomic_path(out) as tmp:
             table.to_parquet(tmp, index=False)
     if summary_out is not None:
-        write_json(summary_out, {
-            "n_cases": int(masks["case"].nunique()),
-            "n_images": len(images),
-            "n_masks": len(masks),
-            "skipped": dict(sorted(skipped.items())),
-            "no_masks": sorted(no_masks),
-            "splits": {
-                split: {
-                    "cases": sorted(c for c, s in splits.items() if s == split),
-                    "images": int((images["split"] == split).sum()),
-                    "masks": int((masks["split"] == split).sum()),
-                }
-                for split in SPLITS
+        write_json(
+            summary_out,
+            {
+                "n_cases": int(masks["case"].nunique()),
+                "n_images": len(images),
+                "n_masks": len(masks),
+                "skipped": dict(sorted(skipped.items())),
+                "no_masks": sorted(no_masks),
+                "splits": {
+                    split: {
+                        "cases": sorted(c for c, s in splits.items() if s == split),
+                        "images": int((images["split"] == split).sum()),
+                        "masks": int((masks["split"] == split).sum()),
+                    }
+                    for split in SPLITS
+                },
             },
-        })
+        )
     log.info(
         "index: %d cases, %d images, %d masks; test cases: %s; skipped: %d",
-        masks["case"].nunique(), len(images), len(masks), sorted(c for c, s in splits.items() if s == "test"), len(skipped),
+        masks["case"].nunique(),
+        len(images),
+        len(masks),
+        sorted(c for c, s in splits.items() if s == "test"),
+        len(skipped),
     )
     return masks, images
 
 
 # --- streaming: a partitioned parquet dataset, bounded memory ----------------------------
 
-MASK_SCHEMA = pa.schema([
-    ("image", pa.string()), ("mask", pa.string()), ("dataset", pa.string()), ("modality", pa.string()),
-    ("case", pa.string()), ("axis", pa.string()), ("slice", pa.int64()), ("class_id", pa.int64()),
-    ("class_name", pa.string()), ("instance", pa.int64()), ("area_fraction", pa.float64()),
-    ("height", pa.int64()), ("width", pa.int64()), ("spacing_mm", pa.float64()), ("split", pa.string()),
-])
+MASK_SCHEMA = pa.schema(
+    [
+        ("image", pa.string()),
+        ("mask", pa.string()),
+        ("dataset", pa.string()),
+        ("modality", pa.string()),
+        ("case", pa.string()),
+        ("axis", pa.string()),
+        ("slice", pa.int64()),
+        ("class_id", pa.int64()),
+        ("class_name", pa.string()),
+        ("instance", pa.int64()),
+        ("area_fraction", pa.float64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("spacing_mm", pa.float64()),
+        ("split", pa.string()),
+    ]
+)
 PARTITION_COLUMNS = ("modality", "dataset")
 
 
@@ -349,7 +373,11 @@ def build_index_dataset(
         if _read_summary(folder).get("skipped"):
             continue
         case_rows.append(pd.read_parquet(manifest, columns=["case", "modality"]).drop_duplicates())
-    cases = pd.concat(case_rows, ignore_index=True).drop_duplicates() if case_rows else pd.DataFrame(columns=["case", "modality"])
+    cases = (
+        pd.concat(case_rows, ignore_index=True).drop_duplicates()
+        if case_rows
+        else pd.DataFrame(columns=["case", "modality"])
+    )
     if cases.empty:
         raise DataError("no masks survived slicing and filtering: check slicing.min_mask_fraction and the label maps")
     assign = {c: s for c, s in (assign or {}).items() if c in set(cases["case"])}
@@ -398,8 +426,11 @@ def count_masks(
     path = Path(dataset_dir)
     if not path.is_dir():
         raise DataError(f"{path}: index dataset not found")
-    data = pds.dataset(path, format="parquet", partitioning=pds.partitioning(
-        pa.schema([MASK_SCHEMA.field(c) for c in PARTITION_COLUMNS]), flavor="hive"))
+    data = pds.dataset(
+        path,
+        format="parquet",
+        partitioning=pds.partitioning(pa.schema([MASK_SCHEMA.field(c) for c in PARTITION_COLUMNS]), flavor="hive"),
+    )
     expr = None
     for column, value in (("modality", modality), ("class_name", class_name), ("dataset", dataset)):
         if value is not None:
@@ -407,7 +438,9 @@ def count_masks(
             expr = term if expr is None else expr & term
     counts: dict[str, int] = {}
     # one fragment and one batch ahead: memory stays flat whatever the index size
-    for batch in data.to_batches(columns=[by], filter=expr, batch_size=batch_size, batch_readahead=1, fragment_readahead=1):
+    for batch in data.to_batches(
+        columns=[by], filter=expr, batch_size=batch_size, batch_readahead=1, fragment_readahead=1
+    ):
         if batch.num_rows == 0:
             continue
         for item in pc.value_counts(batch.column(0)).to_pylist():

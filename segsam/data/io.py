@@ -49,7 +49,9 @@ def read_volume(path: str | Path) -> sitk.Image:
     if image.GetDimension() != 3:
         raise DataError(f"{path}: expected a 3D volume, got {image.GetDimension()}D (4D series must be split first)")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{path}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+        raise DataError(
+            f"{path}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
     return image
 
 
@@ -93,9 +95,13 @@ def check_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label
         raise DataError(f"{label_path}: size {label.GetSize()} differs from image {image_path} size {image.GetSize()}")
     spacing_i, spacing_l = np.array(image.GetSpacing()), np.array(label.GetSpacing())
     if not np.allclose(spacing_i, spacing_l, rtol=GEOMETRY_TOLERANCE, atol=0):
-        raise DataError(f"{label_path}: spacing {tuple(spacing_l)} differs from image {image_path} spacing {tuple(spacing_i)}")
+        raise DataError(
+            f"{label_path}: spacing {tuple(spacing_l)} differs from image {image_path} spacing {tuple(spacing_i)}"
+        )
     if not np.allclose(image.GetOrigin(), label.GetOrigin(), atol=GEOMETRY_TOLERANCE * max(spacing_i.max(), 1.0) * 10):
-        raise DataError(f"{label_path}: origin {label.GetOrigin()} differs from image {image_path} origin {image.GetOrigin()}")
+        raise DataError(
+            f"{label_path}: origin {label.GetOrigin()} differs from image {image_path} origin {image.GetOrigin()}"
+        )
     if not np.allclose(image.GetDirection(), label.GetDirection(), atol=GEOMETRY_TOLERANCE):
         raise DataError(f"{label_path}: direction differs from image {image_path}")
 
@@ -180,8 +186,16 @@ def resample_isotropic(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image
         outputSpacing=(target,) * 3,
         outputDirection=image.GetDirection(),
     )
-    image = sitk.Resample(image, interpolator=sitk.sitkLinear, defaultPixelValue=float(sitk.GetArrayViewFromImage(image).min()), outputPixelType=sitk.sitkFloat32, **common)
-    label = sitk.Resample(label, interpolator=sitk.sitkNearestNeighbor, defaultPixelValue=0, outputPixelType=sitk.sitkUInt16, **common)
+    image = sitk.Resample(
+        image,
+        interpolator=sitk.sitkLinear,
+        defaultPixelValue=float(sitk.GetArrayViewFromImage(image).min()),
+        outputPixelType=sitk.sitkFloat32,
+        **common,
+    )
+    label = sitk.Resample(
+        label, interpolator=sitk.sitkNearestNeighbor, defaultPixelValue=0, outputPixelType=sitk.sitkUInt16, **common
+    )
     return image, label
 
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 AXES = ("x", "y", "z")
 _FIELD = r"[A-Za-z0-9_.]+"
-_IMAGE_RE = re.compile(rf"^(?P<modality>{_FIELD})--(?P<dataset>{_FIELD})--(?P<case>{_FIELD})--(?P<axis>[xyz])_(?P<slice>\d{{4}})$")
-_MASK_RE = re.compile(rf"^(?P<image>.+)--(?P<class_id>\d{{4}})_(?P<instance>\d{{3}})$")
+_IMAGE_RE = re.compile(
+    rf"^(?P<modality>{_FIELD})--(?P<dataset>{_FIELD})--(?P<case>{_FIELD})--(?P<axis>[xyz])_(?P<slice>\d{{4}})$"
+)
+_MASK_RE = re.compile(r"^(?P<image>.+)--(?P<class_id>\d{4})_(?P<instance>\d{3})$")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,9 @@ class SliceName:
         """Parse an image stem (file name without ``.png``)."""
         match = _IMAGE_RE.match(stem)
         if match is None:
-            raise ValueError(f"{stem!r} is not an SA-Med2D image name <modality>--<dataset>--<case>--<axis>_<slice:04d>")
+            raise ValueError(
+                f"{stem!r} is not an SA-Med2D image name <modality>--<dataset>--<case>--<axis>_<slice:04d>"
+            )
         parts = match.groupdict()
         return cls(parts["modality"], parts["dataset"], parts["case"], parts["axis"], int(parts["slice"]))
 

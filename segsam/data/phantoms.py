@@ -407,15 +407,13 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     canal = r_canal <= 8.0
     arch = (r_canal > 8.0) & (r_canal <= 14.0) & (y > y_vert + vb_b - 3.0)
     spinous = (np.abs(x) <= 4.0) & (y > canal_y + 8.0) & (y < canal_y + 34.0) & (pos_in_level > 12.0)
-    transverse = (np.abs(x) <= 32.0) & (np.abs(y - canal_y + 2.0) <= 4.0) & (pos_in_level > 15.0) & (
-        pos_in_level < 23.0
+    transverse = (
+        (np.abs(x) <= 32.0) & (np.abs(y - canal_y + 2.0) <= 4.0) & (pos_in_level > 15.0) & (pos_in_level < 23.0)
     )
     posterior = (arch | spinous | transverse) & ~is_disc
     paraspinal = ((np.abs(x) - 38.0) / 30.0) ** 2 + ((y - canal_y - 18.0) / 24.0) ** 2 <= 1.0
     psoas_r = np.clip(5.0 + 0.2 * (-10.0 - z), 0.0, 24.0)
-    psoas = (z < -10.0) & (
-        (np.abs(x) - (vb_a + 0.6 * psoas_r + 2.0)) ** 2 + (y - y_vert + 2.0) ** 2 <= psoas_r**2
-    )
+    psoas = (z < -10.0) & ((np.abs(x) - (vb_a + 0.6 * psoas_r + 2.0)) ** 2 + (y - y_vert + 2.0) ** 2 <= psoas_r**2)
     in_body = body & ~(canvas.tissue == _T["rib"])
     canvas.tissue[in_body & (paraspinal | psoas) & ~(vert_body | canal | posterior)] = _T["muscle"]
     canvas.tissue[in_body & canal] = _T["spinal_canal"]
@@ -580,9 +578,7 @@ def _anatomy_coordinates(
     extent = np.abs(direction) @ (spacing * np.asarray(shape_xyz))
     s_xy = min(extent[0] / _NOMINAL_FOV_MM[0], extent[1] / _NOMINAL_FOV_MM[1])
     s_z = extent[2] / _NOMINAL_FOV_MM[2]
-    axes = [
-        ((np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * sp) for n, sp in zip(shape_xyz, spacing, strict=True)
-    ]
+    axes = [((np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * sp) for n, sp in zip(shape_xyz, spacing, strict=True)]
     i_ax = axes[0][None, None, :]
     j_ax = axes[1][None, :, None]
     k_ax = axes[2][:, None, None]

@@ -76,7 +76,12 @@ def check_relative_path(path: str, where: str) -> str:
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{where}: expected a relative path, got {path!r}")
     parts = path.split("/")
-    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path) or any(p in ("", ".", "..") for p in parts):
+    if (
+        path.startswith("/")
+        or "\\" in path
+        or re.match(r"^[A-Za-z]:", path)
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise ConfigError(f"{where}: {path!r} must be a relative path without '..', '.', empty parts or backslashes")
     return path
 
@@ -120,7 +125,9 @@ class Source:
         if self.member is not None:
             check_relative_path(self.member, f"archive {self.file.path} member")
             if not self.file.archive:
-                raise ConfigError(f"{self.file.path}: a member {self.member!r} is named, but the file is not marked 'archive: true'")
+                raise ConfigError(
+                    f"{self.file.path}: a member {self.member!r} is named, but the file is not marked 'archive: true'"
+                )
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,12 @@ def _ranges(value: Any, where: str) -> tuple[tuple[int, int], ...]:
         raise ConfigError(f"{where}: expected a list of [first, last] ranges")
     out = []
     for item in value:
-        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) and v >= 0 for v in item) and item[0] <= item[1]):
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(v, int) and v >= 0 for v in item)
+            and item[0] <= item[1]
+        ):
             raise ConfigError(f"{where}: {item!r} is not a [first, last] range of non-negative integers")
         out.append((item[0], item[1]))
     return tuple(out)
@@ -277,7 +289,10 @@ class DatasetSpec:
             spec = found[case_id]
             chosen = labelmap or spec.labelmap
             if chosen is None:
-                raise ConfigError(f"dataset {self.name}: case {case_id} has no label map (set dataset.labelmap, or cross.datasets.{self.name}.labelmap)")
+                raise ConfigError(
+                    f"dataset {self.name}: case {case_id} has no label map (set dataset.labelmap, or "
+                    f"cross.datasets.{self.name}.labelmap)"
+                )
             out[case_id] = CaseSpec(spec.case, spec.modality, spec.image, spec.label, chosen)
         return out
 
@@ -309,8 +324,12 @@ class DatasetSpec:
                     assert archive is not None
                     sources.append(Source(archive, _format(item["member"], n, where)))
                 else:
-                    sources.append(Source(RemoteFile(_format(item["path"], n, where), url=_format(item["url"], n, where))))
-            yield CaseSpec(_format(case_set.id, n, where), modality, sources[0], sources[1], case_set.labelmap or self.labelmap)
+                    sources.append(
+                        Source(RemoteFile(_format(item["path"], n, where), url=_format(item["url"], n, where)))
+                    )
+            yield CaseSpec(
+                _format(case_set.id, n, where), modality, sources[0], sources[1], case_set.labelmap or self.labelmap
+            )
 
     def _discover(self, case_set: CaseSet, roots: Sequence[str | Path]) -> set[int]:
         assert case_set.archive is not None
@@ -326,14 +345,19 @@ class DatasetSpec:
             return {int(m["n"]) for m in map(regex.match, names) if m}
         raise CasesNotReady(
             f"dataset {self.name}: its case list is read from {case_set.archive}, which is not in "
-            f"{', '.join(str(r) for r in roots) or 'any folder'} yet: fetch it first with `snakemake --cores 1 fetch_archives` "
-            f"(same config), or set its mirror (dataset.mirror, or cross.datasets.{self.name}.mirror) to a folder holding it"
+            f"{', '.join(str(r) for r in roots) or 'any folder'} yet: fetch it first with `snakemake --cores 1 "
+            "fetch_archives` "
+            f"(same config), or set its mirror (dataset.mirror, or cross.datasets.{self.name}.mirror) to a "
+            "folder holding it"
         )
 
     def _local_cases(self, roots: Sequence[str | Path], labelmap: str | None) -> Iterable[CaseSpec]:
         assert self.layout is not None
         if not roots:
-            raise ConfigError(f"dataset {self.name}: set dataset.mirror (or cross.datasets.{self.name}.mirror) to the folder holding your volumes")
+            raise ConfigError(
+                f"dataset {self.name}: set dataset.mirror (or cross.datasets.{self.name}.mirror) to the folder "
+                "holding your volumes"
+            )
         root = Path(roots[0])
         if not root.is_dir():
             raise ConfigError(f"dataset {self.name}: its mirror {root} is not a folder")
@@ -354,7 +378,8 @@ class DatasetSpec:
             raise ConfigError(f"{root}: cases without both an image and a label: {[f'{m}/{c}' for c, m in unpaired]}")
         for (case, modality), image in images.items():
             yield CaseSpec(
-                case, modality,
+                case,
+                modality,
                 Source(RemoteFile(image, manual="your own file under dataset.mirror")),
                 Source(RemoteFile(labels[(case, modality)], manual="your own file under dataset.mirror")),
                 labelmap,
@@ -387,8 +412,19 @@ def _archive_names(path: Path) -> list[str]:
 # --- loading and validation ------------------------------------------------------------
 
 _DATASET_KEYS = {
-    "kind", "description", "homepage", "licence", "citation", "labelmap", "manual",
-    "classmap", "files", "cases", "case_sets", "release", "layout",
+    "kind",
+    "description",
+    "homepage",
+    "licence",
+    "citation",
+    "labelmap",
+    "manual",
+    "classmap",
+    "files",
+    "cases",
+    "case_sets",
+    "release",
+    "layout",
 }
 _REQUIRED = {"kind", "description", "licence", "citation", "labelmap"}
 _FILE_KEYS = {"url", "manual", "sha256", "archive"}
@@ -480,7 +516,9 @@ def _parse_case_set(raw: Any, files: Mapping[str, RemoteFile], base: Path, where
     if numbers is None and archive is None:
         raise ConfigError(f"{where}: 'numbers: discover' needs an 'archive' to discover them in")
     labelmap = _check_repo_file(raw.get("labelmap"), base, f"{where}.labelmap")
-    case_set = CaseSet(str(raw["id"]), numbers, modality, tuple(by_number), archive, roles["image"], roles["label"], labelmap)
+    case_set = CaseSet(
+        str(raw["id"]), numbers, modality, tuple(by_number), archive, roles["image"], roles["label"], labelmap
+    )
     # format every template once with a sample number, so a bad template fails at load time
     sample = numbers[0][0] if numbers else 1
     for template in (case_set.id, *case_set.image.values(), *case_set.label.values()):
@@ -488,7 +526,9 @@ def _parse_case_set(raw: Any, files: Mapping[str, RemoteFile], base: Path, where
     if numbers is not None:
         probe = _format(case_set.id, sample, where)
         if not _ID.match(probe):
-            raise ConfigError(f"{where}.id: {case_set.id!r} gives case id {probe!r}, which may hold only letters, digits, '_' and '.'")
+            raise ConfigError(
+                f"{where}.id: {case_set.id!r} gives case id {probe!r}, which may hold only letters, digits, '_' and '.'"
+            )
     return case_set
 
 
@@ -505,7 +545,8 @@ def _parse_dataset(name: str, raw: Any, base: Path, where: str) -> DatasetSpec:
         item = _keys(item, _CASE_KEYS, cw, {"modality", "image", "label"})
         try:
             fixed[str(case_id)] = CaseSpec(
-                str(case_id), str(item["modality"]),
+                str(case_id),
+                str(item["modality"]),
                 _parse_source(item["image"], files, f"{cw}.image"),
                 _parse_source(item["label"], files, f"{cw}.label"),
                 _check_repo_file(item.get("labelmap"), base, f"{cw}.labelmap") or labelmap,
@@ -518,7 +559,9 @@ def _parse_dataset(name: str, raw: Any, base: Path, where: str) -> DatasetSpec:
     case_sets = tuple(_parse_case_set(item, files, base, f"{where}.case_sets[{i}]") for i, item in enumerate(sets_raw))
     release = None
     if raw.get("release") is not None:
-        release = dict(_keys(raw["release"], _RELEASE_KEYS, f"{where}.release", {"root", "image_to_masks", "mask_to_image"}))
+        release = dict(
+            _keys(raw["release"], _RELEASE_KEYS, f"{where}.release", {"root", "image_to_masks", "mask_to_image"})
+        )
         if release.get("unknown_classes", "error") not in ("error", "skip"):
             raise ConfigError(f"{where}.release.unknown_classes: expected 'error' or 'skip'")
     layout = raw.get("layout")
@@ -529,11 +572,20 @@ def _parse_dataset(name: str, raw: Any, base: Path, where: str) -> DatasetSpec:
     if kind == "slices2d" and release is None:
         raise ConfigError(f"{where}: a 'slices2d' dataset needs a 'release' section")
     return DatasetSpec(
-        name=name, kind=kind, description=" ".join(str(raw["description"]).split()),
-        homepage=_opt_str(raw, "homepage", where), licence=str(raw["licence"]), citation=_opt_str(raw, "citation", where),
-        labelmap=labelmap, manual=_opt_str(raw, "manual", where),
+        name=name,
+        kind=kind,
+        description=" ".join(str(raw["description"]).split()),
+        homepage=_opt_str(raw, "homepage", where),
+        licence=str(raw["licence"]),
+        citation=_opt_str(raw, "citation", where),
+        labelmap=labelmap,
+        manual=_opt_str(raw, "manual", where),
         classmap=_check_repo_file(raw.get("classmap"), base, f"{where}.classmap"),
-        files=files, fixed_cases=fixed, case_sets=case_sets, release=release, layout=layout,
+        files=files,
+        fixed_cases=fixed,
+        case_sets=case_sets,
+        release=release,
+        layout=layout,
     )
 
 

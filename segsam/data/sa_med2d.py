@@ -137,8 +137,12 @@ def parse_image_stem(stem: str) -> SliceInfo:
             hit = pattern.match(case)
             if hit:
                 return SliceInfo(dataset, modality(int(hit["n"])), case, "z", int(match["slice"]))
-        raise DataError(f"{stem}: demo-style image name of a case of unknown origin {case!r} (known: amos_<n>, s<nnnn>)")
-    raise DataError(f"{stem}: not an SA-Med2D image name (<modality>--<dataset>--<case>--<axis>_<slice>, or <case>_<slice>)")
+        raise DataError(
+            f"{stem}: demo-style image name of a case of unknown origin {case!r} (known: amos_<n>, s<nnnn>)"
+        )
+    raise DataError(
+        f"{stem}: not an SA-Med2D image name (<modality>--<dataset>--<case>--<axis>_<slice>, or <case>_<slice>)"
+    )
 
 
 def parse_mask_stem(stem: str) -> tuple[str, str | int, int]:
@@ -156,7 +160,10 @@ def parse_mask_stem(stem: str) -> tuple[str, str | int, int]:
     match = _DEMO_MASK.match(stem)
     if match:
         return match["image"], match["name"], int(match["instance"])
-    raise DataError(f"{stem}: not an SA-Med2D mask name (<image stem>--<class:04d>_<instance:03d>, or <image stem>_<class name>_<instance:03d>)")
+    raise DataError(
+        f"{stem}: not an SA-Med2D mask name (<image stem>--<class:04d>_<instance:03d>, or <image stem>_<class "
+        "name>_<instance:03d>)"
+    )
 
 
 def normalise_class_name(name: str) -> str:
@@ -310,7 +317,7 @@ def iter_json_object(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tu
             while True:
                 key = value()
                 if not isinstance(key, str) or skip_ws() != ":":
-                    raise DataError(f"{path}: malformed JSON object (expected \"key\": value)")
+                    raise DataError(f'{path}: malformed JSON object (expected "key": value)')
                 pos += 1
                 skip_ws()
                 yield key, value()
@@ -325,7 +332,9 @@ def iter_json_object(path: str | Path, chunk_size: int = 1 << 20) -> Iterator[tu
             raise DataError(f"{path}: not UTF-8 text ({err.reason})") from err
 
 
-def _pairs(root: Path, files: Sequence[tuple[str | Path, str | None, str]]) -> Iterator[tuple[str, str, str | None, Path]]:
+def _pairs(
+    root: Path, files: Sequence[tuple[str | Path, str | None, str]]
+) -> Iterator[tuple[str, str, str | None, Path]]:
     """(image path, mask path, split, json file) from pairing files (``kind`` = image_to_masks | mask_to_image)."""
     for name, split, kind in files:
         path = root / name if not Path(name).is_absolute() else Path(name)
@@ -381,7 +390,9 @@ class _ReleaseReader:
         self.mapper = ClassMapper(self.vocabulary, classmap_json, unknown_classes)
         self.index_names: dict[str, dict[int, str]] = {}
         if class_mapping_json is not None:
-            cpath = Path(class_mapping_json) if Path(class_mapping_json).is_absolute() else self.root / class_mapping_json
+            cpath = (
+                Path(class_mapping_json) if Path(class_mapping_json).is_absolute() else self.root / class_mapping_json
+            )
             try:
                 raw = json.loads(cpath.read_text(encoding="utf-8"))
                 self.index_names = {str(ds): {int(i): str(n) for n, i in table.items()} for ds, table in raw.items()}
@@ -400,7 +411,10 @@ class _ReleaseReader:
             raise DataError(f"{where}: mask {mask_rel} does not belong to image {image_rel}")
         if isinstance(klass, int):
             if info.dataset not in self.index_names or klass not in self.index_names[info.dataset]:
-                raise DataError(f"{where}: {mask_rel}: class index {klass} of dataset {info.dataset} is not in the class-mapping json")
+                raise DataError(
+                    f"{where}: {mask_rel}: class index {klass} of dataset {info.dataset} is not in the "
+                    "class-mapping json"
+                )
             klass = self.index_names[info.dataset][klass]
         class_id = self.mapper.map(klass)
         if class_id is None:
@@ -411,16 +425,28 @@ class _ReleaseReader:
         if self.measure_area:
             mask_h, mask_w = png_size(mask_path)
             if (mask_h, mask_w) != (height, width):
-                raise DataError(f"{mask_path}: size {mask_w}x{mask_h} differs from its image {image_path} ({width}x{height})")
+                raise DataError(
+                    f"{mask_path}: size {mask_w}x{mask_h} differs from its image {image_path} ({width}x{height})"
+                )
             fraction = _mask_area(mask_path) / float(height * width)
             if self.min_mask_fraction is not None and fraction < self.min_mask_fraction:
                 self.dropped_small += 1
                 return None
         return {
-            "image": str(image_path), "mask": str(mask_path), "dataset": info.dataset, "modality": info.modality,
-            "case": info.case, "axis": info.axis, "slice": info.slice, "class_id": int(class_id),
-            "class_name": self.names[int(class_id)], "instance": instance, "area_fraction": fraction,
-            "height": height, "width": width, "spacing_mm": float("nan"),  # the release does not give pixel spacing
+            "image": str(image_path),
+            "mask": str(mask_path),
+            "dataset": info.dataset,
+            "modality": info.modality,
+            "case": info.case,
+            "axis": info.axis,
+            "slice": info.slice,
+            "class_id": int(class_id),
+            "class_name": self.names[int(class_id)],
+            "instance": instance,
+            "area_fraction": fraction,
+            "height": height,
+            "width": width,
+            "spacing_mm": float("nan"),  # the release does not give pixel spacing
         }
 
 
@@ -462,7 +488,9 @@ def import_release(
         DataError: unreadable or malformed json, unknown names (with ``"error"``),
             missing files, a case in two splits, or nothing to index.
     """
-    reader = _ReleaseReader(root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction)
+    reader = _ReleaseReader(
+        root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction
+    )
     files = [(n, s, "image_to_masks") for n, s in image_to_masks] + [(n, s, "mask_to_image") for n, s in mask_to_image]
     if not files:
         raise DataError(f"{root}: no pairing json files given")
@@ -491,11 +519,19 @@ def import_release(
     drawn = split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}
     masks["split"] = masks["case"].map({**drawn, **fixed})
     # instances: per (image, class), largest first (release order when areas are not measured)
-    masks = masks.sort_values(["image", "class_id", "area_fraction", "instance", "mask"], ascending=[True, True, False, True, True], na_position="last")
+    masks = masks.sort_values(
+        ["image", "class_id", "area_fraction", "instance", "mask"],
+        ascending=[True, True, False, True, True],
+        na_position="last",
+    )
     masks["instance"] = masks.groupby(["image", "class_id"]).cumcount()
-    masks = masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)[[*MASK_COLUMNS, "split"]]
+    masks = masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)[
+        [*MASK_COLUMNS, "split"]
+    ]
     images = (
-        masks.groupby(["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False)
+        masks.groupby(
+            ["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False
+        )
         .size()
         .rename(columns={"size": "n_masks"})[IMAGE_COLUMNS]
     )
@@ -504,13 +540,26 @@ def import_release(
         "n_cases": int(masks["case"].nunique()),
         "n_images": len(images),
         "n_masks": len(masks),
-        "splits": {s: {"cases": int(masks.loc[masks["split"] == s, "case"].nunique()), "masks": int((masks["split"] == s).sum())} for s in SPLITS},
+        "splits": {
+            s: {
+                "cases": int(masks.loc[masks["split"] == s, "case"].nunique()),
+                "masks": int((masks["split"] == s).sum()),
+            }
+            for s in SPLITS
+        },
         "skipped_unknown_classes": dict(sorted(mapper.unknown_counts.items())),
         "skipped_ignored_classes": dict(sorted(mapper.ignored_counts.items())),
         "dropped_small_masks": dropped_small,
     }
-    log.info("%s: %d masks of %d images (%d cases) imported; %d unknown and %d ignored class masks skipped",
-             root, len(masks), len(images), summary["n_cases"], sum(mapper.unknown_counts.values()), sum(mapper.ignored_counts.values()))
+    log.info(
+        "%s: %d masks of %d images (%d cases) imported; %d unknown and %d ignored class masks skipped",
+        root,
+        len(masks),
+        len(images),
+        summary["n_cases"],
+        sum(mapper.unknown_counts.values()),
+        sum(mapper.ignored_counts.values()),
+    )
     return masks, images, summary
 
 
@@ -569,7 +618,9 @@ def import_release_dataset(
     """
     from segsam.data.index import write_index_dataset
 
-    reader = _ReleaseReader(root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction)
+    reader = _ReleaseReader(
+        root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction
+    )
     if not image_to_masks:
         raise DataError(f"{reader.root}: no pairing json files given")
     given: dict[str, str] = {}
@@ -580,7 +631,9 @@ def import_release_dataset(
             modality[info.case] = info.modality
             if split is not None:
                 if given.setdefault(info.case, split) != split:
-                    raise DataError(f"{reader.root}: case {info.case} is in both train and test pairing files (it would leak)")
+                    raise DataError(
+                        f"{reader.root}: case {info.case} is in both train and test pairing files (it would leak)"
+                    )
     open_cases = pd.DataFrame([(c, m) for c, m in modality.items() if c not in given], columns=["case", "modality"])
     splits = {**(split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}), **given}
 
@@ -593,7 +646,14 @@ def import_release_dataset(
                     raise DataError(f"{path}: {image_rel}: expected a list of mask paths")
                 rows = [r for r in (reader.row(image_rel, str(m), path) for m in masks) if r is not None]
                 # instances per (image, class): largest first, else the release's order
-                rows.sort(key=lambda r: (r["class_id"], -r["area_fraction"] if r["area_fraction"] == r["area_fraction"] else 0.0, r["instance"], r["mask"]))
+                rows.sort(
+                    key=lambda r: (
+                        r["class_id"],
+                        -r["area_fraction"] if r["area_fraction"] == r["area_fraction"] else 0.0,
+                        r["instance"],
+                        r["mask"],
+                    )
+                )
                 counter: dict[int, int] = {}
                 for row in rows:
                     row["instance"] = counter.get(row["class_id"], 0)
@@ -612,7 +672,9 @@ def import_release_dataset(
         shutil.rmtree(out_dir, ignore_errors=True)  # an index with unmapped classes is not kept
         raise
     summary = {
-        "root": str(reader.root), "n_cases": len(modality), "n_masks": written,
+        "root": str(reader.root),
+        "n_cases": len(modality),
+        "n_masks": written,
         "splits": {s: sum(1 for v in splits.values() if v == s) for s in SPLITS},
         "skipped_unknown_classes": dict(sorted(reader.mapper.unknown_counts.items())),
         "skipped_ignored_classes": dict(sorted(reader.mapper.ignored_counts.items())),
@@ -627,19 +689,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     from segsam.errors import SegsamError
     from segsam.logs import setup_logging
 
-    parser = argparse.ArgumentParser(description="Index an SA-Med2D-style 2D release (masks.parquet, images.parquet, summary.json).")
+    parser = argparse.ArgumentParser(
+        description="Index an SA-Med2D-style 2D release (masks.parquet, images.parquet, summary.json)."
+    )
     parser.add_argument("root", help="release folder (json files, images/, masks/)")
     parser.add_argument("--out-dir", required=True, help="where masks.parquet, images.parquet and summary.json go")
     parser.add_argument("--train-json", action="append", default=[], help="{image: [masks]} file of the train split")
     parser.add_argument("--test-json", action="append", default=[], help="{mask: image} file of the test split")
-    parser.add_argument("--all-json", action="append", default=[], help="{image: [masks]} file without a split (split by case)")
+    parser.add_argument(
+        "--all-json", action="append", default=[], help="{image: [masks]} file without a split (split by case)"
+    )
     parser.add_argument("--class-mapping", help="the release's {dataset: {class: index}} json")
     parser.add_argument("--vocabulary", default="config/vocabulary.csv")
     parser.add_argument("--classmap", default="config/classmaps/sa_med2d.json")
     parser.add_argument("--unknown-classes", choices=["error", "skip"], default="error")
     parser.add_argument("--no-area", action="store_true", help="do not decode masks (area_fraction = NaN)")
-    parser.add_argument("--stream", action="store_true",
-                        help="full-release mode: a partitioned masks dataset (out-dir/masks/) in bounded memory; --train-json/--all-json only")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="full-release mode: a partitioned masks dataset (out-dir/masks/) in bounded memory; "
+        "--train-json/--all-json only",
+    )
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -650,21 +720,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.test_json:
                 parser.error("--stream takes {image: [masks]} files only (--train-json, --all-json)")
             summary = import_release_dataset(
-                args.root, out / "masks",
+                args.root,
+                out / "masks",
                 image_to_masks=[(p, "train") for p in args.train_json] + [(p, None) for p in args.all_json],
-                vocabulary_csv=args.vocabulary, classmap_json=args.classmap, class_mapping_json=args.class_mapping,
-                unknown_classes=args.unknown_classes, measure_area=not args.no_area,
-                test_fraction=args.test_fraction, seed=args.seed,
+                vocabulary_csv=args.vocabulary,
+                classmap_json=args.classmap,
+                class_mapping_json=args.class_mapping,
+                unknown_classes=args.unknown_classes,
+                measure_area=not args.no_area,
+                test_fraction=args.test_fraction,
+                seed=args.seed,
             )
             write_json(out / "summary.json", summary)
             return 0
         import_sa_med2d(
-            args.root, out / "masks.parquet", out / "images.parquet", out / "summary.json",
+            args.root,
+            out / "masks.parquet",
+            out / "images.parquet",
+            out / "summary.json",
             image_to_masks=[(p, "train") for p in args.train_json] + [(p, None) for p in args.all_json],
             mask_to_image=[(p, "test") for p in args.test_json],
-            vocabulary_csv=args.vocabulary, classmap_json=args.classmap, class_mapping_json=args.class_mapping,
-            unknown_classes=args.unknown_classes, measure_area=not args.no_area,
-            test_fraction=args.test_fraction, seed=args.seed,
+            vocabulary_csv=args.vocabulary,
+            classmap_json=args.classmap,
+            class_mapping_json=args.class_mapping,
+            unknown_classes=args.unknown_classes,
+            measure_area=not args.no_area,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
         )
     except SegsamError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)

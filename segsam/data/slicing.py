@@ -43,8 +43,20 @@ MANIFEST = "manifest.parquet"
 SUMMARY = "summary.json"
 SKIPPED_EMPTY = "empty label volume"
 MASK_COLUMNS = [
-    "image", "mask", "dataset", "modality", "case", "axis", "slice",
-    "class_id", "class_name", "instance", "area_fraction", "height", "width", "spacing_mm",
+    "image",
+    "mask",
+    "dataset",
+    "modality",
+    "case",
+    "axis",
+    "slice",
+    "class_id",
+    "class_name",
+    "instance",
+    "area_fraction",
+    "height",
+    "width",
+    "spacing_mm",
 ]
 
 #: glibc's ``mallopt`` parameter number for the mmap threshold.
@@ -76,7 +88,9 @@ def return_large_buffers() -> bool:
     return bool(mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
 
 
-def normalise_intensity(volume: np.ndarray, modality: str, ct_window: Sequence[float], mr_percentiles: Sequence[float]) -> np.ndarray:
+def normalise_intensity(
+    volume: np.ndarray, modality: str, ct_window: Sequence[float], mr_percentiles: Sequence[float]
+) -> np.ndarray:
     """Scale a volume to uint8.
 
     CT: clip to ``ct_window`` (HU) and scale linearly. MR (and anything not CT):
@@ -185,7 +199,13 @@ def slice_case(
     if empty:
         log.warning("%s: label volume is empty after mapping into the vocabulary: case %s skipped", label_path, case)
         summary.update(skipped=SKIPPED_EMPTY, detail=f"{label_path}: no voxel maps to a vocabulary class")
-    pixels = None if empty else normalise_intensity(sitk.GetArrayViewFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"])
+    pixels = (
+        None
+        if empty
+        else normalise_intensity(
+            sitk.GetArrayViewFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"]
+        )
+    )
     del image
 
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -195,7 +215,15 @@ def slice_case(
     rows: list[dict[str, Any]] = []
     min_fraction = float(slicing["min_mask_fraction"])
     try:
-        jobs = [] if empty else [(axis, k) for axis in slicing["axes"] for k in _plane_indices(classes.shape, axis, int(slicing["stride"][axis]))]
+        jobs = (
+            []
+            if empty
+            else [
+                (axis, k)
+                for axis in slicing["axes"]
+                for k in _plane_indices(classes.shape, axis, int(slicing["stride"][axis]))
+            ]
+        )
         for axis, k in tqdm(jobs, desc=f"slice {case}", unit="slice", mininterval=2.0):
             label_plane = _plane(classes, axis, k)
             height, width = label_plane.shape
@@ -222,12 +250,24 @@ def slice_case(
             for class_id, instance, mask, fraction in kept:
                 mask_file = name.mask_file(class_id, instance)
                 write_png(tmp_dir / "masks" / mask_file, mask.astype(np.uint8) * 255)
-                rows.append({
-                    "image": f"images/{name.image_file}", "mask": f"masks/{mask_file}",
-                    "dataset": dataset, "modality": modality, "case": case, "axis": axis, "slice": k,
-                    "class_id": class_id, "class_name": class_names[class_id], "instance": instance,
-                    "area_fraction": fraction, "height": height, "width": width, "spacing_mm": spacing,
-                })
+                rows.append(
+                    {
+                        "image": f"images/{name.image_file}",
+                        "mask": f"masks/{mask_file}",
+                        "dataset": dataset,
+                        "modality": modality,
+                        "case": case,
+                        "axis": axis,
+                        "slice": k,
+                        "class_id": class_id,
+                        "class_name": class_names[class_id],
+                        "instance": instance,
+                        "area_fraction": fraction,
+                        "height": height,
+                        "width": width,
+                        "spacing_mm": spacing,
+                    }
+                )
         manifest = pd.DataFrame(rows, columns=MASK_COLUMNS)
         manifest.to_parquet(tmp_dir / MANIFEST, index=False)
         summary.update(n_slices=int(manifest["image"].nunique()), n_masks=len(manifest))

@@ -67,7 +67,9 @@ def hd95_mm(pred: torch.Tensor, target: torch.Tensor, spacing: Sequence[float]) 
         ValueError: Shapes differ, or a ground-truth mask is empty.
     """
     if pred.shape != target.shape or len(spacing) != pred.shape[0]:
-        raise ValueError(f"prediction {tuple(pred.shape)}, target {tuple(target.shape)} and {len(spacing)} spacings do not match")
+        raise ValueError(
+            f"prediction {tuple(pred.shape)}, target {tuple(target.shape)} and {len(spacing)} spacings do not match"
+        )
     pred_np, target_np = pred.numpy().astype(bool), target.numpy().astype(bool)
     if not target_np.any(axis=(1, 2)).all():
         raise ValueError("HD95 needs a non-empty ground-truth mask")
@@ -82,8 +84,11 @@ def hd95_mm(pred: torch.Tensor, target: torch.Tensor, spacing: Sequence[float]) 
         rows, cols = np.flatnonzero(both.any(1)), np.flatnonzero(both.any(0))
         window = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
         distance = compute_hausdorff_distance(
-            torch.from_numpy(pred_np[i][window][None, None]).float(), torch.from_numpy(target_np[i][window][None, None]).float(),
-            include_background=True, percentile=95, spacing=[[float(spacing[i])] * 2],
+            torch.from_numpy(pred_np[i][window][None, None]).float(),
+            torch.from_numpy(target_np[i][window][None, None]).float(),
+            include_background=True,
+            percentile=95,
+            spacing=[[float(spacing[i])] * 2],
         )
         out[i] = float(distance[0, 0])
     out[~known] = np.nan
@@ -105,20 +110,36 @@ def distance_summary(per_mask: pd.DataFrame) -> pd.DataFrame:
         for modality, group in frame.groupby("modality", sort=True):
             values = group["hd95_mm"].to_numpy(dtype=np.float64)
             defined = values[np.isfinite(values)]
-            modality_rows.append({
-                "method": method, "prompt": prompt, "modality": modality,
-                "median": float(np.median(defined)) if len(defined) else float("nan"),
-                "mean": float(defined.mean()) if len(defined) else float("nan"),
-                "n": len(defined), "n_undefined": len(values) - len(defined),
-            })
+            modality_rows.append(
+                {
+                    "method": method,
+                    "prompt": prompt,
+                    "modality": modality,
+                    "median": float(np.median(defined)) if len(defined) else float("nan"),
+                    "mean": float(defined.mean()) if len(defined) else float("nan"),
+                    "n": len(defined),
+                    "n_undefined": len(values) - len(defined),
+                }
+            )
         modalities = pd.DataFrame(modality_rows)
-        rows += [*modality_rows, {"method": method, "prompt": prompt, "modality": "avg",
-                                  "median": float(modalities["median"].mean(skipna=False)), "mean": float(modalities["mean"].mean(skipna=False)),
-                                  "n": int(modalities["n"].sum()), "n_undefined": int(modalities["n_undefined"].sum())}]
+        rows += [
+            *modality_rows,
+            {
+                "method": method,
+                "prompt": prompt,
+                "modality": "avg",
+                "median": float(modalities["median"].mean(skipna=False)),
+                "mean": float(modalities["mean"].mean(skipna=False)),
+                "n": int(modalities["n"].sum()),
+                "n_undefined": int(modalities["n_undefined"].sum()),
+            },
+        ]
     return pd.DataFrame(rows, columns=["method", "prompt", "modality", "median", "mean", "n", "n_undefined"])
 
 
-def bootstrap_modality_means(groups: Sequence[np.ndarray], n_boot: int, ci: float, seed: int) -> tuple[float, float, float]:
+def bootstrap_modality_means(
+    groups: Sequence[np.ndarray], n_boot: int, ci: float, seed: int
+) -> tuple[float, float, float]:
     """Mean of per-group means and its percentile-bootstrap interval.
 
     Args:
@@ -162,9 +183,29 @@ def summarise(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.D
         groups = {m: f["dsc"].to_numpy() for m, f in frame.groupby("modality", sort=True)}
         for modality, scores in groups.items():
             mean, low, high = bootstrap_modality_means([scores], n_boot, ci, seed)
-            rows.append({"method": method, "prompt": prompt, "modality": modality, "mean": mean, "low": low, "high": high, "n": len(scores)})
+            rows.append(
+                {
+                    "method": method,
+                    "prompt": prompt,
+                    "modality": modality,
+                    "mean": mean,
+                    "low": low,
+                    "high": high,
+                    "n": len(scores),
+                }
+            )
         mean, low, high = bootstrap_modality_means(list(groups.values()), n_boot, ci, seed)
-        rows.append({"method": method, "prompt": prompt, "modality": "avg", "mean": mean, "low": low, "high": high, "n": len(frame)})
+        rows.append(
+            {
+                "method": method,
+                "prompt": prompt,
+                "modality": "avg",
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "n": len(frame),
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "prompt", "modality", "mean", "low", "high", "n"])
 
 
@@ -197,14 +238,43 @@ def semantic_summarise(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int
             scores = group["sem_dsc"].to_numpy(dtype=np.float64)
             classes = group["class_id"].to_numpy()
             mean = class_mean(scores, classes)
-            draws = np.array([class_mean(scores[idx], classes[idx]) for idx in rng.integers(0, len(scores), size=(n_boot, len(scores)))]) if n_boot > 0 else np.array([])
+            draws = (
+                np.array(
+                    [
+                        class_mean(scores[idx], classes[idx])
+                        for idx in rng.integers(0, len(scores), size=(n_boot, len(scores)))
+                    ]
+                )
+                if n_boot > 0
+                else np.array([])
+            )
             modality_means.append(mean)
             modality_draws.append(draws)
-            low, high = (np.quantile(draws, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if n_boot > 0 else (np.nan, np.nan))
-            rows.append({"method": method, "prompt": prompt, "modality": modality, "mean": mean, "low": float(low), "high": float(high),
-                         "n": len(scores), "n_classes": int(len(np.unique(classes)))})
+            low, high = np.quantile(draws, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if n_boot > 0 else (np.nan, np.nan)
+            rows.append(
+                {
+                    "method": method,
+                    "prompt": prompt,
+                    "modality": modality,
+                    "mean": mean,
+                    "low": float(low),
+                    "high": float(high),
+                    "n": len(scores),
+                    "n_classes": int(len(np.unique(classes))),
+                }
+            )
         avg_draws = np.mean(modality_draws, axis=0) if n_boot > 0 else np.array([])
-        low, high = (np.quantile(avg_draws, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if n_boot > 0 else (np.nan, np.nan))
-        rows.append({"method": method, "prompt": prompt, "modality": "avg", "mean": float(np.mean(modality_means)), "low": float(low),
-                     "high": float(high), "n": len(frame), "n_classes": int(frame["class_id"].nunique())})
+        low, high = np.quantile(avg_draws, [(1 - ci) / 2, 1 - (1 - ci) / 2]) if n_boot > 0 else (np.nan, np.nan)
+        rows.append(
+            {
+                "method": method,
+                "prompt": prompt,
+                "modality": "avg",
+                "mean": float(np.mean(modality_means)),
+                "low": float(low),
+                "high": float(high),
+                "n": len(frame),
+                "n_classes": int(frame["class_id"].nunique()),
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "prompt", "modality", "mean", "low", "high", "n", "n_classes"])

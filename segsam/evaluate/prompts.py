@@ -19,13 +19,30 @@ import numpy as np
 import pandas as pd
 
 from segsam.atomic import atomic_path
-from segsam.errors import DataError
 from segsam.data.io import read_png
+from segsam.errors import DataError
 from segsam.train.prompts import jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)
 
-PROMPT_COLUMNS = ["mask", "image", "case", "modality", "axis", "slice", "class_id", "class_name", "prompt", "x0", "y0", "x1", "y1", "px", "py", "spacing_mm"]
+PROMPT_COLUMNS = [
+    "mask",
+    "image",
+    "case",
+    "modality",
+    "axis",
+    "slice",
+    "class_id",
+    "class_name",
+    "prompt",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "px",
+    "py",
+    "spacing_mm",
+]
 
 
 def mask_rng(seed: int, mask_path: str) -> np.random.Generator:
@@ -34,7 +51,9 @@ def mask_rng(seed: int, mask_path: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def make_test_prompts(masks_parquet: str | Path, out_parquet: str | Path, *, evaluate_cfg: Mapping[str, Any]) -> pd.DataFrame:
+def make_test_prompts(
+    masks_parquet: str | Path, out_parquet: str | Path, *, evaluate_cfg: Mapping[str, Any]
+) -> pd.DataFrame:
     """Write one row per (test mask, prompt type) with box and point coordinates."""
     table = pd.read_parquet(masks_parquet)
     test = table[table["split"] == "test"]
@@ -47,12 +66,26 @@ def make_test_prompts(masks_parquet: str | Path, out_parquet: str | Path, *, eva
         box = jitter_box(mask_box(mask), int(evaluate_cfg["box_jitter_px"]), mask.shape, rng)
         point = random_point(mask, rng)
         for prompt in evaluate_cfg["prompts"]:
-            rows.append({
-                "mask": record.mask, "image": record.image, "case": record.case, "modality": record.modality,
-                "axis": record.axis, "slice": int(record.slice), "class_id": int(record.class_id), "class_name": record.class_name, "prompt": prompt,
-                "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3], "px": point[0], "py": point[1],
-                "spacing_mm": float(record.spacing_mm),
-            })
+            rows.append(
+                {
+                    "mask": record.mask,
+                    "image": record.image,
+                    "case": record.case,
+                    "modality": record.modality,
+                    "axis": record.axis,
+                    "slice": int(record.slice),
+                    "class_id": int(record.class_id),
+                    "class_name": record.class_name,
+                    "prompt": prompt,
+                    "x0": box[0],
+                    "y0": box[1],
+                    "x1": box[2],
+                    "y1": box[3],
+                    "px": point[0],
+                    "py": point[1],
+                    "spacing_mm": float(record.spacing_mm),
+                }
+            )
     prompts = pd.DataFrame(rows, columns=PROMPT_COLUMNS)
     with atomic_path(out_parquet) as tmp:
         prompts.to_parquet(tmp, index=False)

@@ -18,16 +18,16 @@ import torch
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
+from segsam.data.io import read_png, write_png
+from segsam.data.vocabulary import Vocabulary
 from segsam.errors import DataError
 from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, semantic_summarise, summarise
 from segsam.evaluate.volume import AXIS, CaseVolumes, case_summary
-from segsam.data.vocabulary import Vocabulary
 from segsam.models.methods import get_method
 from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import ModelOutput
 from segsam.models.weights import load_state_dict
 from segsam.tracking import start_run
-from segsam.data.io import read_png, write_png
 from segsam.train.embedding_cache import EmbeddingStore
 from segsam.train.loop import build_method_model, class_index, load_class_text
 
@@ -42,7 +42,12 @@ NO_PROMPT = "none"
 
 def example_images(prompts: pd.DataFrame, per_modality: int = 2) -> list[str]:
     """Test slices shown in the qualitative figure: per modality, those with the most masks (ties by name)."""
-    counts = prompts[prompts["prompt"] == prompts["prompt"].iloc[0]].groupby(["modality", "image"]).size().reset_index(name="n")
+    counts = (
+        prompts[prompts["prompt"] == prompts["prompt"].iloc[0]]
+        .groupby(["modality", "image"])
+        .size()
+        .reset_index(name="n")
+    )
     counts = counts.sort_values(["modality", "n", "image"], ascending=[True, False, True])
     return counts.groupby("modality").head(per_modality)["image"].tolist()
 
@@ -108,7 +113,9 @@ def evaluate_method(
         missing, unexpected = model.load_state_dict(load_state_dict(checkpoint), strict=False)
         missing = [k for k in missing if not k.startswith("image_encoder.") or k in trainable]
         if unexpected or missing:
-            raise DataError(f"{checkpoint}: keys do not fit method {method!r} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise DataError(
+                f"{checkpoint}: keys do not fit method {method!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     model.eval()
     size = int(config["encoder"]["image_size"])
     threshold_logit = float(np.log(cfg["threshold"] / (1 - cfg["threshold"])))
@@ -121,7 +128,9 @@ def evaluate_method(
     examples_tmp.mkdir(parents=True)
     start = time.perf_counter()
     with torch.inference_mode():
-        for image, group in tqdm(prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0):
+        for image, group in tqdm(
+            prompts.groupby("image", sort=True), desc=f"evaluate {method}", unit="slice", mininterval=2.0
+        ):
             volumes.finish(keep=group["case"].iloc[0])  # slices are sorted by path, so by case: score the cases before
             if spec.prompt_free:
                 frame, regions = prompt_free_rows(model, image, group, size, to_index)
@@ -130,7 +139,17 @@ def evaluate_method(
                     plane, spacing = int(group["slice"].iloc[0]), float(group["spacing_mm"].iloc[0])
                     for row in frame.itertuples(index=False):
                         predicted, truth = regions[row.mask]
-                        volumes.add(NO_PROMPT, row.case, row.modality, plane, int(row.class_id), row.class_name, spacing, predicted, truth)
+                        volumes.add(
+                            NO_PROMPT,
+                            row.case,
+                            row.modality,
+                            plane,
+                            int(row.class_id),
+                            row.class_name,
+                            spacing,
+                            predicted,
+                            truth,
+                        )
                 if image in examples:
                     for mask_path, (predicted, _) in regions.items():
                         write_png(examples_tmp / Path(mask_path).name, predicted.astype(np.uint8) * 255)
@@ -146,8 +165,14 @@ def evaluate_method(
                 embedding = model.encode(encoder_input(read_png(image), size, spec.encoder)[0][None])
             # at most PROMPTS_PER_PASS prompts per forward pass: memory stays flat for slices with many masks
             parts = [
-                model(embedding, is_point[i : i + PROMPTS_PER_PASS], boxes[i : i + PROMPTS_PER_PASS], points[i : i + PROMPTS_PER_PASS],
-                      text, image_index=np.zeros(min(PROMPTS_PER_PASS, len(group) - i), np.int64))
+                model(
+                    embedding,
+                    is_point[i : i + PROMPTS_PER_PASS],
+                    boxes[i : i + PROMPTS_PER_PASS],
+                    points[i : i + PROMPTS_PER_PASS],
+                    text,
+                    image_index=np.zeros(min(PROMPTS_PER_PASS, len(group) - i), np.int64),
+                )
                 for i in range(0, len(group), PROMPTS_PER_PASS)
             ]
             out = ModelOutput.concatenate(parts)
@@ -171,8 +196,17 @@ def evaluate_method(
             results.append(frame)
             if group["axis"].iloc[0] == AXIS:
                 for row, predicted, truth_plane in zip(group.itertuples(index=False), pred.numpy(), targets):
-                    volumes.add(row.prompt, row.case, row.modality, int(row.slice), int(row.class_id), row.class_name,
-                                float(row.spacing_mm), predicted, truth_plane)
+                    volumes.add(
+                        row.prompt,
+                        row.case,
+                        row.modality,
+                        int(row.slice),
+                        int(row.class_id),
+                        row.class_name,
+                        float(row.spacing_mm),
+                        predicted,
+                        truth_plane,
+                    )
             if image in examples:
                 for mask_path, kind, predicted in zip(group["mask"], group["prompt"], pred):
                     if kind == "box":
@@ -227,8 +261,13 @@ def evaluate_method(
         write_json(out_summary, record)
         shutil.rmtree(out_examples, ignore_errors=True)
         os.replace(examples_tmp, out_examples)
-    log.info("%s: %d prompts in %.1f s; %s", method, len(per_mask), elapsed,
-             "; ".join(f"{r.prompt}/{r.modality}={r.mean:.3f}" for r in summary.itertuples() if r.modality == "avg"))
+    log.info(
+        "%s: %d prompts in %.1f s; %s",
+        method,
+        len(per_mask),
+        elapsed,
+        "; ".join(f"{r.prompt}/{r.modality}={r.mean:.3f}" for r in summary.itertuples() if r.modality == "avg"),
+    )
     return per_mask
 
 
@@ -264,19 +303,32 @@ def prompt_free_rows(
     predicted = info.logits_to_original(logits).argmax(0)
     objects = group.drop_duplicates("mask")
     firsts = objects.sort_values("class_id", kind="stable").drop_duplicates("class_id")  # one row per class
-    truth = torch.stack([
-        torch.from_numpy(np.any([read_png(path) > 0 for path in objects.loc[objects["class_id"] == c, "mask"]], axis=0))
-        for c in firsts["class_id"]
-    ])
+    truth = torch.stack(
+        [
+            torch.from_numpy(
+                np.any([read_png(path) > 0 for path in objects.loc[objects["class_id"] == c, "mask"]], axis=0)
+            )
+            for c in firsts["class_id"]
+        ]
+    )
     region = torch.stack([predicted == to_index[int(c)] + 1 for c in firsts["class_id"]])
     scores = dice_scores(region, truth)
     found = region.flatten(1).any(1).numpy()
-    rows = pd.DataFrame({
-        "mask": firsts["mask"].to_numpy(), "image": image, "case": firsts["case"].to_numpy(),
-        "modality": firsts["modality"].to_numpy(), "class_id": firsts["class_id"].to_numpy(np.int64),
-        "class_name": firsts["class_name"].to_numpy(), "prompt": NO_PROMPT, "dsc": scores,
-        "hd95_mm": hd95_mm(region, truth, firsts["spacing_mm"].to_numpy(np.float64)),
-        "pred_class_id": np.where(found, firsts["class_id"].to_numpy(np.int64), -1), "sem_dsc": scores,
-        "pred_area": region.flatten(1).sum(1).numpy(), "gt_area": truth.flatten(1).sum(1).numpy(),
-    })
+    rows = pd.DataFrame(
+        {
+            "mask": firsts["mask"].to_numpy(),
+            "image": image,
+            "case": firsts["case"].to_numpy(),
+            "modality": firsts["modality"].to_numpy(),
+            "class_id": firsts["class_id"].to_numpy(np.int64),
+            "class_name": firsts["class_name"].to_numpy(),
+            "prompt": NO_PROMPT,
+            "dsc": scores,
+            "hd95_mm": hd95_mm(region, truth, firsts["spacing_mm"].to_numpy(np.float64)),
+            "pred_class_id": np.where(found, firsts["class_id"].to_numpy(np.int64), -1),
+            "sem_dsc": scores,
+            "pred_area": region.flatten(1).sum(1).numpy(),
+            "gt_area": truth.flatten(1).sum(1).numpy(),
+        }
+    )
     return rows, dict(zip(firsts["mask"], zip(region.numpy(), truth.numpy())))

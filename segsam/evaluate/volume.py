@@ -34,7 +34,17 @@ from segsam.evaluate.metrics import dice_scores
 
 #: The axis whose planes are stacked (axial, SPEC §4).
 AXIS = "z"
-PER_CASE_COLUMNS = ["method", "prompt", "case", "modality", "class_id", "class_name", "n_planes", "dsc_3d", "hd95_3d_mm"]
+PER_CASE_COLUMNS = [
+    "method",
+    "prompt",
+    "case",
+    "modality",
+    "class_id",
+    "class_name",
+    "n_planes",
+    "dsc_3d",
+    "hd95_3d_mm",
+]
 
 
 def hd95_3d_mm(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]) -> float:
@@ -65,8 +75,11 @@ def hd95_3d_mm(pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float,
         present = np.flatnonzero(both.any(axis=tuple(a for a in range(3) if a != axis)))
         window.append(slice(max(present[0] - 1, 0), present[-1] + 2))
     distance = compute_hausdorff_distance(
-        torch.from_numpy(pred[tuple(window)][None, None]).float(), torch.from_numpy(truth[tuple(window)][None, None]).float(),
-        include_background=True, percentile=95, spacing=[list(map(float, spacing))],
+        torch.from_numpy(pred[tuple(window)][None, None]).float(),
+        torch.from_numpy(truth[tuple(window)][None, None]).float(),
+        include_background=True,
+        percentile=95,
+        spacing=[list(map(float, spacing))],
     )
     return float(distance[0, 0])
 
@@ -88,15 +101,25 @@ class CaseVolumes:
     def __init__(self, method: str) -> None:
         self.method = method
         # (prompt, case) -> {class_id: {plane: [pred union, truth union]}}
-        self._planes: dict[tuple[str, str], dict[int, dict[int, list[np.ndarray]]]] = defaultdict(lambda: defaultdict(dict))
+        self._planes: dict[tuple[str, str], dict[int, dict[int, list[np.ndarray]]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
         self._meta: dict[tuple[str, str], tuple[str, float, set[int]]] = {}
         self._names: dict[int, str] = {}
         self._rows: list[dict] = []
         self._done: set[str] = set()
 
     def add(
-        self, prompt: str, case: str, modality: str, plane: int, class_id: int, class_name: str, spacing_mm: float,
-        pred: np.ndarray, truth: np.ndarray,
+        self,
+        prompt: str,
+        case: str,
+        modality: str,
+        plane: int,
+        class_id: int,
+        class_name: str,
+        spacing_mm: float,
+        pred: np.ndarray,
+        truth: np.ndarray,
     ) -> None:
         """Add one object's prediction and ground truth on one axial plane (H x W bool each).
 
@@ -134,13 +157,25 @@ class CaseVolumes:
             truth = np.zeros_like(pred)
             for plane, (p, t) in by_plane.items():
                 pred[(plane - ordered[0]) // step], truth[(plane - ordered[0]) // step] = p, t
-            dsc = float(dice_scores(torch.from_numpy(pred.reshape(1, depth * height, width)),
-                                    torch.from_numpy(truth.reshape(1, depth * height, width)))[0])
-            rows.append({
-                "method": self.method, "prompt": prompt, "case": case, "modality": modality, "class_id": class_id,
-                "class_name": self._names[class_id], "n_planes": len(by_plane), "dsc_3d": dsc,
-                "hd95_3d_mm": hd95_3d_mm(pred, truth, (step * spacing, spacing, spacing)),
-            })
+            dsc = float(
+                dice_scores(
+                    torch.from_numpy(pred.reshape(1, depth * height, width)),
+                    torch.from_numpy(truth.reshape(1, depth * height, width)),
+                )[0]
+            )
+            rows.append(
+                {
+                    "method": self.method,
+                    "prompt": prompt,
+                    "case": case,
+                    "modality": modality,
+                    "class_id": class_id,
+                    "class_name": self._names[class_id],
+                    "n_planes": len(by_plane),
+                    "dsc_3d": dsc,
+                    "hd95_3d_mm": hd95_3d_mm(pred, truth, (step * spacing, spacing, spacing)),
+                }
+            )
         return rows
 
     def table(self) -> pd.DataFrame:
@@ -162,5 +197,8 @@ def case_summary(per_case: Iterable[pd.DataFrame] | pd.DataFrame) -> pd.DataFram
         return pd.DataFrame(columns=["method", "prompt", "dsc_3d", "hd95_3d_mm", "hd95_3d_mm_mean", "n"])
     grouped = frame.groupby(["method", "prompt"], sort=False)
     return grouped.agg(
-        dsc_3d=("dsc_3d", "mean"), hd95_3d_mm=("hd95_3d_mm", "median"), hd95_3d_mm_mean=("hd95_3d_mm", "mean"), n=("dsc_3d", "size"),
+        dsc_3d=("dsc_3d", "mean"),
+        hd95_3d_mm=("hd95_3d_mm", "median"),
+        hd95_3d_mm_mean=("hd95_3d_mm", "mean"),
+        n=("dsc_3d", "size"),
     ).reset_index()

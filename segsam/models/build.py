@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segsam.models.adapters import add_adapters
 from segsam.models.conventional import build_conventional
 from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder, build_tiny_vit
 from segsam.models.methods import ENCODERS, MethodSpec, get_method, set_trainable
-from segsam.models.adapters import add_adapters
 from segsam.models.sam_compat import PromptEncoder, TwoWayTransformer
 from segsam.models.sawd import SemanticAwareDecoder
 from segsam.models.segsam_net import PromptableModel
@@ -41,7 +41,15 @@ from segsam.models.t2vse import TextToVisionEnhancement
 from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights
 from segsam.models.weights import WeightsError, load_state_dict
 
-__all__ = ["IMAGE_SIZE", "EMBEDDING_SIZE", "build_image_encoder", "build_model", "build_tiny_vit", "load_sam_weights", "with_backbone"]
+__all__ = [
+    "IMAGE_SIZE",
+    "EMBEDDING_SIZE",
+    "build_image_encoder",
+    "build_model",
+    "build_tiny_vit",
+    "load_sam_weights",
+    "with_backbone",
+]
 
 IMAGE_SIZE = 256
 #: Side of each encoder's image embedding at 256 input: TinyViT's 64 x 64, ViT-B's 16 x 16 patch grid.
@@ -100,7 +108,9 @@ def load_sam_weights(model: PromptableModel, path: Path | str, *, encoder: str) 
     return [f"image_encoder.{key}" for key in resized]
 
 
-def _load_part(module: nn.Module, state: dict[str, torch.Tensor], part: str, encoder: str, path: Path | str) -> list[str]:
+def _load_part(
+    module: nn.Module, state: dict[str, torch.Tensor], part: str, encoder: str, path: Path | str
+) -> list[str]:
     """Loads one SAM part (keys without the part's prefix): a ViT-B encoder with resized position
     tensors, anything else strictly. Returns the resized keys; a misfit is a WeightsError naming the part."""
     try:
@@ -133,7 +143,7 @@ def build_image_encoder(encoder: str, weights: Path | str) -> nn.Module:
     if encoder not in ENCODERS:
         raise ValueError(f"unknown encoder {encoder!r}; known: {', '.join(ENCODERS)}")
     prefix = "image_encoder."
-    state = {k[len(prefix):]: v for k, v in load_state_dict(weights).items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in load_state_dict(weights).items() if k.startswith(prefix)}
     if not state:
         raise WeightsError(f"{weights}: no image_encoder.* tensors (expected a SAM-layout checkpoint)")
     module = build_tiny_vit() if encoder == "tiny_vit" else build_sam_vit(VIT_B)

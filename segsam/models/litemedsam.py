@@ -154,7 +154,8 @@ class LiteMedSAM(nn.Module):
             raise ValueError("decode needs boxes, points or both")
         if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (EMBED_DIM, EMBEDDING_SIZE, EMBEDDING_SIZE):
             raise ValueError(
-                f"expected embeddings B x {EMBED_DIM} x {EMBEDDING_SIZE} x {EMBEDDING_SIZE}, got {tuple(embeddings.shape)}"
+                f"expected embeddings B x {EMBED_DIM} x {EMBEDDING_SIZE} x {EMBEDDING_SIZE}, got "
+                f"{tuple(embeddings.shape)}"
             )
         sizes = set()
         if boxes is not None:
@@ -166,7 +167,8 @@ class LiteMedSAM(nn.Module):
             coords, labels = points
             if coords.ndim != 3 or coords.shape[-1] != 2 or tuple(labels.shape) != tuple(coords.shape[:2]):
                 raise ValueError(
-                    f"expected point coords B x N x 2 and labels B x N, got {tuple(coords.shape)} and {tuple(labels.shape)}"
+                    f"expected point coords B x N x 2 and labels B x N, got {tuple(coords.shape)} and "
+                    f"{tuple(labels.shape)}"
                 )
             points = (coords.to(embeddings.device, torch.float32), labels.to(embeddings.device))
             sizes.add(coords.shape[0])

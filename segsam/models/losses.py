@@ -231,7 +231,9 @@ class SawdLoss(nn.Module):
         if class_logits is not None:
             num_classes = class_logits.shape[1]
             if classes.shape != (class_logits.shape[0],):
-                raise ValueError(f"expected N class indices, got {tuple(classes.shape)} for {class_logits.shape[0]} prompts")
+                raise ValueError(
+                    f"expected N class indices, got {tuple(classes.shape)} for {class_logits.shape[0]} prompts"
+                )
             if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
                 raise ValueError(f"class indices must lie in [0, {num_classes}), got {classes.min()}..{classes.max()}")
             terms["class_ce"] = F.cross_entropy(class_logits, classes.long())
@@ -244,14 +246,20 @@ class SawdLoss(nn.Module):
             total = total + w["mask_bce_weight"] * terms["mask_bce"] + w["mask_dice_weight"] * terms["mask_dice"]
         if presence_logits is not None:
             if presence.shape != presence_logits.shape:
-                raise ValueError(f"presence target {tuple(presence.shape)} differs from logits {tuple(presence_logits.shape)}")
-            terms["presence_bce"] = F.binary_cross_entropy_with_logits(presence_logits, presence.to(presence_logits.dtype))
+                raise ValueError(
+                    f"presence target {tuple(presence.shape)} differs from logits {tuple(presence_logits.shape)}"
+                )
+            terms["presence_bce"] = F.binary_cross_entropy_with_logits(
+                presence_logits, presence.to(presence_logits.dtype)
+            )
             total = total + w["presence_weight"] * terms["presence_bce"]
         if class_mask_logits is not None:
             if class_masks is None:
                 raise ValueError("the sawd_sem branch needs class_masks (N x C x H x W per-class targets)")
             if class_masks.shape[:2] != class_mask_logits.shape[:2] or class_masks.ndim != 4:
-                raise ValueError(f"class_masks {tuple(class_masks.shape)} do not fit logits {tuple(class_mask_logits.shape)}")
+                raise ValueError(
+                    f"class_masks {tuple(class_masks.shape)} do not fit logits {tuple(class_mask_logits.shape)}"
+                )
             goal = class_masks.to(class_mask_logits.dtype)
             if goal.shape[-2:] != class_mask_logits.shape[-2:]:
                 goal = F.interpolate(goal, size=class_mask_logits.shape[-2:], mode="area")
@@ -288,7 +296,10 @@ class SemanticLoss(nn.Module):
             ValueError: If shapes disagree or a label is out of range.
         """
         if logits.ndim != 4 or labels.shape != (logits.shape[0], *logits.shape[-2:]):
-            raise ValueError(f"expected logits B x K x H x W and labels B x H x W, got {tuple(logits.shape)} and {tuple(labels.shape)}")
+            raise ValueError(
+                f"expected logits B x K x H x W and labels B x H x W, got {tuple(logits.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
             raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got {labels.min()}..{labels.max()}")
         labels = labels.long()

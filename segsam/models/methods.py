@@ -126,7 +126,9 @@ class MethodSpec:
         if "sawd_sem" in parts and "sawd_unpmt" in parts:
             raise ValueError(f"{where}: sawd_sem replaces sawd_unpmt; choose one")
         if "t2vse_v1" in parts and not {"t2vse", "sawd_pmt"} <= parts:
-            raise ValueError(f"{where}: t2vse_v1 feeds the T2VSE token to SAWD's prompted branch: needs t2vse and sawd_pmt")
+            raise ValueError(
+                f"{where}: t2vse_v1 feeds the T2VSE token to SAWD's prompted branch: needs t2vse and sawd_pmt"
+            )
         if "cmsa" in parts and "sawd_pmt" not in parts:
             raise ValueError(f"{where}: cmsa aligns the SAWD mask with SAGD's: needs sawd_pmt")
         bad = [t for t in self.trainable if t not in _TOP_LEVEL]
@@ -167,12 +169,18 @@ _SEGSAM_TRAINS = ("prompt_encoder", "mask_decoder", "sawd", "t2vse")
 
 _BASELINES = {
     # name: (display, trainable, adapter, description)
-    "ft_sam": ("FT-SAM", _DECODERS, None, "SAM ViT-B at 256, encoder frozen; prompt encoder and mask decoder fine-tuned."),
+    "ft_sam": (
+        "FT-SAM",
+        _DECODERS,
+        None,
+        "SAM ViT-B at 256, encoder frozen; prompt encoder and mask decoder fine-tuned.",
+    ),
     "sam_med2d": (
         "SAM-Med2D",
         _DECODERS,
         "sam_med2d",
-        "SAM ViT-B at 256 frozen with SAM-Med2D adapters (channel attention + conv, parallel to each MLP); adapters, prompt encoder and mask decoder train.",
+        "SAM ViT-B at 256 frozen with SAM-Med2D adapters (channel attention + conv, parallel to each MLP); "
+        "adapters, prompt encoder and mask decoder train.",
     ),
     "medsam": (
         "MedSAM",
@@ -184,20 +192,34 @@ _BASELINES = {
         "Med-SA",
         ("mask_decoder",),
         "med_sa",
-        "SAM ViT-B at 256 frozen with Med-SA adapters (after attention + scaled parallel to each MLP); adapters and mask decoder train.",
+        "SAM ViT-B at 256 frozen with Med-SA adapters (after attention + scaled parallel to each MLP); adapters "
+        "and mask decoder train.",
     ),
 }
 
 _ABLATIONS = {
     # name: (display, components, description)
-    "sawd_pmt": ("+SAWD_pmt (ablation 1)", ("sawd_pmt",), "Table 4 row 1: SAGD + SAWD's prompted branch (SO-token) only."),
-    "sawd_unpmt": ("+SAWD_pmt+SAWD_unpmt (ablation 2)", _SAWD, "Table 4 row 2: SAGD + full SAWD (SO-token and CO-token presence branch)."),
+    "sawd_pmt": (
+        "+SAWD_pmt (ablation 1)",
+        ("sawd_pmt",),
+        "Table 4 row 1: SAGD + SAWD's prompted branch (SO-token) only.",
+    ),
+    "sawd_unpmt": (
+        "+SAWD_pmt+SAWD_unpmt (ablation 2)",
+        _SAWD,
+        "Table 4 row 2: SAGD + full SAWD (SO-token and CO-token presence branch).",
+    ),
     "sawd_sem": (
         "+SAWD_pmt+SAWD_sem (ablation 3)",
         ("sawd_pmt", "sawd_sem"),
-        "Table 4 row 3: SAWD whose unprompted branch segments every class (full-image semantic masks) instead of classifying.",
+        "Table 4 row 3: SAWD whose unprompted branch segments every class (full-image semantic masks) instead "
+        "of classifying.",
     ),
-    "t2vse": ("+SAWD+T2VSE (ablation 4)", (*_SAWD, "t2vse"), "Table 4 row 4: SAGD + SAWD + T2VSE token for SAGD; no CMSA."),
+    "t2vse": (
+        "+SAWD+T2VSE (ablation 4)",
+        (*_SAWD, "t2vse"),
+        "Table 4 row 4: SAGD + SAWD + T2VSE token for SAGD; no CMSA.",
+    ),
     "t2vse_v1": (
         "+SAWD+T2VSE_v1 (table 6)",
         (*_SAWD, "t2vse", "t2vse_v1"),
@@ -238,7 +260,15 @@ def _registry() -> dict[str, MethodSpec]:
     ]
     for name, (display, trainable, adapter, description) in _BASELINES.items():
         specs.append(
-            MethodSpec(name=name, display=display, trains=True, trainable=trainable, encoder="vit_b", adapter=adapter, description=description)
+            MethodSpec(
+                name=name,
+                display=display,
+                trains=True,
+                trainable=trainable,
+                encoder="vit_b",
+                adapter=adapter,
+                description=description,
+            )
         )
     specs.append(
         MethodSpec(
@@ -247,10 +277,11 @@ def _registry() -> dict[str, MethodSpec]:
             trains=True,
             trainable=_SEGSAM_TRAINS,
             components=(*_SAWD, "t2vse", "cmsa"),
-            description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train with CMSA.",
+            description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train "
+            "with CMSA.",
         )
     )
-    for name, (display, trainable, adapter, description) in _BASELINES.items():
+    for name, (display, trainable, adapter, _) in _BASELINES.items():
         specs.append(
             MethodSpec(
                 name=f"{name}+sawd",

@@ -78,7 +78,7 @@ class ResizeInfo:
             raise ValueError(f"resized {self.resized} does not fit in the {self.size} x {self.size} input")
 
     @classmethod
-    def for_shape(cls, height: int, width: int, size: int = 256) -> "ResizeInfo":
+    def for_shape(cls, height: int, width: int, size: int = 256) -> ResizeInfo:
         """Builds the geometry for an H x W slice.
 
         Args:

@@ -24,9 +24,7 @@ def _load_modeling() -> types.ModuleType:
         return sys.modules["segment_anything.modeling"]
     spec = importlib.util.find_spec("segment_anything")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            "segment-anything is not installed: run `pip install -r requirements.txt -c constraints.txt`"
-        )
+        raise ImportError("segment-anything is not installed: run `pip install -r requirements.txt -c constraints.txt`")
     if "segment_anything" not in sys.modules:
         package = types.ModuleType("segment_anything")
         package.__path__ = list(spec.submodule_search_locations)

@@ -312,17 +312,23 @@ class SemanticAwareDecoder(nn.Module):
             ValueError: If the shapes disagree.
         """
         if sparse_prompt_embeddings.ndim != 3 or sparse_prompt_embeddings.shape[-1] != self.transformer_dim:
-            raise ValueError(f"expected prompt tokens N x T x {self.transformer_dim}, got {tuple(sparse_prompt_embeddings.shape)}")
+            raise ValueError(
+                f"expected prompt tokens N x T x {self.transformer_dim}, got {tuple(sparse_prompt_embeddings.shape)}"
+            )
         num = sparse_prompt_embeddings.shape[0]
         if image_embeddings.ndim != 4 or image_embeddings.shape[1] != self.transformer_dim:
-            raise ValueError(f"expected image embeddings B x {self.transformer_dim} x h x w, got {tuple(image_embeddings.shape)}")
+            raise ValueError(
+                f"expected image embeddings B x {self.transformer_dim} x h x w, got {tuple(image_embeddings.shape)}"
+            )
         images, _, height, width = image_embeddings.shape
         if image_index is None:
             if images not in (1, num):
                 raise ValueError(f"got {images} image embeddings for {num} prompts")
             embeddings = image_embeddings.expand(num, -1, -1, -1)  # N x D x h x w
-            image_index = torch.arange(num, device=image_embeddings.device) if images == num else torch.zeros(
-                num, dtype=torch.int64, device=image_embeddings.device
+            image_index = (
+                torch.arange(num, device=image_embeddings.device)
+                if images == num
+                else torch.zeros(num, dtype=torch.int64, device=image_embeddings.device)
             )
         else:
             if tuple(image_index.shape) != (num,):

@@ -94,7 +94,9 @@ class ModelOutput:
 
 def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.require(value, requirements=["C", "W"]))  # copies read-only views (pandas .to_numpy())
+        value = torch.from_numpy(
+            np.require(value, requirements=["C", "W"])
+        )  # copies read-only views (pandas .to_numpy())
     return torch.as_tensor(value, dtype=dtype, device=device)
 
 
@@ -151,12 +153,16 @@ class PromptableModel(nn.Module):
             }
             others = [name for name, module in parts.items() if module is not None]
             if others or t2vse_to_sawd or cmsa:
-                raise ValueError(f"a prompt-free model has only semantic_net; got also {others or 't2vse_to_sawd/cmsa'}")
+                raise ValueError(
+                    f"a prompt-free model has only semantic_net; got also {others or 't2vse_to_sawd/cmsa'}"
+                )
         else:
             if prompt_encoder is None or mask_decoder is None:
                 raise ValueError("a promptable model needs a prompt encoder and a mask decoder (SAGD)")
             if tuple(prompt_encoder.input_image_size) != (image_size, image_size):
-                raise ValueError(f"prompt encoder input size {prompt_encoder.input_image_size} is not {image_size} x {image_size}")
+                raise ValueError(
+                    f"prompt encoder input size {prompt_encoder.input_image_size} is not {image_size} x {image_size}"
+                )
             if sawd is not None and sawd.num_classes != num_classes:
                 raise ValueError(f"SAWD has {sawd.num_classes} classes, the model {num_classes}")
             if t2vse_to_sawd and (t2vse is None or sawd is None or not sawd.prompted):
@@ -216,7 +222,9 @@ class PromptableModel(nn.Module):
               built without its image encoder.
         """
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
-            raise ValueError(f"expected images B x 3 x {self.image_size} x {self.image_size}, got {tuple(images.shape)}")
+            raise ValueError(
+                f"expected images B x 3 x {self.image_size} x {self.image_size}, got {tuple(images.shape)}"
+            )
         if self.prompt_free:
             return images
         if self.image_encoder is None:
@@ -364,11 +372,17 @@ class PromptableModel(nn.Module):
                 raise ValueError(f"image index outside [0, {per_image.shape[0]}): one entry per image is expected")
             embeddings = per_image[image_index]  # N x 256 x h x w
         if tuple(boxes.shape) != (num, 4) or tuple(points.shape) != (num, 2):
-            raise ValueError(f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}")
+            raise ValueError(
+                f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}"
+            )
 
         if clicks is not None:
             clicks = (_as_tensor(clicks[0], torch.float32, device), _as_tensor(clicks[1], torch.int64, device))
-            if clicks[0].ndim != 3 or tuple(clicks[0].shape[::2]) != (num, 2) or tuple(clicks[1].shape) != tuple(clicks[0].shape[:2]):
+            if (
+                clicks[0].ndim != 3
+                or tuple(clicks[0].shape[::2]) != (num, 2)
+                or tuple(clicks[1].shape) != tuple(clicks[0].shape[:2])
+            ):
                 raise ValueError(
                     f"expected clicks N x P x 2 and N x P labels with N = {num}, "
                     f"got {tuple(clicks[0].shape)} and {tuple(clicks[1].shape)}"
@@ -439,7 +453,12 @@ class PromptableModel(nn.Module):
         """
         if self.prompt_free:
             raise ValueError("a prompt-free model is trained with semantic_loss(out, labels, weights)")
-        if self.sawd is not None and out.class_logits is None and out.presence_logits is None and out.class_masks is None:
+        if (
+            self.sawd is not None
+            and out.class_logits is None
+            and out.presence_logits is None
+            and out.class_masks is None
+        ):
             raise ValueError("the output has no SAWD predictions (forward(..., semantic=False)); the loss needs them")
         merged = loss_weights(weights)
         terms = SagdLoss(merged)(out.masks, out.iou, masks)

@@ -38,14 +38,28 @@ def official_sam(depth: int = 12, global_attn_indexes: tuple[int, ...] = (2, 5, 
     # tests/models/test_vit.py checks build_sam_vit and the weight loading against this model
     sam = Sam(
         image_encoder=ImageEncoderViT(
-            depth=depth, embed_dim=768, img_size=1024, mlp_ratio=4, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=12,
-            patch_size=16, qkv_bias=True, use_rel_pos=True, global_attn_indexes=global_attn_indexes, window_size=14,
+            depth=depth,
+            embed_dim=768,
+            img_size=1024,
+            mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            num_heads=12,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=global_attn_indexes,
+            window_size=14,
             out_chans=256,
         ),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
         mask_decoder=MaskDecoder(
-            num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
         ),
     )
     with torch.no_grad():

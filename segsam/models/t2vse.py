@@ -71,7 +71,9 @@ class TextToVisionEnhancement(nn.Module):
         if text.ndim != 2 or text.shape[0] < 1 or text.shape[1] != self.text_dim:
             raise ValueError(f"expected text embeddings C x {self.text_dim}, got {tuple(text.shape)}")
         if image_embeddings.ndim != 4 or image_embeddings.shape[1] != self.embed_dim:
-            raise ValueError(f"expected image embeddings B x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}")
+            raise ValueError(
+                f"expected image embeddings B x {self.embed_dim} x h x w, got {tuple(image_embeddings.shape)}"
+            )
         num = image_embeddings.shape[0]
         text_tokens = self.text_proj(text.to(self.summary_token.weight))  # C x D
         tokens = torch.cat([self.summary_token.weight, text_tokens], dim=0).unsqueeze(0)  # 1 x (C+1) x D

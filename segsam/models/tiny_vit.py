@@ -17,7 +17,7 @@ weights unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -249,7 +249,7 @@ class WindowAttention(nn.Module):
         """
         batch, tokens, dim = x.shape
         if tokens != self.window_size**2:
-            raise ValueError(f"expected {self.window_size ** 2} tokens per window, got {tokens}")
+            raise ValueError(f"expected {self.window_size**2} tokens per window, got {tokens}")
         qkv = self.qkv(self.norm(x)).view(batch, tokens, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)  # each B x heads x N x head_dim
         bias = self.relative_bias().to(q.dtype)

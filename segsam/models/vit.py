@@ -132,7 +132,9 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return resized.squeeze(0).t().to(table.dtype).contiguous()
 
 
-def resize_vit_state(state: Mapping[str, torch.Tensor], encoder: ImageEncoderViT) -> tuple[dict[str, torch.Tensor], list[str]]:
+def resize_vit_state(
+    state: Mapping[str, torch.Tensor], encoder: ImageEncoderViT
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Fits a ViT state dict trained at another input size to ``encoder``.
 
     Args:

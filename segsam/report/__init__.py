@@ -29,5 +29,7 @@ def make_table1_with_figure(
     if any(get_method(m).encoder == "vit_b" for m in config["methods"]):
         vit_b = config["encoder"]["vit_b"]
         vit_b_sha = vit_b["sha256"] or sha256_of(vit_b["weights"])
-    table = make_table1(per_mask_files, out_csv, out_md, out_json, config=config, weights_sha256=sha, vit_b_sha256=vit_b_sha)
+    table = make_table1(
+        per_mask_files, out_csv, out_md, out_json, config=config, weights_sha256=sha, vit_b_sha256=vit_b_sha
+    )
     modality_bars(table, out_png, title=f"Binary DSC per modality ({config['dataset']['name']} dataset)")

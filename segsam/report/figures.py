@@ -11,9 +11,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from segsam.atomic import atomic_path  # noqa: E402
 from segsam.report.tables import MODALITY_ORDER  # noqa: E402
@@ -52,13 +52,18 @@ def modality_bars_figure(
         Each panel has a slot per method that has rows with its prompt.
     """
     columns = list(columns) if columns is not None else [c for c in [*MODALITY_ORDER, "avg"] if c in table.columns]
-    labels = list(column_labels) if column_labels is not None else [c.upper() if c != "avg" else "Avg." for c in columns]
+    labels = (
+        list(column_labels) if column_labels is not None else [c.upper() if c != "avg" else "Avg." for c in columns]
+    )
     methods = list(dict.fromkeys(table["row"]))
     prompts = list(dict.fromkeys(table["prompt"])) or ["box"]
     colours = _method_colours(methods)
     x = np.arange(len(columns))
     fig, axes = plt.subplots(
-        1, len(prompts), sharey=True, squeeze=False,
+        1,
+        len(prompts),
+        sharey=True,
+        squeeze=False,
         figsize=(len(prompts) * max(4.0, 1.2 * len(columns) + 0.25 * len(methods)) + 2.6, 4.2),
     )
     for ax, prompt in zip(axes[0], prompts):
@@ -68,8 +73,15 @@ def modality_bars_figure(
             means = np.array([row[c] for c in columns], dtype=float)
             low = means - np.array([row.get(f"{c}_lo", np.nan) for c in columns], dtype=float)
             high = np.array([row.get(f"{c}_hi", np.nan) for c in columns], dtype=float) - means
-            ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=np.vstack([low, high]),
-                   capsize=2, color=colours[row["row"]], error_kw={"elinewidth": 0.8})
+            ax.bar(
+                x + (i - (len(rows) - 1) / 2) * width,
+                means,
+                width,
+                yerr=np.vstack([low, high]),
+                capsize=2,
+                color=colours[row["row"]],
+                error_kw={"elinewidth": 0.8},
+            )
         ax.set_xticks(x, labels)
         ax.set_xlim(-0.5, len(columns) - 0.5)
         ax.set_title(f"{prompt} prompt" if prompt != "none" else "no prompt", fontsize=10)
@@ -106,7 +118,9 @@ def _overlay(ax: Any, image: np.ndarray, masks: list[tuple[int, np.ndarray]], ti
     ax.axis("off")
 
 
-def qualitative_panel(prompts_parquet: str | Path, example_dirs: Sequence[str | Path], displays: Sequence[str], out_png: str | Path) -> None:
+def qualitative_panel(
+    prompts_parquet: str | Path, example_dirs: Sequence[str | Path], displays: Sequence[str], out_png: str | Path
+) -> None:
     """Fig. 3-style panel: per example slice, the image with ground truth, then each method's masks (box prompts).
 
     Args:
@@ -122,14 +136,23 @@ def qualitative_panel(prompts_parquet: str | Path, example_dirs: Sequence[str | 
     names = {p.name for folder in example_dirs for p in Path(folder).glob("*.png")}
     table = table[table["mask"].map(lambda m: Path(m).name in names)]
     images = sorted(table["image"].unique())
-    fig, axes = plt.subplots(max(len(images), 1), len(example_dirs) + 1, figsize=(2.4 * (len(example_dirs) + 1), 2.4 * max(len(images), 1)), squeeze=False)
+    fig, axes = plt.subplots(
+        max(len(images), 1),
+        len(example_dirs) + 1,
+        figsize=(2.4 * (len(example_dirs) + 1), 2.4 * max(len(images), 1)),
+        squeeze=False,
+    )
     for row, image in enumerate(images):
         group = table[table["image"] == image]
         pixels = read_png(image)
         truth = [(int(c), read_png(m)) for c, m in zip(group["class_id"], group["mask"])]
         _overlay(axes[row, 0], pixels, truth, f"ground truth\n{Path(image).stem.split('--')[2]}")
         for col, (folder, label) in enumerate(zip(example_dirs, displays), start=1):
-            masks = [(int(c), read_png(Path(folder) / Path(m).name)) for c, m in zip(group["class_id"], group["mask"]) if (Path(folder) / Path(m).name).exists()]
+            masks = [
+                (int(c), read_png(Path(folder) / Path(m).name))
+                for c, m in zip(group["class_id"], group["mask"])
+                if (Path(folder) / Path(m).name).exists()
+            ]
             _overlay(axes[row, col], pixels, masks, label)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
@@ -144,7 +167,13 @@ def training_curves(summaries: Sequence[str | Path], out_png: str | Path) -> Non
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for summary in histories:
         epochs = [h["epoch"] for h in summary["history"]]
-        ax.plot(epochs, [h["loss"] for h in summary["history"]], marker="o", label=summary["method"], color=colours[summary["method"]])
+        ax.plot(
+            epochs,
+            [h["loss"] for h in summary["history"]],
+            marker="o",
+            label=summary["method"],
+            color=colours[summary["method"]],
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -37,9 +37,17 @@ MODALITY_ORDER = ["ct", "mr", "pet", "dermoscopy", "endoscopy", "fundus", "ultra
 PAPER_DIR = Path(__file__).resolve().parents[2] / "config" / "paper"
 # our method names -> the paper's row labels (methods without a paper row get no paper cells)
 PAPER_ROWS = {
-    "sam": "SAM", "ft_sam": "FT-SAM", "sam_med2d": "SAM-Med2D", "medsam": "MedSAM", "med_sa": "Med-SA",
-    "segsam": "SEG-SAM", "sam_med2d+sawd": "SAM-Med2D+SAWD", "medsam+sawd": "MedSAM+SAWD", "med_sa+sawd": "Med-SA+SAWD",
-    "unet": "nnU-Net", "unetr": "UNETR",
+    "sam": "SAM",
+    "ft_sam": "FT-SAM",
+    "sam_med2d": "SAM-Med2D",
+    "medsam": "MedSAM",
+    "med_sa": "Med-SA",
+    "segsam": "SEG-SAM",
+    "sam_med2d+sawd": "SAM-Med2D+SAWD",
+    "medsam+sawd": "MedSAM+SAWD",
+    "med_sa+sawd": "Med-SA+SAWD",
+    "unet": "nnU-Net",
+    "unetr": "UNETR",
 }
 
 
@@ -53,7 +61,9 @@ def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, columns: Sequenc
     table = table.copy()
     lookup = {(r.method, r.prompt, r.modality): r.value for r in paper.itertuples(index=False)}
     for column in columns:
-        paper_col = [lookup.get((PAPER_ROWS.get(m), p, column), float("nan")) for m, p in zip(table["method"], table["prompt"])]
+        paper_col = [
+            lookup.get((PAPER_ROWS.get(m), p, column), float("nan")) for m, p in zip(table["method"], table["prompt"])
+        ]
         table[f"paper_{column}"] = paper_col
         table[f"delta_{column}"] = (table[column] - table[f"paper_{column}"]).round(2)
     return table
@@ -134,7 +144,9 @@ def distance_markdown(distances: pd.DataFrame) -> str:
 def _ordered(per_mask: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(config["methods"])}
     prompt_order = {p: i for i, p in enumerate(config["evaluate"]["prompts"])}
-    return per_mask.sort_values(["prompt", "method"], key=lambda s: s.map(prompt_order) if s.name == "prompt" else s.map(order), kind="stable")
+    return per_mask.sort_values(
+        ["prompt", "method"], key=lambda s: s.map(prompt_order) if s.name == "prompt" else s.map(order), kind="stable"
+    )
 
 
 def make_table1(
@@ -160,37 +172,57 @@ def make_table1(
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     distances = distance_summary(per_mask)
-    write_text(out_md, to_markdown(table, modalities)
-               + "\n### HD95 (mm), median over the same prompted masks (empty prediction = slice diagonal)\n\n"
-               + distance_markdown(distances))
-    write_json(out_json, {
-        "table": "table1: binary DSC (%) per prompted mask; avg = mean of modality means",
-        "paper_columns": "paper_<col> = the paper's published cell (config/paper/table1_binary_dsc.csv), delta_<col> = ours - paper; "
-        "the paper's avg covers 8 modalities, ours those present",
-        "dataset": config["dataset"]["name"],
-        "is_paper_data": config["dataset"]["name"] == "paper",
-        "warning": None if config["dataset"]["name"] == "paper" else (
-            f"computed on the '{config['dataset']['name']}' dataset, NOT on SA-Med2D-16M: "
-            "these numbers are not comparable with the paper's Table 1"
-        ),
-        "weights": {"encoder": config["encoder"]["weights"], "sha256": weights_sha256} | (
-            {"vit_b": {"weights": config["encoder"]["vit_b"]["weights"], "sha256": vit_b_sha256}} if vit_b_sha256 else {}
-        ),
-        "methods": list(per_mask["method"].unique()),
-        "config_hash": config_hash(config),
-        "git_commit": git_commit(),
-        "n_masks": int(per_mask["mask"].nunique()),
-        "n_images": int(per_mask["image"].nunique()),
-        "n_cases": int(per_mask["case"].nunique()),
-        "bootstrap": {"resamples": int(cfg["bootstrap"]), "ci": float(cfg["ci"]), "seed": int(cfg["seed"])},
-        "hd95_mm": distances.to_dict(orient="records"),
-    })
+    write_text(
+        out_md,
+        to_markdown(table, modalities)
+        + "\n### HD95 (mm), median over the same prompted masks (empty prediction = slice diagonal)\n\n"
+        + distance_markdown(distances),
+    )
+    write_json(
+        out_json,
+        {
+            "table": "table1: binary DSC (%) per prompted mask; avg = mean of modality means",
+            "paper_columns": "paper_<col> = the paper's published cell (config/paper/table1_binary_dsc.csv), "
+            "delta_<col> = ours - paper; "
+            "the paper's avg covers 8 modalities, ours those present",
+            "dataset": config["dataset"]["name"],
+            "is_paper_data": config["dataset"]["name"] == "paper",
+            "warning": None
+            if config["dataset"]["name"] == "paper"
+            else (
+                f"computed on the '{config['dataset']['name']}' dataset, NOT on SA-Med2D-16M: "
+                "these numbers are not comparable with the paper's Table 1"
+            ),
+            "weights": {"encoder": config["encoder"]["weights"], "sha256": weights_sha256}
+            | (
+                {"vit_b": {"weights": config["encoder"]["vit_b"]["weights"], "sha256": vit_b_sha256}}
+                if vit_b_sha256
+                else {}
+            ),
+            "methods": list(per_mask["method"].unique()),
+            "config_hash": config_hash(config),
+            "git_commit": git_commit(),
+            "n_masks": int(per_mask["mask"].nunique()),
+            "n_images": int(per_mask["image"].nunique()),
+            "n_cases": int(per_mask["case"].nunique()),
+            "bootstrap": {"resamples": int(cfg["bootstrap"]), "ci": float(cfg["ci"]), "seed": int(cfg["seed"])},
+            "hd95_mm": distances.to_dict(orient="records"),
+        },
+    )
     log.info("table1:\n%s", to_markdown(table, modalities))
     return table
 
 
 # table 4/8 rows of the paper <- our ablation methods (cumulative components, see segsam.models.methods)
-ABLATION_ROWS = {"ft_decoder": "baseline", "sawd_pmt": "1", "sawd_unpmt": "2", "sawd_sem": "3", "t2vse": "4", "cmsa": "SEG-SAM", "segsam": "SEG-SAM"}
+ABLATION_ROWS = {
+    "ft_decoder": "baseline",
+    "sawd_pmt": "1",
+    "sawd_unpmt": "2",
+    "sawd_sem": "3",
+    "t2vse": "4",
+    "cmsa": "SEG-SAM",
+    "segsam": "SEG-SAM",
+}
 
 
 # SAM ViT-B baselines of the paper's tables 5 (box) and 7 (point), in row order; each has a
@@ -201,8 +233,21 @@ PLUGIN_BASELINES = ("ft_sam", "sam_med2d", "medsam", "med_sa")
 PLUGIN_PAPER_DATASET = "sa_med2d"
 PLUGIN_VARIANTS = (("orig", ""), ("+SAWD", "+sawd"))  # (paper variant, suffix of our method name)
 TABLE5_COLUMNS = [
-    "baseline", "method", "row", "variant", "prompt", "dataset", "paper_dataset", "dsc", "mdsc", "paper_dsc", "paper_mdsc",
-    "delta_dsc", "delta_mdsc", "gain_dsc", "paper_gain_dsc",
+    "baseline",
+    "method",
+    "row",
+    "variant",
+    "prompt",
+    "dataset",
+    "paper_dataset",
+    "dsc",
+    "mdsc",
+    "paper_dsc",
+    "paper_mdsc",
+    "delta_dsc",
+    "delta_mdsc",
+    "gain_dsc",
+    "paper_gain_dsc",
 ]
 
 
@@ -255,14 +300,21 @@ def plugin_table(
                 continue
             label = PAPER_ROWS.get(baseline)
             for (variant, _), method in zip(PLUGIN_VARIANTS, names, strict=True):
-                rows.append({
-                    "baseline": baseline, "method": method, "row": get_method(method).display, "variant": variant,
-                    "prompt": prompt, "dataset": dataset, "paper_dataset": paper_dataset,
-                    "dsc": _avg_percent(binary, method, prompt),
-                    "mdsc": _avg_percent(semantic, method, prompt) if variant != "orig" else float("nan"),
-                    "paper_dsc": lookup.get((label, variant, prompt, "DSC"), float("nan")),
-                    "paper_mdsc": lookup.get((label, variant, prompt, "mDSC"), float("nan")),
-                })
+                rows.append(
+                    {
+                        "baseline": baseline,
+                        "method": method,
+                        "row": get_method(method).display,
+                        "variant": variant,
+                        "prompt": prompt,
+                        "dataset": dataset,
+                        "paper_dataset": paper_dataset,
+                        "dsc": _avg_percent(binary, method, prompt),
+                        "mdsc": _avg_percent(semantic, method, prompt) if variant != "orig" else float("nan"),
+                        "paper_dsc": lookup.get((label, variant, prompt, "DSC"), float("nan")),
+                        "paper_mdsc": lookup.get((label, variant, prompt, "mDSC"), float("nan")),
+                    }
+                )
     table = pd.DataFrame(rows, columns=TABLE5_COLUMNS)
     table["delta_dsc"] = (table["dsc"] - table["paper_dsc"]).round(2)
     table["delta_mdsc"] = (table["mdsc"] - table["paper_mdsc"]).round(2)
@@ -271,7 +323,9 @@ def plugin_table(
     keys = pd.MultiIndex.from_frame(table.loc[plugged, ["baseline", "prompt"]])
     for column, source in (("gain_dsc", "dsc"), ("paper_gain_dsc", "paper_dsc")):
         table[column] = float("nan")
-        table.loc[plugged, column] = (table.loc[plugged, source].to_numpy() - orig[source].reindex(keys).to_numpy()).round(2)
+        table.loc[plugged, column] = (
+            table.loc[plugged, source].to_numpy() - orig[source].reindex(keys).to_numpy()
+        ).round(2)
     return table
 
 
@@ -279,16 +333,44 @@ def plugin_markdown(table: pd.DataFrame) -> str:
     """Render :func:`plugin_table` for people: ours beside the paper's column of each dataset; ``-`` where none."""
     if table.empty:
         return "No SAM ViT-B baseline was run.\n"
-    view = table[["row", "prompt", "dataset", "paper_dataset", "dsc", "paper_dsc", "delta_dsc", "gain_dsc", "paper_gain_dsc", "mdsc", "paper_mdsc", "delta_mdsc"]]
-    view = view.rename(columns={
-        "row": "Method", "prompt": "Prompt", "dataset": "Data", "paper_dataset": "Paper column", "dsc": "DSC", "paper_dsc": "DSC (paper)", "delta_dsc": "Δ DSC",
-        "gain_dsc": "SAWD gain", "paper_gain_dsc": "SAWD gain (paper)", "mdsc": "mDSC", "paper_mdsc": "mDSC (paper)",
-        "delta_mdsc": "Δ mDSC",
-    })
-    note = ("Ours: the test split of each dataset (Data); paper: the column it is set beside (the training "
-            "dataset's test split stands for SA-Med2D; KiTS23 and BTCV, when configured as cross datasets, for their own). "
-            "`-`: no value (a variant that was not run, or no paper cell); "
-            "SAWD gain = the +SAWD row's DSC minus the original's.\n\n")
+    view = table[
+        [
+            "row",
+            "prompt",
+            "dataset",
+            "paper_dataset",
+            "dsc",
+            "paper_dsc",
+            "delta_dsc",
+            "gain_dsc",
+            "paper_gain_dsc",
+            "mdsc",
+            "paper_mdsc",
+            "delta_mdsc",
+        ]
+    ]
+    view = view.rename(
+        columns={
+            "row": "Method",
+            "prompt": "Prompt",
+            "dataset": "Data",
+            "paper_dataset": "Paper column",
+            "dsc": "DSC",
+            "paper_dsc": "DSC (paper)",
+            "delta_dsc": "Δ DSC",
+            "gain_dsc": "SAWD gain",
+            "paper_gain_dsc": "SAWD gain (paper)",
+            "mdsc": "mDSC",
+            "paper_mdsc": "mDSC (paper)",
+            "delta_mdsc": "Δ mDSC",
+        }
+    )
+    note = (
+        "Ours: the test split of each dataset (Data); paper: the column it is set beside (the training "
+        "dataset's test split stands for SA-Med2D; KiTS23 and BTCV, when configured as cross datasets, for their own). "
+        "`-`: no value (a variant that was not run, or no paper cell); "
+        "SAWD gain = the +SAWD row's DSC minus the original's.\n\n"
+    )
     view = view.astype(object).where(view.notna(), None)  # tabulate's missingval applies to None, not NaN
     return note + view.to_markdown(index=False, floatfmt=".2f", missingval="-") + "\n"
 
@@ -337,23 +419,43 @@ def make_semantic_tables(
     for (method, prompt), frame in binary[binary["modality"] == "avg"].groupby(["method", "prompt"], sort=False):
         if method not in ABLATION_ROWS:
             continue
-        sem = semantic[(semantic["method"] == method) & (semantic["prompt"] == prompt) & (semantic["modality"] == "avg")]
-        paper = paper4[(paper4["row"] == ABLATION_ROWS[method]) & (paper4["prompt"] == prompt)].set_index("metric")["value"]
-        rows.append({
-            "method": method, "row": get_method(method).display, "paper_row": ABLATION_ROWS[method], "prompt": prompt,
-            "dsc": round(100 * float(frame["mean"].iloc[0]), 2),
-            "mdsc": round(100 * float(sem["mean"].iloc[0]), 2) if not sem.empty else float("nan"),
-            "paper_dsc": float(paper.get("DSC", float("nan"))), "paper_mdsc": float(paper.get("mDSC", float("nan"))),
-        })
-    table4 = pd.DataFrame(rows, columns=["method", "row", "paper_row", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc"])
+        sem = semantic[
+            (semantic["method"] == method) & (semantic["prompt"] == prompt) & (semantic["modality"] == "avg")
+        ]
+        paper = paper4[(paper4["row"] == ABLATION_ROWS[method]) & (paper4["prompt"] == prompt)].set_index("metric")[
+            "value"
+        ]
+        rows.append(
+            {
+                "method": method,
+                "row": get_method(method).display,
+                "paper_row": ABLATION_ROWS[method],
+                "prompt": prompt,
+                "dsc": round(100 * float(frame["mean"].iloc[0]), 2),
+                "mdsc": round(100 * float(sem["mean"].iloc[0]), 2) if not sem.empty else float("nan"),
+                "paper_dsc": float(paper.get("DSC", float("nan"))),
+                "paper_mdsc": float(paper.get("mDSC", float("nan"))),
+            }
+        )
+    table4 = pd.DataFrame(
+        rows, columns=["method", "row", "paper_row", "prompt", "dsc", "mdsc", "paper_dsc", "paper_mdsc"]
+    )
     table4["delta_dsc"] = (table4["dsc"] - table4["paper_dsc"]).round(2)
     table4["delta_mdsc"] = (table4["mdsc"] - table4["paper_mdsc"]).round(2)
     paper5 = paper_values("table5_7_plugin.csv")
     parts5 = [plugin_table(binary, semantic, paper5, cfg["prompts"], dataset=config["dataset"]["name"])]
     for dataset, files in (cross_per_mask or {}).items():
         cross = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
-        parts5.append(plugin_table(summarise(cross, n_boot, ci, seed), semantic_summarise(cross, n_boot, ci, seed), paper5,
-                                   config["cross"]["prompts"], dataset=dataset, paper_dataset=dataset))
+        parts5.append(
+            plugin_table(
+                summarise(cross, n_boot, ci, seed),
+                semantic_summarise(cross, n_boot, ci, seed),
+                paper5,
+                config["cross"]["prompts"],
+                dataset=dataset,
+                paper_dataset=dataset,
+            )
+        )
     filled = [t for t in parts5 if not t.empty]
     table5 = pd.concat(filled, ignore_index=True) if filled else parts5[0]
     outputs = [(table2, out_table2), (table4, out_table4), (table5, out_table5)]
@@ -419,17 +521,36 @@ def cross_table(
         on_all = semantic_summarise(frame, n_boot, ci, seed)
         unseen = sorted(set(frame.loc[~known, "class_name"]))
         for (method, prompt), group in frame.groupby(["method", "prompt"], sort=False):
-            row = rows.setdefault((method, prompt), {"method": method, "row": get_method(method).display, "prompt": prompt})
-            mine = on_seen[(on_seen["method"] == method) & (on_seen["prompt"] == prompt) & (on_seen["modality"] == "avg")]
-            everything = on_all[(on_all["method"] == method) & (on_all["prompt"] == prompt) & (on_all["modality"] == "avg")]
+            row = rows.setdefault(
+                (method, prompt), {"method": method, "row": get_method(method).display, "prompt": prompt}
+            )
+            mine = on_seen[
+                (on_seen["method"] == method) & (on_seen["prompt"] == prompt) & (on_seen["modality"] == "avg")
+            ]
+            everything = on_all[
+                (on_all["method"] == method) & (on_all["prompt"] == prompt) & (on_all["modality"] == "avg")
+            ]
             if mine.empty:  # no class of this dataset was seen in training
-                row.update({dataset: float("nan"), f"{dataset}_lo": float("nan"), f"{dataset}_hi": float("nan"),
-                            f"n_{dataset}": 0, f"classes_{dataset}": 0})
+                row.update(
+                    {
+                        dataset: float("nan"),
+                        f"{dataset}_lo": float("nan"),
+                        f"{dataset}_hi": float("nan"),
+                        f"n_{dataset}": 0,
+                        f"classes_{dataset}": 0,
+                    }
+                )
             else:
                 cell = mine.iloc[0]
-                row.update({dataset: round(100 * cell["mean"], 2), f"{dataset}_lo": round(100 * cell["low"], 2),
-                            f"{dataset}_hi": round(100 * cell["high"], 2), f"n_{dataset}": int(cell["n"]),
-                            f"classes_{dataset}": int(group.loc[group["class_id"].isin(seen), "class_id"].nunique())})
+                row.update(
+                    {
+                        dataset: round(100 * cell["mean"], 2),
+                        f"{dataset}_lo": round(100 * cell["low"], 2),
+                        f"{dataset}_hi": round(100 * cell["high"], 2),
+                        f"n_{dataset}": int(cell["n"]),
+                        f"classes_{dataset}": int(group.loc[group["class_id"].isin(seen), "class_id"].nunique()),
+                    }
+                )
             row[f"{dataset}_all"] = round(100 * everything.iloc[0]["mean"], 2)
             row[f"unseen_{dataset}"] = "; ".join(unseen)
     return pd.DataFrame(list(rows.values()))
@@ -446,14 +567,19 @@ def cross_markdown(
         cells = [row["row"], row["prompt"]]
         for d in datasets:
             if row.get(f"n_{d}", 0):
-                cell = f"{row[d]:.2f} [{row[f'{d}_lo']:.2f}, {row[f'{d}_hi']:.2f}] (n={row[f'n_{d}']}, {row[f'classes_{d}']} classes)"
+                cell = f"{row[d]:.2f} [{row[f'{d}_lo']:.2f}, {row[f'{d}_hi']:.2f}] (n={row[f'n_{d}']}, "
+                f"{row[f'classes_{d}']} classes)"
             else:
                 cell = "no seen class"
             cell += f"; all classes {row[f'{d}_all']:.2f}" if row.get(f"unseen_{d}") else ""
             paper = row.get(f"paper_{d}", float("nan"))
             cells.append(cell + (f"; paper {paper:.2f}" if paper == paper else ""))
         lines.append("| " + " | ".join(cells) + " |")
-    unseen = [f"- {CROSS_DATASET_NAMES.get(d, d)}: {table[f'unseen_{d}'].iloc[0] or 'none'}" for d in datasets if f"unseen_{d}" in table]
+    unseen = [
+        f"- {CROSS_DATASET_NAMES.get(d, d)}: {table[f'unseen_{d}'].iloc[0] or 'none'}"
+        for d in datasets
+        if f"unseen_{d}" in table
+    ]
     parts = [
         "## Table 3: cross-dataset semantic mDSC (%)\n",
         "Models trained on the training dataset only. mDSC over the classes seen in training; "
@@ -462,11 +588,17 @@ def cross_markdown(
         "Classes unseen in training, per dataset:\n",
         "\n".join(unseen) + "\n",
         "\n## Binary DSC (%) of the prompted masks per dataset (all classes; avg of the modality means)\n",
-        binary.to_markdown(index=False, floatfmt=".2f") + "\n" if not binary.empty else "No prompted method was evaluated.\n",
+        binary.to_markdown(index=False, floatfmt=".2f") + "\n"
+        if not binary.empty
+        else "No prompted method was evaluated.\n",
         "\n## HD95 (mm) of the prompted masks, median per dataset (2D, at each slice's pixel spacing)\n",
-        distances.to_markdown(index=False, floatfmt=".2f") + "\n" if not distances.empty else "No prompted method was evaluated.\n",
+        distances.to_markdown(index=False, floatfmt=".2f") + "\n"
+        if not distances.empty
+        else "No prompted method was evaluated.\n",
         "\n## 3D per case: the axial planes of each (case, class) stacked; mean DSC (%), median and mean HD95 (mm)\n",
-        volume.to_markdown(index=False, floatfmt=".2f") + "\n" if not volume.empty else "No axial plane was evaluated.\n",
+        volume.to_markdown(index=False, floatfmt=".2f") + "\n"
+        if not volume.empty
+        else "No axial plane was evaluated.\n",
     ]
     return "\n".join(parts)
 
@@ -503,14 +635,19 @@ def make_table3(
     from segsam.report.figures import modality_bars
 
     if not per_mask_files:
-        raise DataError(f"{out_csv}: no cross dataset to tabulate; list them under cross.datasets (see config/cross.yaml)")
+        raise DataError(
+            f"{out_csv}: no cross dataset to tabulate; list them under cross.datasets (see config/cross.yaml)"
+        )
     cfg = config["evaluate"]
     n_boot, ci, seed = int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"])
     datasets = list(per_mask_files)
     per_mask = {}
     for dataset, files in per_mask_files.items():
         if not files:
-            raise DataError(f"{out_csv}: no method evaluated on {dataset} (table 3 needs a method with SAWD or a prompt-free network)")
+            raise DataError(
+                f"{out_csv}: no method evaluated on {dataset} (table 3 needs a method with SAWD or a "
+                "prompt-free network)"
+            )
         per_mask[dataset] = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
     seen = seen_classes(pd.read_parquet(train_masks_parquet, columns=["class_id", "split"]))
     table = cross_table(per_mask, seen, n_boot, ci, seed)
@@ -523,21 +660,46 @@ def make_table3(
     prompted = {dataset: frame[frame["prompt"] != "none"] for dataset, frame in per_mask.items()}
     prompted = {dataset: frame for dataset, frame in prompted.items() if not frame.empty}
     binary = pd.DataFrame(
-        [{"method": r.method, "row": get_method(r.method).display, "prompt": r.prompt, "dataset": dataset,
-          "dsc": round(100 * r.mean, 2), "lo": round(100 * r.low, 2), "hi": round(100 * r.high, 2), "n": r.n}
-         for dataset, frame in prompted.items()
-         for r in summarise(frame, n_boot, ci, seed).query("modality == 'avg'").itertuples(index=False)],
+        [
+            {
+                "method": r.method,
+                "row": get_method(r.method).display,
+                "prompt": r.prompt,
+                "dataset": dataset,
+                "dsc": round(100 * r.mean, 2),
+                "lo": round(100 * r.low, 2),
+                "hi": round(100 * r.high, 2),
+                "n": r.n,
+            }
+            for dataset, frame in prompted.items()
+            for r in summarise(frame, n_boot, ci, seed).query("modality == 'avg'").itertuples(index=False)
+        ],
         columns=["method", "row", "prompt", "dataset", "dsc", "lo", "hi", "n"],
     )
     distances = pd.DataFrame(
-        [{"method": r.method, "row": get_method(r.method).display, "prompt": r.prompt, "dataset": dataset,
-          "median": r.median, "mean": r.mean, "n": r.n, "n_undefined": r.n_undefined}
-         for dataset, frame in prompted.items()
-         for r in distance_summary(frame.assign(modality=dataset)).query("modality == @dataset").itertuples(index=False)],
+        [
+            {
+                "method": r.method,
+                "row": get_method(r.method).display,
+                "prompt": r.prompt,
+                "dataset": dataset,
+                "median": r.median,
+                "mean": r.mean,
+                "n": r.n,
+                "n_undefined": r.n_undefined,
+            }
+            for dataset, frame in prompted.items()
+            for r in distance_summary(frame.assign(modality=dataset))
+            .query("modality == @dataset")
+            .itertuples(index=False)
+        ],
         columns=["method", "row", "prompt", "dataset", "median", "mean", "n", "n_undefined"],
     )
-    volumes = [case_summary(pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)).assign(dataset=dataset)
-               for dataset, files in (per_case_files or {}).items() if files]
+    volumes = [
+        case_summary(pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)).assign(dataset=dataset)
+        for dataset, files in (per_case_files or {}).items()
+        if files
+    ]
     volume = pd.concat(volumes, ignore_index=True) if volumes else pd.DataFrame()
     if not volume.empty:
         volume.insert(1, "row", [get_method(m).display for m in volume["method"]])
@@ -546,7 +708,19 @@ def make_table3(
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(out_md, cross_markdown(table, datasets, binary, distances, volume))
-    modality_bars(table, out_png, title="Cross-dataset semantic mDSC (classes seen in training)", columns=datasets,
-                  ylabel="mDSC (%)", column_labels=[CROSS_DATASET_NAMES.get(d, d) for d in datasets])
-    log.info("table 3: %s", "; ".join(f"{r['row']}/{r['prompt']}: " + ", ".join(f"{d}={r[d]}" for d in datasets) for r in table.to_dict(orient="records")))
+    modality_bars(
+        table,
+        out_png,
+        title="Cross-dataset semantic mDSC (classes seen in training)",
+        columns=datasets,
+        ylabel="mDSC (%)",
+        column_labels=[CROSS_DATASET_NAMES.get(d, d) for d in datasets],
+    )
+    log.info(
+        "table 3: %s",
+        "; ".join(
+            f"{r['row']}/{r['prompt']}: " + ", ".join(f"{d}={r[d]}" for d in datasets)
+            for r in table.to_dict(orient="records")
+        ),
+    )
     return table

@@ -478,9 +478,7 @@ def highlight_example(image_png: Path, mask_png: Path) -> bytes:
     rgb = np.repeat(grey[..., None], 3, axis=2)
     rgb[mask] = (1 - HIGHLIGHT_ALPHA) * rgb[mask] + HIGHLIGHT_ALPHA * colour
     padded = np.pad(mask, 1, constant_values=False)
-    interior = (
-        padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    )
+    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     rgb[mask & ~interior] = colour
     buffer = io.BytesIO()
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB").save(buffer, format="PNG")

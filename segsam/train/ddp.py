@@ -127,14 +127,26 @@ def launch(
     from segsam.models.weights import sha256_of
     from segsam.train.loop import train_method
 
-    fingerprint = stable_hash({
-        "train": config["train"], "encoder": config["encoder"], "loss": config["loss"], "code": code,
-        "index": sha256_of(masks_parquet), "text": sha256_of(text_parquet) if text_parquet else None,
-    })
+    fingerprint = stable_hash(
+        {
+            "train": config["train"],
+            "encoder": config["encoder"],
+            "loss": config["loss"],
+            "code": code,
+            "index": sha256_of(masks_parquet),
+            "text": sha256_of(text_parquet) if text_parquet else None,
+        }
+    )
     kwargs = dict(
-        method=method, masks_parquet=str(masks_parquet), cache_dir=str(cache_dir) if cache_dir else None,
-        out_checkpoint=str(out_checkpoint), out_summary=str(out_summary), config=dict(config),
-        threads=threads, state_dir=str(state_dir) if state_dir else None, fingerprint=fingerprint,
+        method=method,
+        masks_parquet=str(masks_parquet),
+        cache_dir=str(cache_dir) if cache_dir else None,
+        out_checkpoint=str(out_checkpoint),
+        out_summary=str(out_summary),
+        config=dict(config),
+        threads=threads,
+        state_dir=str(state_dir) if state_dir else None,
+        fingerprint=fingerprint,
         text_parquet=str(text_parquet) if text_parquet else None,
     )
     if nproc <= 1 and int(config["train"]["distributed"]["nnodes"]) <= 1:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
@@ -68,7 +67,9 @@ def encode_case(
     sizes: list[tuple[int, int]] = []
     start = time.perf_counter()
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(encoder_cfg["bf16"])):
-        for first in tqdm(range(0, len(images), batch_size), desc=f"encode {slice_dir.name}", unit="batch", mininterval=2.0):
+        for first in tqdm(
+            range(0, len(images), batch_size), desc=f"encode {slice_dir.name}", unit="batch", mininterval=2.0
+        ):
             batch = []
             for rel in images[first : first + batch_size]:
                 tensor, info = encoder_input(read_png(slice_dir / rel), int(encoder_cfg["image_size"]), name)
@@ -80,15 +81,23 @@ def encode_case(
     elapsed = time.perf_counter() - start
     with atomic_path(out_npy) as tmp:
         np.save(tmp, embeddings)
-    table = pd.DataFrame({
-        "row": np.arange(len(images)),
-        "image": [str(slice_dir / rel) for rel in images],
-        "height": [h for h, _ in sizes],
-        "width": [w for _, w in sizes],
-    })
+    table = pd.DataFrame(
+        {
+            "row": np.arange(len(images)),
+            "image": [str(slice_dir / rel) for rel in images],
+            "height": [h for h, _ in sizes],
+            "width": [w for _, w in sizes],
+        }
+    )
     with atomic_path(out_table) as tmp:
         table.to_parquet(tmp, index=False)
-    log.info("%s: encoded %d slices in %.1f s (%.2f s/slice)", slice_dir.name, len(images), elapsed, elapsed / max(1, len(images)))
+    log.info(
+        "%s: encoded %d slices in %.1f s (%.2f s/slice)",
+        slice_dir.name,
+        len(images),
+        elapsed,
+        elapsed / max(1, len(images)),
+    )
     return len(images)
 
 
@@ -118,13 +127,19 @@ class CachedArray:
         try:
             with open(path, "rb") as stream:
                 version = np.lib.format.read_magic(stream)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran_order, dtype = read_header(stream)
                 offset = stream.tell()
         except (OSError, ValueError) as err:
-            raise DataError(f"{path}: not a readable .npy embedding array ({err}); rerun the embed_images rule") from err
+            raise DataError(
+                f"{path}: not a readable .npy embedding array ({err}); rerun the embed_images rule"
+            ) from err
         if fortran_order or len(shape) != 4:
-            raise DataError(f"{path}: expected a C-ordered N x C x h x w array, got shape {shape}; rerun the embed_images rule")
+            raise DataError(
+                f"{path}: expected a C-ordered N x C x h x w array, got shape {shape}; rerun the embed_images rule"
+            )
         return cls(path, offset, tuple(shape), np.dtype(dtype))
 
     @property

@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
 from segsam.config import encoder_settings
+from segsam.data.io import read_png
 from segsam.data.vocabulary import Vocabulary
 from segsam.errors import ConfigError, DataError
 from segsam.models.build import build_model
@@ -53,7 +54,6 @@ from segsam.models.segsam_net import PromptableModel
 from segsam.models.weights import resolve_weights
 from segsam.tracking import start_run
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
-from segsam.data.io import read_png
 from segsam.train.embedding_cache import EmbeddingStore
 from segsam.train.prompts import NO_CLICK, error_clicks, jitter_box, mask_box, random_point
 
@@ -234,7 +234,16 @@ def add_error_clicks(
     all_coords, all_labels = [coords.copy()], [labels.copy()]
     with torch.no_grad():
         for r in range(rounds):
-            out = model(embeddings, is_point, boxes, points, text, semantic=False, clicks=(coords, labels), image_index=image_index)
+            out = model(
+                embeddings,
+                is_point,
+                boxes,
+                points,
+                text,
+                semantic=False,
+                clicks=(coords, labels),
+                image_index=image_index,
+            )
             predicted = out.masks[:, 0].float().cpu().numpy() > 0
             coords[:, r], labels[:, r] = error_clicks(predicted, truth)
             all_coords.append(coords.copy())
@@ -296,7 +305,10 @@ def train_method(
     context.init()
     batch_size = int(cfg["batch_size"])
     if batch_size % context.world_size:
-        raise ConfigError(f"config key 'train.batch_size': {batch_size} images per step do not split over {context.world_size} processes")
+        raise ConfigError(
+            f"config key 'train.batch_size': {batch_size} images per step do not split over "
+            f"{context.world_size} processes"
+        )
     torch.set_num_threads(max(1, threads))
     torch.manual_seed(int(cfg["seed"]))
     rng = np.random.default_rng(int(cfg["seed"]))
@@ -319,7 +331,9 @@ def train_method(
     n_train, n_frozen = parameter_counts(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = make_optimiser(params, float(cfg["lr"]))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=list(cfg["lr_milestones"]), gamma=float(cfg["lr_gamma"]))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimiser, milestones=list(cfg["lr_milestones"]), gamma=float(cfg["lr_gamma"])
+    )
     forward: nn.Module = model
     if context.world_size > 1:
         forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
@@ -327,7 +341,9 @@ def train_method(
     every = int(cfg["checkpoint_every"])
     clicks_per_prompt = int(cfg["iterative_clicks"])
     micro_batch = int(cfg["micro_batch"])
-    autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]) and context.device.type == "cuda")
+    autocast = torch.autocast(
+        context.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]) and context.device.type == "cuda"
+    )
 
     state = load_state(state_dir, fingerprint) if state_dir else None
     if state is not None:
@@ -360,7 +376,9 @@ def train_method(
             out = forward(pixels)
         return model.semantic_loss(out, labels, weights=config["loss"]), len(chunk)
 
-    def chunk_loss(batch: list[TrainImage], prompts: list[tuple], chunk: list[int]) -> tuple[dict[str, torch.Tensor], int]:
+    def chunk_loss(
+        batch: list[TrainImage], prompts: list[tuple], chunk: list[int]
+    ) -> tuple[dict[str, torch.Tensor], int]:
         """The loss terms (means) of the prompts of the images at positions ``chunk``, and their number."""
         if prompt_free:
             return semantic_chunk_loss(batch, chunk)
@@ -369,11 +387,15 @@ def train_method(
         classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in chunk])).to(context.device)
         presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in chunk]).to(context.device)
         # one entry per image, prompt i of the chunk decodes image image_index[i]
-        image_index = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor([len(prompts[i][1]) for i in chunk])).to(context.device)
+        image_index = torch.repeat_interleave(
+            torch.arange(len(chunk)), torch.tensor([len(prompts[i][1]) for i in chunk])
+        ).to(context.device)
         if store is not None:  # frozen encoder: the cached embeddings
             embeddings = store.get([batch[i].image for i in chunk]).to(context.device)
         else:  # the encoder trains: the images, encoded inside the forward pass
-            embeddings = torch.stack([encoder_input(read_png(batch[i].image), size, spec.encoder)[0] for i in chunk]).to(context.device)
+            embeddings = torch.stack(
+                [encoder_input(read_png(batch[i].image), size, spec.encoder)[0] for i in chunk]
+            ).to(context.device)
         boxes = np.concatenate([prompts[i][2] for i in chunk])
         points = np.concatenate([prompts[i][3] for i in chunk])
         clicks = None
@@ -384,11 +406,17 @@ def train_method(
                 if store is None:
                     with torch.no_grad():
                         click_embeddings = model.encode(embeddings)
-                clicks = add_error_clicks(model, click_embeddings, kinds, boxes, points, targets, text, clicks_per_prompt, image_index)
+                clicks = add_error_clicks(
+                    model, click_embeddings, kinds, boxes, points, targets, text, clicks_per_prompt, image_index
+                )
             rounds = clicks_per_prompt + 1
             image_index = image_index.repeat(rounds)
             kinds, boxes, points = np.tile(kinds, rounds), np.tile(boxes, (rounds, 1)), np.tile(points, (rounds, 1))
-            targets, classes, presence = targets.repeat(rounds, 1, 1, 1), classes.repeat(rounds), presence.repeat(rounds, 1)
+            targets, classes, presence = (
+                targets.repeat(rounds, 1, 1, 1),
+                classes.repeat(rounds),
+                presence.repeat(rounds, 1),
+            )
         with autocast:
             out = forward(embeddings, kinds, boxes, points, text, clicks=clicks, image_index=image_index)
         return model.loss(out, targets, classes, presence, weights=config["loss"]), len(kinds)
@@ -399,7 +427,14 @@ def train_method(
         if run is not None:
             state.mlflow_run_id = run.info.run_id
             if state.global_step == 0:
-                mlflow.log_params({"trainable_params": n_train, "frozen_params": n_frozen, "train_images": len(images), "world_size": context.world_size})
+                mlflow.log_params(
+                    {
+                        "trainable_params": n_train,
+                        "frozen_params": n_frozen,
+                        "train_images": len(images),
+                        "world_size": context.world_size,
+                    }
+                )
         model.train()
         resumed_mid_epoch = bool(state.order)
         if state.rng_state:  # resumed: continue the prompt-sampling stream where it stopped
@@ -415,15 +450,29 @@ def train_method(
                 sums.update(state.epoch_sums)
             resumed_mid_epoch = False
             epoch_start = time.perf_counter() - state.epoch_seconds
-            bar = tqdm(range(state.step_in_epoch, steps_per_epoch), desc=f"train {method} epoch {epoch + 1}", unit="step",
-                       mininterval=2.0, disable=not context.is_main)
+            bar = tqdm(
+                range(state.step_in_epoch, steps_per_epoch),
+                desc=f"train {method} epoch {epoch + 1}",
+                unit="step",
+                mininterval=2.0,
+                disable=not context.is_main,
+            )
             for b in bar:
                 step_start = time.perf_counter()
                 batch = [images[i] for i in state.order[b * batch_size : (b + 1) * batch_size]]
                 if prompt_free:  # whole label maps, no prompts: the loss is a mean over images
                     prompts, n_global = [], len(batch)
                 else:
-                    prompts = [simulate_prompts(item.masks, int(cfg["masks_per_image"]), int(cfg["box_jitter_px"]), float(cfg["point_fraction"]), rng) for item in batch]
+                    prompts = [
+                        simulate_prompts(
+                            item.masks,
+                            int(cfg["masks_per_image"]),
+                            int(cfg["box_jitter_px"]),
+                            float(cfg["point_fraction"]),
+                            rng,
+                        )
+                        for item in batch
+                    ]
                     n_global = sum(len(p[1]) for p in prompts) * (clicks_per_prompt + 1)
                 mine = _shard(batch, context.rank, context.world_size)
                 optimiser.zero_grad(set_to_none=True)
@@ -454,7 +503,11 @@ def train_method(
                 state.step_in_epoch = b + 1
                 state.global_step += 1
                 if run is not None:
-                    mlflow.log_metrics({f"step/{k}": v for k, v in values.items()} | {"step/images_per_s": len(batch) / max(time.perf_counter() - step_start, 1e-9)}, step=state.global_step)
+                    mlflow.log_metrics(
+                        {f"step/{k}": v for k, v in values.items()}
+                        | {"step/images_per_s": len(batch) / max(time.perf_counter() - step_start, 1e-9)},
+                        step=state.global_step,
+                    )
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 if every and state.global_step % every == 0 and state.step_in_epoch < steps_per_epoch:
                     state.epoch_sums = dict(sums)
@@ -463,7 +516,13 @@ def train_method(
             epoch_time = time.perf_counter() - epoch_start
             state.seconds += epoch_time
             record = {k: v / max(sums["_prompts"], 1.0) for k, v in sums.items() if k != "_prompts"}
-            record.update({"epoch": epoch + 1, "lr": optimiser.param_groups[0]["lr"], "images_per_s": len(images) / max(epoch_time, 1e-9)})
+            record.update(
+                {
+                    "epoch": epoch + 1,
+                    "lr": optimiser.param_groups[0]["lr"],
+                    "images_per_s": len(images) / max(epoch_time, 1e-9),
+                }
+            )
             state.history.append(record)
             if run is not None:
                 mlflow.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1)

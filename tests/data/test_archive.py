@@ -57,7 +57,9 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("mode,suffix", [("w:gz", ".tar.gz"), ("w", ".tar"), ("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz")])
+@pytest.mark.parametrize(
+    "mode,suffix", [("w:gz", ".tar.gz"), ("w", ".tar"), ("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz")]
+)
 def test_tar_extracts(tmp_path: Path, mode: str, suffix: str) -> None:
     archive = _tar(tmp_path / f"a{suffix}", GOOD, mode)
     dest = extract_archive(archive, tmp_path / "out")
@@ -75,7 +77,9 @@ def test_zip_extracts(tmp_path: Path) -> None:
 
 
 def test_links_inside_the_target_are_kept(tmp_path: Path) -> None:
-    archive = _tar(tmp_path / "a.tar.gz", [*GOOD, ("sym", "data/link.txt", "a.txt"), ("hard", "data/hard.txt", "data/a.txt")])
+    archive = _tar(
+        tmp_path / "a.tar.gz", [*GOOD, ("sym", "data/link.txt", "a.txt"), ("hard", "data/hard.txt", "data/a.txt")]
+    )
     dest = extract_archive(archive, tmp_path / "out")
     assert (dest / "data" / "link.txt").is_symlink()
     assert (dest / "data" / "link.txt").read_text() == "alpha"

@@ -139,7 +139,9 @@ def test_plain_download_is_verified_and_leaves_no_part(server: Server, tmp_path:
 def test_dropped_connection_resumes_with_range(server: Server, tmp_path: Path) -> None:
     server.paths["/f.bin"] = Behaviour(drop_after=[100_000])
     sleeps: list[float] = []
-    dest = download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=sleeps.append)
+    dest = download(
+        server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=sleeps.append
+    )
     assert dest.read_bytes() == PAYLOAD
     ranges = server.ranges("/f.bin")
     assert ranges[0] is None and len(ranges) == 2
@@ -150,7 +152,9 @@ def test_dropped_connection_resumes_with_range(server: Server, tmp_path: Path) -
 
 def test_two_drops_resume_twice(server: Server, tmp_path: Path) -> None:
     server.paths["/f.bin"] = Behaviour(drop_after=[50_000, 70_000])
-    dest = download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None)
+    dest = download(
+        server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None
+    )
     assert dest.read_bytes() == PAYLOAD
     assert server.ranges("/f.bin") == [None, "bytes=50000-", "bytes=120000-"]
 
@@ -174,7 +178,9 @@ def test_complete_part_file_gets_416_and_is_verified(server: Server, tmp_path: P
 
 def test_server_ignoring_range_restarts_the_file(server: Server, tmp_path: Path) -> None:
     server.paths["/f.bin"] = Behaviour(drop_after=[80_000], ignore_range=True)
-    dest = download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None)
+    dest = download(
+        server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None
+    )
     assert dest.read_bytes() == PAYLOAD  # not 80 000 bytes + the whole file appended
 
 
@@ -182,7 +188,9 @@ def test_retries_on_503_with_exponential_backoff(server: Server, tmp_path: Path)
     server.paths["/f.bin"] = Behaviour(fail=[503, 503])
     sleeps: list[float] = []
     policy = RetryPolicy(retries=4, backoff_s=0.5, max_backoff_s=10, timeout_s=5)
-    dest = download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=policy, progress=False, sleep=sleeps.append)
+    dest = download(
+        server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=policy, progress=False, sleep=sleeps.append
+    )
     assert dest.read_bytes() == PAYLOAD
     assert sleeps == [0.5, 1.0]
     assert len(server.requests) == 3
@@ -192,14 +200,18 @@ def test_retry_after_header_is_honoured_and_capped(server: Server, tmp_path: Pat
     server.paths["/f.bin"] = Behaviour(fail=[429, 503], retry_after="7")
     sleeps: list[float] = []
     policy = RetryPolicy(retries=3, backoff_s=0.1, max_backoff_s=5, timeout_s=5)
-    download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=policy, progress=False, sleep=sleeps.append)
+    download(
+        server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=policy, progress=False, sleep=sleeps.append
+    )
     assert sleeps == [5, 5]
 
 
 def test_503_forever_gives_up_with_one_line(server: Server, tmp_path: Path) -> None:
     server.paths["/f.bin"] = Behaviour(fail=[503] * 10)
     with pytest.raises(DownloadError, match="giving up after 4 attempts") as info:
-        download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None)
+        download(
+            server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None
+        )
     assert server.url("/f.bin") in str(info.value) and "\n" not in str(info.value)
     assert len(server.requests) == 4
     assert not (tmp_path / "f.bin").exists()
@@ -207,7 +219,14 @@ def test_503_forever_gives_up_with_one_line(server: Server, tmp_path: Path) -> N
 
 def test_404_fails_at_once(server: Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="HTTP 404"):
-        download(server.url("/missing.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None)
+        download(
+            server.url("/missing.bin"),
+            tmp_path / "f.bin",
+            sha256=DIGEST,
+            policy=FAST,
+            progress=False,
+            sleep=lambda s: None,
+        )
     assert len(server.requests) == 1
     assert _no_leftovers(tmp_path) == []
 
@@ -224,7 +243,9 @@ def test_wrong_checksum_leaves_no_file(server: Server, tmp_path: Path) -> None:
 def test_wrong_checksum_after_resume_leaves_no_file(server: Server, tmp_path: Path) -> None:
     server.paths["/f.bin"] = Behaviour(drop_after=[1000])
     with pytest.raises(ChecksumError):
-        download(server.url("/f.bin"), tmp_path / "f.bin", sha256="1" * 64, policy=FAST, progress=False, sleep=lambda s: None)
+        download(
+            server.url("/f.bin"), tmp_path / "f.bin", sha256="1" * 64, policy=FAST, progress=False, sleep=lambda s: None
+        )
     assert _no_leftovers(tmp_path) == []
 
 
@@ -362,5 +383,7 @@ def test_stage_case_takes_archive_members(tmp_path: Path) -> None:
     _volume(extracted / "img" / "c1.nii.gz")
     _volume(extracted / "lab" / "c1.nii.gz")
     out = {"image": str(tmp_path / "raw" / "c1_image.nii.gz"), "label": str(tmp_path / "raw" / "c1_label.nii.gz")}
-    stage_case({"image": str(extracted), "label": str(extracted)}, {"image": "img/c1.nii.gz", "label": "lab/c1.nii.gz"}, out)
+    stage_case(
+        {"image": str(extracted), "label": str(extracted)}, {"image": "img/c1.nii.gz", "label": "lab/c1.nii.gz"}, out
+    )
     assert Path(out["image"]).is_file() and Path(out["label"]).is_file()

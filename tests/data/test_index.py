@@ -74,7 +74,9 @@ def test_split_seed_changes_the_draw() -> None:
         (1, 2, 0.5, 0, 1),  # a lone case trains
     ],
 )
-def test_split_is_per_modality_with_both_sides(n_ct: int, n_mr: int, fraction: float, n_test_ct: int, n_test_mr: int) -> None:
+def test_split_is_per_modality_with_both_sides(
+    n_ct: int, n_mr: int, fraction: float, n_test_ct: int, n_test_mr: int
+) -> None:
     split = split_cases(_cases(n_ct, n_mr), fraction, seed=0)
     test = [case for case, side in split.items() if side == "test"]
     assert sum(c.startswith("ct_") for c in test) == n_test_ct
@@ -86,7 +88,19 @@ def test_index_tables(slice_dirs: list[Path], tmp_path: Path) -> None:
     masks, images = build_index(slice_dirs, masks_out, images_out, test_fraction=0.5, seed=0)
     assert pd.read_parquet(masks_out).equals(masks)
     assert pd.read_parquet(images_out).equals(images)
-    required = {"image", "mask", "dataset", "modality", "case", "axis", "slice", "class_id", "class_name", "area_fraction", "split"}
+    required = {
+        "image",
+        "mask",
+        "dataset",
+        "modality",
+        "case",
+        "axis",
+        "slice",
+        "class_id",
+        "class_name",
+        "area_fraction",
+        "split",
+    }
     assert required <= set(masks.columns)
     assert list(images.columns) == IMAGE_COLUMNS
     # every manifest row is in the index, with paths that resolve
@@ -122,7 +136,9 @@ def test_images_table_counts_masks(slice_dirs: list[Path], tmp_path: Path) -> No
 
 def test_index_is_deterministic(slice_dirs: list[Path], tmp_path: Path) -> None:
     first, _ = build_index(slice_dirs, tmp_path / "a.parquet", tmp_path / "b.parquet", test_fraction=0.5, seed=0)
-    again, _ = build_index(list(reversed(slice_dirs)), tmp_path / "c.parquet", tmp_path / "d.parquet", test_fraction=0.5, seed=0)
+    again, _ = build_index(
+        list(reversed(slice_dirs)), tmp_path / "c.parquet", tmp_path / "d.parquet", test_fraction=0.5, seed=0
+    )
     pd.testing.assert_frame_equal(first, again)
 
 
@@ -130,7 +146,9 @@ def test_missing_manifest(slice_dirs: list[Path], tmp_path: Path) -> None:
     unfinished = tmp_path / "slices" / "ct_phantom_9"
     unfinished.mkdir(parents=True)
     with pytest.raises(DataError) as info:
-        build_index([*slice_dirs, unfinished], tmp_path / "m.parquet", tmp_path / "i.parquet", test_fraction=0.5, seed=0)
+        build_index(
+            [*slice_dirs, unfinished], tmp_path / "m.parquet", tmp_path / "i.parquet", test_fraction=0.5, seed=0
+        )
     assert str(unfinished / MANIFEST) in str(info.value)
     assert not (tmp_path / "m.parquet").exists() and not (tmp_path / "i.parquet").exists()
 

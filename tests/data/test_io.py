@@ -140,7 +140,9 @@ def test_direction_mismatch(pair) -> None:
 
 
 def test_tiny_geometry_differences_are_tolerated(pair) -> None:
-    image_path, label_path = pair(spacing=tuple(s * (1 + 1e-6) for s in SPACING), origin=tuple(o + 1e-5 for o in ORIGIN))
+    image_path, label_path = pair(
+        spacing=tuple(s * (1 + 1e-6) for s in SPACING), origin=tuple(o + 1e-5 for o in ORIGIN)
+    )
     read_case(image_path, label_path)
 
 
@@ -200,7 +202,9 @@ def test_other_single_file_formats(tmp_path: Path, write_vol, suffix: str) -> No
     assert volume.GetOrigin() == pytest.approx(ORIGIN)
 
 
-def _write_dicom_series(folder: Path, array: np.ndarray, spacing: tuple[float, float, float], origin: tuple[float, float, float]) -> None:
+def _write_dicom_series(
+    folder: Path, array: np.ndarray, spacing: tuple[float, float, float], origin: tuple[float, float, float]
+) -> None:
     """One CT slice per file with the tags a series reader needs (SimpleITK's DICOM series example)."""
     folder.mkdir()
     volume = sitk.GetImageFromArray(array)

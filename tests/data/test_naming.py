@@ -30,7 +30,13 @@ def test_mask_name_round_trip() -> None:
 
 def test_parse_real_sa_med2d_style_stem() -> None:
     parsed, class_id, instance = parse_mask_stem("mr_t1--brats.2021--BraTS_00012--x_0088--0005_000")
-    assert (parsed.modality, parsed.dataset, parsed.case, parsed.axis, parsed.slice) == ("mr_t1", "brats.2021", "BraTS_00012", "x", 88)
+    assert (parsed.modality, parsed.dataset, parsed.case, parsed.axis, parsed.slice) == (
+        "mr_t1",
+        "brats.2021",
+        "BraTS_00012",
+        "x",
+        88,
+    )
     assert (class_id, instance) == (5, 0)
 
 

@@ -50,7 +50,10 @@ def staged(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         assert sha256_file(dest) == file.sha256
     for case, case_spec in cases.items():
         stage_case(
-            {"image": str(root / "downloads" / case_spec.image.file.path), "label": str(root / "downloads" / case_spec.label.file.path)},
+            {
+                "image": str(root / "downloads" / case_spec.image.file.path),
+                "label": str(root / "downloads" / case_spec.label.file.path),
+            },
             {"image": None, "label": None},
             {"image": str(root / "raw" / f"{case}_image.nii.gz"), "label": str(root / "raw" / f"{case}_label.nii.gz")},
         )
@@ -58,21 +61,35 @@ def staged(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 
 @pytest.fixture(scope="module")
-def index(staged: tuple[Path, dict[str, Any]], real_small: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def index(
+    staged: tuple[Path, dict[str, Any]], real_small: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     root, cases = staged
     folders = []
     for case, spec in cases.items():
         folder = root / "slices" / case
         slice_case(
-            root / "raw" / f"{case}_image.nii.gz", root / "raw" / f"{case}_label.nii.gz", folder,
-            case=case, modality=spec.modality, dataset="totalseg_example",
-            vocabulary_csv=REPO / real_small["vocabulary"], labelmap_json=REPO / spec.labelmap, slicing=real_small["slicing"],
+            root / "raw" / f"{case}_image.nii.gz",
+            root / "raw" / f"{case}_label.nii.gz",
+            folder,
+            case=case,
+            modality=spec.modality,
+            dataset="totalseg_example",
+            vocabulary_csv=REPO / real_small["vocabulary"],
+            labelmap_json=REPO / spec.labelmap,
+            slicing=real_small["slicing"],
         )
         folders.append(folder)
     split = real_small["split"]
-    masks, images = build_index(folders, root / "index" / "masks.parquet", root / "index" / "images.parquet",
-                                test_fraction=split["test_fraction"], seed=split["seed"], assign=split["assign"],
-                                summary_out=root / "index" / "summary.json")
+    masks, images = build_index(
+        folders,
+        root / "index" / "masks.parquet",
+        root / "index" / "images.parquet",
+        test_fraction=split["test_fraction"],
+        seed=split["seed"],
+        assign=split["assign"],
+        summary_out=root / "index" / "summary.json",
+    )
     return masks, images, json.loads((root / "index" / "summary.json").read_text())
 
 
@@ -88,7 +105,9 @@ def test_both_real_cases_are_sliced_with_their_label_maps(index, staged) -> None
     assert set(masks["class_id"]) <= set(vocab.ids)
     assert (masks["area_fraction"] >= 0.00153).all()
     for case in ("s0001", "s0002"):
-        assert json.loads((staged[0] / "slices" / case / SUMMARY).read_text())["n_masks"] == int((masks["case"] == case).sum())
+        assert json.loads((staged[0] / "slices" / case / SUMMARY).read_text())["n_masks"] == int(
+            (masks["case"] == case).sum()
+        )
 
 
 def test_real_small_slice_budget(index) -> None:
@@ -127,10 +146,21 @@ def test_snakemake_runs_the_data_stage_on_real_small(shared_data: Path, tmp_path
             shutil.copy2(src, work / name)
     overlay = work / "mirror.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"mirror": str(shared_data)}}), encoding="utf-8")
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "results/index/masks.parquet",
-           "--configfile", "config/real-small.yaml", str(overlay)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--cores",
+        "2",
+        "results/index/masks.parquet",
+        "--configfile",
+        "config/real-small.yaml",
+        str(overlay),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    dry = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env)
+    dry = subprocess.run(
+        [*cmd, "-n"], cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env
+    )
     assert dry.returncode == 0, dry.stderr[-3000:]
     for rule, count in (("fetch_file", 4), ("stage_case", 2), ("slice_volume", 2), ("build_index", 1)):
         assert any(line.split() == [rule, str(count)] for line in dry.stdout.splitlines()), dry.stdout
@@ -139,6 +169,13 @@ def test_snakemake_runs_the_data_stage_on_real_small(shared_data: Path, tmp_path
     summary = json.loads((work / "results" / "index" / "summary.json").read_text())
     assert summary["splits"]["test"]["cases"] == ["s0001"] and summary["skipped"] == {}
     raw = work / "results" / "raw" / "totalseg_example"
-    assert sorted(p.name for p in raw.iterdir()) == ["s0001_image.nii.gz", "s0001_label.nii.gz", "s0002_image.nii.gz", "s0002_label.nii.gz"]
-    again = subprocess.run([*cmd, "-n"], cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env)
+    assert sorted(p.name for p in raw.iterdir()) == [
+        "s0001_image.nii.gz",
+        "s0001_label.nii.gz",
+        "s0002_image.nii.gz",
+        "s0002_label.nii.gz",
+    ]
+    again = subprocess.run(
+        [*cmd, "-n"], cwd=work, capture_output=True, encoding="utf-8", errors="replace", timeout=300, env=env
+    )
     assert "Nothing to be done" in again.stdout + again.stderr

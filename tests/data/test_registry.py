@@ -73,7 +73,9 @@ def test_schema_lists_the_registry_names(registry) -> None:
 
 def test_every_label_map_loads_into_the_vocabulary(registry, vocab: Vocabulary) -> None:
     paths = {spec.labelmap for spec in registry.datasets.values() if spec.labelmap}
-    paths |= {c.labelmap for name in ("totalseg_example", "kits23", "btcv") for c in registry.get(name).cases().values()}
+    paths |= {
+        c.labelmap for name in ("totalseg_example", "kits23", "btcv") for c in registry.get(name).cases().values()
+    }
     for path in paths:
         LabelMap.read(REPO / path, vocab)
 
@@ -83,11 +85,15 @@ def test_totalseg_example_cases_have_their_own_label_maps(registry) -> None:
     assert list(cases) == ["s0001", "s0002"]
     ct, mr = cases["s0001"], cases["s0002"]
     assert (ct.modality, ct.image.file.path, ct.label.file.path, ct.labelmap) == (
-        "ct", "totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_seg_fast_force_split.nii.gz",
+        "ct",
+        "totalsegmentator/example_ct.nii.gz",
+        "totalsegmentator/example_seg_fast_force_split.nii.gz",
         "config/labelmaps/totalseg_total.json",
     )
     assert (mr.modality, mr.image.file.path, mr.label.file.path, mr.labelmap) == (
-        "mr", "totalsegmentator/example_mr_sm.nii.gz", "totalsegmentator/example_seg_mr.nii.gz",
+        "mr",
+        "totalsegmentator/example_mr_sm.nii.gz",
+        "totalsegmentator/example_seg_mr.nii.gz",
         "config/labelmaps/totalseg_total_mr.json",
     )
 
@@ -150,7 +156,11 @@ def test_amos_cases_are_discovered_from_the_archive(registry, tmp_path: Path) ->
     cases = registry.get("amos").cases([tmp_path / "nothing", tmp_path])
     assert list(cases) == ["amos_0001", "amos_0005", "amos_0008", "amos_0507", "amos_0600"]
     assert {c: s.modality for c, s in cases.items()} == {
-        "amos_0001": "ct", "amos_0005": "ct", "amos_0008": "ct", "amos_0507": "mr", "amos_0600": "mr",
+        "amos_0001": "ct",
+        "amos_0005": "ct",
+        "amos_0008": "ct",
+        "amos_0507": "mr",
+        "amos_0600": "mr",
     }
     assert cases["amos_0008"].image.member == "amos22/imagesVa/amos_0008.nii.gz"
     assert cases["amos_0001"].labelmap == "config/labelmaps/amos.json"
@@ -201,7 +211,12 @@ def _names(path: str, vocab: Vocabulary) -> dict[int, str | None]:
 def test_kits23_btcv_amos_label_maps(vocab: Vocabulary) -> None:
     assert _names("config/labelmaps/kits23.json", vocab) == {1: "kidney", 2: "kidney_tumor", 3: "kidney_cyst"}
     btcv = _names("config/labelmaps/btcv.json", vocab)
-    assert len(btcv) == 13 and btcv[1] == "spleen" and btcv[10] == "portal_vein_and_splenic_vein" and btcv[13] == "adrenal_gland_left"
+    assert (
+        len(btcv) == 13
+        and btcv[1] == "spleen"
+        and btcv[10] == "portal_vein_and_splenic_vein"
+        and btcv[13] == "adrenal_gland_left"
+    )
     amos = _names("config/labelmaps/amos.json", vocab)
     assert len(amos) == 15 and amos[10] == "pancreas" and amos[13] == "duodenum" and amos[14] == "urinary_bladder"
     assert amos[15] == "prostate_uterus"
@@ -210,7 +225,9 @@ def test_kits23_btcv_amos_label_maps(vocab: Vocabulary) -> None:
 @pytest.mark.shared_data
 def test_amos_label_map_covers_the_real_amos_label(shared_data: Path, vocab: Vocabulary) -> None:
     values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(shared_data / "amos" / "amos_0013_label.nii.gz"))))
-    lut = LabelMap.read(REPO / "config" / "labelmaps" / "amos.json", vocab).lookup_table(values, where="amos_0013_label.nii.gz")
+    lut = LabelMap.read(REPO / "config" / "labelmaps" / "amos.json", vocab).lookup_table(
+        values, where="amos_0013_label.nii.gz"
+    )
     assert set(np.nonzero(lut[values])[0]) == set(range(1, 16))
 
 
@@ -241,23 +258,92 @@ BAD = {
     "url-and-manual": ((*TS, "files", CT, "manual"), "also by hand", "exactly one of 'url' and 'manual'"),
     "ftp-url": ((*TS, "files", CT, "url"), "ftp://x/y", "must start with http"),
     "unknown-file-key": ((*TS, "files", CT, "md5"), "x", "unknown key 'md5'"),
-    "case-unknown-file": ((*TS, "cases", "s0001", "image"), "nope.nii.gz", "'nope.nii.gz' is not one of the dataset's files"),
+    "case-unknown-file": (
+        (*TS, "cases", "s0001", "image"),
+        "nope.nii.gz",
+        "'nope.nii.gz' is not one of the dataset's files",
+    ),
     "case-bad-modality": ((*TS, "cases", "s0001", "modality"), "CT scan", "modality 'CT scan'"),
     "missing-labelmap": ((*TS, "cases", "s0001", "labelmap"), "config/labelmaps/nope.json", "nope.json not found"),
     "labelmap-dotdot": ((*TS, "labelmap"), "../x.json", "without '..'"),
-    "member-not-archive": ((*TS, "cases", "s0001", "image"), {"archive": CT, "member": "a.nii.gz"}, "not marked 'archive: true'"),
-    "bad-range": (("datasets", "kits23", "case_sets", "0", "numbers",), [[5, 1]], "not a [first, last] range"),
-    "bad-template": (("datasets", "kits23", "case_sets", "0", "id",), "case_{m}", "must use only {n}"),
-    "bad-case-id": (("datasets", "kits23", "case_sets", "0", "id",), "case {n}", "may hold only letters"),
-    "discover-without-archive": (("datasets", "kits23", "case_sets", "0", "numbers",), "discover", "needs an 'archive'"),
-    "two-modalities": (("datasets", "kits23", "case_sets", "0", "modality_by_number",), {"ct": [[0, 10]]}, "exactly one of 'modality'"),
-    "bad-unknown-classes": (("datasets", "sa_med2d_16m", "release", "unknown_classes",), "maybe", "'error' or 'skip'"),
+    "member-not-archive": (
+        (*TS, "cases", "s0001", "image"),
+        {"archive": CT, "member": "a.nii.gz"},
+        "not marked 'archive: true'",
+    ),
+    "bad-range": (
+        (
+            "datasets",
+            "kits23",
+            "case_sets",
+            "0",
+            "numbers",
+        ),
+        [[5, 1]],
+        "not a [first, last] range",
+    ),
+    "bad-template": (
+        (
+            "datasets",
+            "kits23",
+            "case_sets",
+            "0",
+            "id",
+        ),
+        "case_{m}",
+        "must use only {n}",
+    ),
+    "bad-case-id": (
+        (
+            "datasets",
+            "kits23",
+            "case_sets",
+            "0",
+            "id",
+        ),
+        "case {n}",
+        "may hold only letters",
+    ),
+    "discover-without-archive": (
+        (
+            "datasets",
+            "kits23",
+            "case_sets",
+            "0",
+            "numbers",
+        ),
+        "discover",
+        "needs an 'archive'",
+    ),
+    "two-modalities": (
+        (
+            "datasets",
+            "kits23",
+            "case_sets",
+            "0",
+            "modality_by_number",
+        ),
+        {"ct": [[0, 10]]},
+        "exactly one of 'modality'",
+    ),
+    "bad-unknown-classes": (
+        (
+            "datasets",
+            "sa_med2d_16m",
+            "release",
+            "unknown_classes",
+        ),
+        "maybe",
+        "'error' or 'skip'",
+    ),
     "bad-version": (("version",), 2, "version: expected 1"),
 }
 
 
 @pytest.mark.parametrize(("path", "value", "message"), list(BAD.values()), ids=list(BAD))
-def test_malformed_registry_is_one_line_naming_the_key(tmp_path: Path, path: tuple[str, ...], value: Any, message: str) -> None:
+def test_malformed_registry_is_one_line_naming_the_key(
+    tmp_path: Path, path: tuple[str, ...], value: Any, message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, _mutate(path, value))
     text = str(info.value)
@@ -266,11 +352,15 @@ def test_malformed_registry_is_one_line_naming_the_key(tmp_path: Path, path: tup
 
 def test_duplicate_case_ids_are_named(tmp_path: Path) -> None:
     raw = _raw()
-    raw["datasets"]["totalseg_example"]["case_sets"] = [{
-        "id": "s{n:04d}", "numbers": [[1, 1]], "modality": "ct",
-        "image": {"path": "a/{n}.nii.gz", "url": "https://example.org/{n}"},
-        "label": {"path": "b/{n}.nii.gz", "url": "https://example.org/l{n}"},
-    }]
+    raw["datasets"]["totalseg_example"]["case_sets"] = [
+        {
+            "id": "s{n:04d}",
+            "numbers": [[1, 1]],
+            "modality": "ct",
+            "image": {"path": "a/{n}.nii.gz", "url": "https://example.org/{n}"},
+            "label": {"path": "b/{n}.nii.gz", "url": "https://example.org/l{n}"},
+        }
+    ]
     with pytest.raises(ConfigError, match="case 's0001' is listed twice"):
         _load(tmp_path, raw).get("totalseg_example").cases()
 

@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from segsam.data.index import IMAGE_COLUMNS
-from segsam.data.index import count_masks
+from segsam.data.index import IMAGE_COLUMNS, count_masks
 from segsam.data.sa_med2d import (
     SliceInfo,
     import_release,
@@ -32,7 +31,10 @@ from segsam.errors import DataError
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "config" / "vocabulary.csv"
 CLASSMAP = REPO / "config" / "classmaps" / "sa_med2d.json"
-DEMO_JSONS = {"image_to_masks": [("image2label_train.json", "train")], "mask_to_image": [("label2image_test.json", "test")]}
+DEMO_JSONS = {
+    "image_to_masks": [("image2label_train.json", "train")],
+    "mask_to_image": [("label2image_test.json", "test")],
+}
 
 
 @pytest.fixture
@@ -72,7 +74,10 @@ def test_demo_folder_imports_into_the_index_tables(demo: Path) -> None:
     assert sorted(images["case"]) == ["amos_0004", "amos_0006", "s0114", "s0619"]
     assert masks.groupby("case")["split"].nunique().max() == 1  # no case in two splits
     assert dict(masks.drop_duplicates("case").set_index("case")["split"]) == {
-        "amos_0004": "test", "amos_0006": "train", "s0114": "train", "s0619": "test",
+        "amos_0004": "test",
+        "amos_0006": "train",
+        "s0114": "train",
+        "s0619": "test",
     }
     amos6 = masks[masks["case"] == "amos_0006"]
     assert sorted(amos6["class_name"]) == ["aorta", "inferior_vena_cava", "liver", "spleen"]
@@ -103,8 +108,21 @@ def test_unknown_classes_can_be_skipped_and_counted(demo: Path) -> None:
 @pytest.mark.shared_data
 @pytest.mark.usefixtures("_segsam_logger")
 def test_cli_writes_the_tables(demo: Path, tmp_path: Path) -> None:
-    rc = main([str(demo), "--out-dir", str(tmp_path), "--train-json", "image2label_train.json",
-               "--test-json", "label2image_test.json", "--vocabulary", str(VOCAB), "--classmap", str(CLASSMAP)])
+    rc = main(
+        [
+            str(demo),
+            "--out-dir",
+            str(tmp_path),
+            "--train-json",
+            "image2label_train.json",
+            "--test-json",
+            "label2image_test.json",
+            "--vocabulary",
+            str(VOCAB),
+            "--classmap",
+            str(CLASSMAP),
+        ]
+    )
     assert rc == 0
     assert len(pd.read_parquet(tmp_path / "masks.parquet")) == 23
     assert json.loads((tmp_path / "summary.json").read_text())["n_images"] == 4
@@ -112,7 +130,17 @@ def test_cli_writes_the_tables(demo: Path, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("_segsam_logger")
 def test_cli_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main([str(tmp_path / "nope"), "--out-dir", str(tmp_path / "out"), "--train-json", "x.json", "--vocabulary", str(VOCAB)])
+    rc = main(
+        [
+            str(tmp_path / "nope"),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--train-json",
+            "x.json",
+            "--vocabulary",
+            str(VOCAB),
+        ]
+    )
     assert rc == 1
     assert "release folder not found" in capsys.readouterr().err
 
@@ -151,7 +179,9 @@ RELEASE_KW = {"image_to_masks": [("SAMed2D_v1.json", None)], "class_mapping_json
 def test_release_naming_is_imported_and_split_by_case(tmp_path: Path) -> None:
     cases = {f"Case_{i:03d}": "ct_00" for i in range(4)} | {f"Pat{i}": "mr_t2" for i in range(4)}
     root = _release(tmp_path / "rel", cases)
-    masks, images, summary = import_release(root, **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP, test_fraction=0.25, seed=1)
+    masks, images, summary = import_release(
+        root, **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP, test_fraction=0.25, seed=1
+    )
     assert len(masks) == 8 * 2 * 2 and len(images) == 16
     assert set(masks["class_name"]) == {"liver", "kidney_left"}
     assert set(masks["modality"]) == {"ct", "mr"} and set(masks["dataset"]) == {"SynthSet"}
@@ -172,7 +202,9 @@ def test_release_without_area_keeps_nan(tmp_path: Path) -> None:
 
 def test_small_masks_can_be_dropped(tmp_path: Path) -> None:
     root = _release(tmp_path / "rel", {"C1": "ct_00", "C2": "ct_00"})
-    masks, _, summary = import_release(root, **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP, min_mask_fraction=0.05)
+    masks, _, summary = import_release(
+        root, **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP, min_mask_fraction=0.05
+    )
     assert set(masks["class_name"]) == {"liver"} and summary["dropped_small_masks"] == 4
 
 
@@ -204,8 +236,14 @@ def test_case_in_train_and_test_files_is_refused(tmp_path: Path) -> None:
     (root / "test.json").write_text(json.dumps({masks[0]: image}))
     (root / "train.json").write_text(json.dumps({k: v for k, v in mapping.items() if k != image}))
     with pytest.raises(DataError, match=r"both train and test.*C1"):
-        import_release(root, image_to_masks=[("train.json", "train")], mask_to_image=[("test.json", "test")],
-                       class_mapping_json="SAMed2D_v1_class_mapping_id.json", vocabulary_csv=VOCAB, classmap_json=CLASSMAP)
+        import_release(
+            root,
+            image_to_masks=[("train.json", "train")],
+            mask_to_image=[("test.json", "test")],
+            class_mapping_json="SAMed2D_v1_class_mapping_id.json",
+            vocabulary_csv=VOCAB,
+            classmap_json=CLASSMAP,
+        )
 
 
 def test_mask_paired_with_the_wrong_image(tmp_path: Path) -> None:
@@ -214,15 +252,27 @@ def test_mask_paired_with_the_wrong_image(tmp_path: Path) -> None:
     first, second = list(mapping)
     (root / "bad.json").write_text(json.dumps({first: mapping[second]}))
     with pytest.raises(DataError, match="does not belong to image"):
-        import_release(root, image_to_masks=[("bad.json", None)], class_mapping_json="SAMed2D_v1_class_mapping_id.json",
-                       vocabulary_csv=VOCAB, classmap_json=CLASSMAP)
+        import_release(
+            root,
+            image_to_masks=[("bad.json", None)],
+            class_mapping_json="SAMed2D_v1_class_mapping_id.json",
+            vocabulary_csv=VOCAB,
+            classmap_json=CLASSMAP,
+        )
 
 
 def test_writer_is_atomic_and_complete(tmp_path: Path) -> None:
     root = _release(tmp_path / "rel", {"C1": "ct_00", "C2": "ct_00"})
     out = tmp_path / "index"
-    import_sa_med2d(root, out / "masks.parquet", out / "images.parquet", out / "summary.json", **RELEASE_KW,
-                    vocabulary_csv=VOCAB, classmap_json=CLASSMAP)
+    import_sa_med2d(
+        root,
+        out / "masks.parquet",
+        out / "images.parquet",
+        out / "summary.json",
+        **RELEASE_KW,
+        vocabulary_csv=VOCAB,
+        classmap_json=CLASSMAP,
+    )
     assert sorted(p.name for p in out.iterdir()) == ["images.parquet", "masks.parquet", "summary.json"]
 
 
@@ -230,13 +280,26 @@ def test_streamed_import_matches_the_in_memory_one(tmp_path: Path) -> None:
     cases = {f"Case_{i:03d}": "ct_00" for i in range(5)} | {f"Pat{i}": "mr_t2" for i in range(3)}
     root = _release(tmp_path / "rel", cases)
     masks, _, _ = import_release(root, **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP, seed=4)
-    summary = import_release_dataset(root, tmp_path / "ds", **RELEASE_KW, vocabulary_csv=VOCAB, classmap_json=CLASSMAP,
-                                     seed=4, measure_area=True, chunk_rows=5)
+    summary = import_release_dataset(
+        root,
+        tmp_path / "ds",
+        **RELEASE_KW,
+        vocabulary_csv=VOCAB,
+        classmap_json=CLASSMAP,
+        seed=4,
+        measure_area=True,
+        chunk_rows=5,
+    )
     assert summary["n_masks"] == len(masks) and summary["n_cases"] == 8
-    assert count_masks(tmp_path / "ds", by="case") == {k: int(v) for k, v in sorted(masks["case"].value_counts().items())}
+    assert count_masks(tmp_path / "ds", by="case") == {
+        k: int(v) for k, v in sorted(masks["case"].value_counts().items())
+    }
     assert count_masks(tmp_path / "ds") == {k: int(v) for k, v in sorted(masks["split"].value_counts().items())}
     assert count_masks(tmp_path / "ds", modality="mr", class_name="kidney_left") == {
-        k: int(v) for k, v in sorted(masks[(masks["modality"] == "mr") & (masks["class_name"] == "kidney_left")]["split"].value_counts().items())
+        k: int(v)
+        for k, v in sorted(
+            masks[(masks["modality"] == "mr") & (masks["class_name"] == "kidney_left")]["split"].value_counts().items()
+        )
     }
 
 
@@ -250,8 +313,23 @@ def test_streamed_import_with_unknown_classes_keeps_nothing(tmp_path: Path) -> N
 @pytest.mark.usefixtures("_segsam_logger")
 def test_cli_stream_mode(tmp_path: Path) -> None:
     root = _release(tmp_path / "rel", {"C1": "ct_00", "C2": "mr_t1"})
-    rc = main([str(root), "--out-dir", str(tmp_path / "out"), "--all-json", "SAMed2D_v1.json", "--stream", "--no-area",
-               "--class-mapping", "SAMed2D_v1_class_mapping_id.json", "--vocabulary", str(VOCAB), "--classmap", str(CLASSMAP)])
+    rc = main(
+        [
+            str(root),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--all-json",
+            "SAMed2D_v1.json",
+            "--stream",
+            "--no-area",
+            "--class-mapping",
+            "SAMed2D_v1_class_mapping_id.json",
+            "--vocabulary",
+            str(VOCAB),
+            "--classmap",
+            str(CLASSMAP),
+        ]
+    )
     assert rc == 0
     assert sum(count_masks(tmp_path / "out" / "masks").values()) == 8
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["n_cases"] == 2
@@ -306,7 +384,14 @@ def test_png_size(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
 def test_streamed_json_equals_json_load(tmp_path: Path, chunk: int) -> None:
-    obj = {"a/b.png": ["x", "y\u00e9"], "n": 123456789, "neg": -1.5e3, "nested": {"k": [1, {"z": None}]}, "t": True, "": "empty"}
+    obj = {
+        "a/b.png": ["x", "y\u00e9"],
+        "n": 123456789,
+        "neg": -1.5e3,
+        "nested": {"k": [1, {"z": None}]},
+        "t": True,
+        "": "empty",
+    }
     path = tmp_path / "x.json"
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
     assert dict(iter_json_object(path, chunk_size=chunk)) == obj
@@ -316,8 +401,13 @@ def test_streamed_json_equals_json_load(tmp_path: Path, chunk: int) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("[1, 2]", "expected a JSON object"), ('{"a": [1, 2', "malformed or truncated"), ('{"a": 1 "b": 2}', "expected ','"),
-     ('{"a" 1}', "expected \"key\": value"), ("", "expected a JSON object")],
+    [
+        ("[1, 2]", "expected a JSON object"),
+        ('{"a": [1, 2', "malformed or truncated"),
+        ('{"a": 1 "b": 2}', "expected ','"),
+        ('{"a" 1}', 'expected "key": value'),
+        ("", "expected a JSON object"),
+    ],
 )
 def test_malformed_json_is_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.json"

@@ -41,13 +41,21 @@ def _centroid(path: Path) -> tuple[float, float]:
 
 
 def _slice(image: Path, label: Path, out: Path, slicing: dict[str, Any], **kwargs: Any) -> pd.DataFrame:
-    args = {"case": "case_1", "modality": "ct", "dataset": "demo", "vocabulary_csv": VOCABULARY, "labelmap_json": DEMO_MAP}
+    args = {
+        "case": "case_1",
+        "modality": "ct",
+        "dataset": "demo",
+        "vocabulary_csv": VOCABULARY,
+        "labelmap_json": DEMO_MAP,
+    }
     args.update(kwargs)
     return slice_case(image, label, out, slicing=slicing, **args)
 
 
 @pytest.fixture(scope="module")
-def phantom_slices(tmp_path_factory: pytest.TempPathFactory, default_config: dict[str, Any]) -> dict[int, tuple[Path, pd.DataFrame]]:
+def phantom_slices(
+    tmp_path_factory: pytest.TempPathFactory, default_config: dict[str, Any]
+) -> dict[int, tuple[Path, pd.DataFrame]]:
     """CT phantoms for an LPS-identity seed and the three flipped/permuted ones, sliced."""
     root = tmp_path_factory.mktemp("phantom_slices")
     slicing = {**default_config["slicing"], "stride": FAST_STRIDE}
@@ -61,7 +69,9 @@ def phantom_slices(tmp_path_factory: pytest.TempPathFactory, default_config: dic
 
 
 @pytest.fixture
-def volume_pair(tmp_path: Path, write_vol: Callable[..., Path]) -> Callable[[np.ndarray, np.ndarray], tuple[Path, Path]]:
+def volume_pair(
+    tmp_path: Path, write_vol: Callable[..., Path]
+) -> Callable[[np.ndarray, np.ndarray], tuple[Path, Path]]:
     """Write an image/label pair with 1 mm isotropic LPS geometry (no resampling)."""
 
     def make(image: np.ndarray, label: np.ndarray) -> tuple[Path, Path]:
@@ -295,7 +305,9 @@ def test_empty_label_volume(volume_pair, tmp_path: Path, slicing_cfg, caplog: py
     _assert_skipped(tmp_path / "out", caplog, label_path)
 
 
-def test_label_volume_with_only_ignored_labels_is_empty(volume_pair, tmp_path: Path, slicing_cfg, caplog: pytest.LogCaptureFixture) -> None:
+def test_label_volume_with_only_ignored_labels_is_empty(
+    volume_pair, tmp_path: Path, slicing_cfg, caplog: pytest.LogCaptureFixture
+) -> None:
     labelmap = tmp_path / "map.json"
     labelmap.write_text(json.dumps({"labels": {"1": "liver", "2": None}}), encoding="utf-8")
     label = np.zeros((20, 40, 40), dtype=np.uint8)
@@ -315,7 +327,9 @@ REAL_CASES = {
 
 
 @pytest.fixture(scope="module")
-def real_slices(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, default_config) -> dict[str, tuple[Path, pd.DataFrame]]:
+def real_slices(
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory, default_config
+) -> dict[str, tuple[Path, pd.DataFrame]]:
     root = tmp_path_factory.mktemp("real_slices")
     slicing = {**default_config["slicing"], "stride": {"x": 8, "y": 8, "z": 8}}
     out = {}

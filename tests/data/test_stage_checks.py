@@ -37,10 +37,25 @@ def _pair(write_vol, folder: Path, label: np.ndarray, name: str) -> tuple[Path, 
     return write_vol(folder / f"{name}.nii.gz", image), write_vol(folder / f"{name}_seg.nii.gz", label)
 
 
-def _slice(image: Path, label: Path, out: Path, slicing: dict[str, Any], case: str, modality: str = "ct", labelmap: str = "demo.json"):
+def _slice(
+    image: Path,
+    label: Path,
+    out: Path,
+    slicing: dict[str, Any],
+    case: str,
+    modality: str = "ct",
+    labelmap: str = "demo.json",
+):
     return slice_case(
-        image, label, out, case=case, modality=modality, dataset="demo",
-        vocabulary_csv=REPO / "config" / "vocabulary.csv", labelmap_json=REPO / "config" / "labelmaps" / labelmap, slicing=slicing,
+        image,
+        label,
+        out,
+        case=case,
+        modality=modality,
+        dataset="demo",
+        vocabulary_csv=REPO / "config" / "vocabulary.csv",
+        labelmap_json=REPO / "config" / "labelmaps" / labelmap,
+        slicing=slicing,
     )
 
 
@@ -88,8 +103,14 @@ def test_slice_summary_counts_what_was_kept(write_vol, tmp_path: Path, small_sli
     image, seg = _pair(write_vol, tmp_path / "raw", _organ(), "c1")
     manifest = _slice(image, seg, tmp_path / "c1", small_slicing, "c1")
     summary = json.loads((tmp_path / "c1" / SUMMARY).read_text())
-    assert summary == {"case": "c1", "dataset": "demo", "modality": "ct", "skipped": None,
-                       "n_slices": manifest["image"].nunique(), "n_masks": len(manifest)}
+    assert summary == {
+        "case": "c1",
+        "dataset": "demo",
+        "modality": "ct",
+        "skipped": None,
+        "n_slices": manifest["image"].nunique(),
+        "n_masks": len(manifest),
+    }
     assert summary["n_slices"] == 4
 
 
@@ -97,7 +118,11 @@ def test_slice_summary_counts_what_was_kept(write_vol, tmp_path: Path, small_sli
 def three_cases(write_vol, tmp_path: Path, small_slicing) -> list[Path]:
     """ct_a and mr_b with an organ, ct_empty with an empty label volume."""
     folders = []
-    for case, modality, label in (("ct_a", "ct", _organ()), ("ct_empty", "ct", np.zeros((20, 40, 40), np.uint8)), ("mr_b", "mr", _organ())):
+    for case, modality, label in (
+        ("ct_a", "ct", _organ()),
+        ("ct_empty", "ct", np.zeros((20, 40, 40), np.uint8)),
+        ("mr_b", "mr", _organ()),
+    ):
         image, seg = _pair(write_vol, tmp_path / "raw", label, case)
         _slice(image, seg, tmp_path / "slices" / case, small_slicing, case, modality)
         folders.append(tmp_path / "slices" / case)
@@ -106,8 +131,9 @@ def three_cases(write_vol, tmp_path: Path, small_slicing) -> list[Path]:
 
 def test_build_index_reports_skipped_cases(three_cases: list[Path], tmp_path: Path) -> None:
     out = tmp_path / "index"
-    masks, images = build_index(three_cases, out / "m.parquet", out / "i.parquet", test_fraction=0.5, seed=0,
-                                summary_out=out / "summary.json")
+    masks, images = build_index(
+        three_cases, out / "m.parquet", out / "i.parquet", test_fraction=0.5, seed=0, summary_out=out / "summary.json"
+    )
     assert set(masks["case"]) == {"ct_a", "mr_b"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == {"ct_empty": "empty label volume"}
@@ -116,15 +142,28 @@ def test_build_index_reports_skipped_cases(three_cases: list[Path], tmp_path: Pa
 
 
 def test_split_assign_fixes_named_cases(three_cases: list[Path], tmp_path: Path) -> None:
-    masks, images = build_index(three_cases, tmp_path / "m.parquet", tmp_path / "i.parquet", test_fraction=0.5, seed=0,
-                                assign={"ct_a": "test", "mr_b": "train", "ct_empty": "test"})
+    masks, images = build_index(
+        three_cases,
+        tmp_path / "m.parquet",
+        tmp_path / "i.parquet",
+        test_fraction=0.5,
+        seed=0,
+        assign={"ct_a": "test", "mr_b": "train", "ct_empty": "test"},
+    )
     assert dict(masks.drop_duplicates("case").set_index("case")["split"]) == {"ct_a": "test", "mr_b": "train"}
     assert images.groupby("case")["split"].nunique().max() == 1
 
 
 def test_split_assign_with_an_unknown_case_is_an_error(three_cases: list[Path], tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"split.assign names cases that are not in the index: \['nope'\]"):
-        build_index(three_cases, tmp_path / "m.parquet", tmp_path / "i.parquet", test_fraction=0.5, seed=0, assign={"nope": "test"})
+        build_index(
+            three_cases,
+            tmp_path / "m.parquet",
+            tmp_path / "i.parquet",
+            test_fraction=0.5,
+            seed=0,
+            assign={"nope": "test"},
+        )
     assert not (tmp_path / "m.parquet").exists()
 
 
@@ -145,7 +184,9 @@ def test_split_assign_leaves_the_rest_to_the_draw() -> None:
 # --- label values the uint16 cast would wrap ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "dtype", "message"), [(-1, np.int16, "negative values"), (70000, np.int32, "exceed 65535")])
+@pytest.mark.parametrize(
+    ("value", "dtype", "message"), [(-1, np.int16, "negative values"), (70000, np.int32, "exceed 65535")]
+)
 def test_label_values_that_would_wrap_are_refused(write_vol, tmp_path: Path, value: int, dtype, message: str) -> None:
     label = np.zeros((4, 8, 8), dtype=dtype)
     label[1, 2, 2] = value
@@ -161,12 +202,24 @@ def test_label_values_that_would_wrap_are_refused(write_vol, tmp_path: Path, val
 
 def _chunk(start: int, n: int, modality: str, dataset: str) -> pd.DataFrame:
     case = [f"{dataset}_{(start + i) // 50:05d}" for i in range(n)]
-    return pd.DataFrame({
-        "image": [f"img/{i}.png" for i in range(start, start + n)], "mask": [f"m/{i}.png" for i in range(start, start + n)],
-        "dataset": dataset, "modality": modality, "case": case, "axis": "z", "slice": np.arange(n) % 100,
-        "class_id": (np.arange(n) % 3) + 1, "class_name": np.array(["liver", "spleen", "kidney_right"])[np.arange(n) % 3],
-        "instance": 0, "area_fraction": 0.01, "height": 256, "width": 256, "spacing_mm": 1.0,
-    })
+    return pd.DataFrame(
+        {
+            "image": [f"img/{i}.png" for i in range(start, start + n)],
+            "mask": [f"m/{i}.png" for i in range(start, start + n)],
+            "dataset": dataset,
+            "modality": modality,
+            "case": case,
+            "axis": "z",
+            "slice": np.arange(n) % 100,
+            "class_id": (np.arange(n) % 3) + 1,
+            "class_name": np.array(["liver", "spleen", "kidney_right"])[np.arange(n) % 3],
+            "instance": 0,
+            "area_fraction": 0.01,
+            "height": 256,
+            "width": 256,
+            "spacing_mm": 1.0,
+        }
+    )
 
 
 def test_index_dataset_streams_partitions_and_counts(tmp_path: Path) -> None:
@@ -176,11 +229,15 @@ def test_index_dataset_streams_partitions_and_counts(tmp_path: Path) -> None:
     out = tmp_path / "index"
     assert write_index_dataset(iter(chunks), out, splits=splits, buffer_rows=128, max_open_files=2) == 1200
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/*")) == [
-        "modality=ct/dataset=amos", "modality=ct/dataset=kits23", "modality=mr/dataset=amos",
+        "modality=ct/dataset=amos",
+        "modality=ct/dataset=kits23",
+        "modality=mr/dataset=amos",
     ]
     everything = pd.concat(chunks, ignore_index=True)
     everything["split"] = everything["case"].map(splits)
-    expected = everything[(everything["modality"] == "ct") & (everything["class_name"] == "liver")]["split"].value_counts()
+    expected = everything[(everything["modality"] == "ct") & (everything["class_name"] == "liver")][
+        "split"
+    ].value_counts()
     assert count_masks(out, modality="ct", class_name="liver") == {k: int(v) for k, v in sorted(expected.items())}
     assert sum(count_masks(out).values()) == 1200
     assert count_masks(out, dataset="kits23", by="class_name") == {"kidney_right": 100, "liver": 100, "spleen": 100}
@@ -211,13 +268,16 @@ def test_index_dataset_from_slice_folders_matches_build_index(three_cases: list[
 # --- reorientation to LPS with fewer copies (segsam.data.io._to_lps) ---------------------------------------
 
 
-@pytest.mark.parametrize("direction", [
-    (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS: returned as is
-    (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS: the usual NIfTI case
-    (1, 0, 0, 0, -1, 0, 0, 0, -1),
-    (-1, 0, 0, 0, 1, 0, 0, 0, -1),
-    (0, 1, 0, 1, 0, 0, 0, 0, -1),  # a permutation: DICOMOrient's path
-])
+@pytest.mark.parametrize(
+    "direction",
+    [
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS: returned as is
+        (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS: the usual NIfTI case
+        (1, 0, 0, 0, -1, 0, 0, 0, -1),
+        (-1, 0, 0, 0, 1, 0, 0, 0, -1),
+        (0, 1, 0, 1, 0, 0, 0, 0, -1),  # a permutation: DICOMOrient's path
+    ],
+)
 def test_to_lps_matches_dicom_orient(direction) -> None:
     import SimpleITK as sitk
 

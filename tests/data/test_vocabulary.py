@@ -106,7 +106,9 @@ def test_labelmap_with_unknown_class_name(tmp_path: Path, vocab: Vocabulary) -> 
         LabelMap.read(_labelmap(tmp_path, {"1": "brain"}), vocab)
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"classes": {"1": "liver"}})], ids=["bad-json", "no-labels"])
+@pytest.mark.parametrize(
+    "content", ["{not json", json.dumps({"classes": {"1": "liver"}})], ids=["bad-json", "no-labels"]
+)
 def test_malformed_labelmap_names_the_file(tmp_path: Path, vocab: Vocabulary, content: str) -> None:
     path = tmp_path / "labelmap.json"
     path.write_text(content, encoding="utf-8")

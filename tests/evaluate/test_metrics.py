@@ -71,7 +71,11 @@ def test_summarise_avg_is_the_mean_of_modality_means() -> None:
 
 def test_summarise_rows_per_method_and_prompt() -> None:
     frames = []
-    for method, prompt, shift in (("medsam_lite", "box", 0.0), ("medsam_lite", "point", -0.2), ("ft_decoder", "box", 0.05)):
+    for method, prompt, shift in (
+        ("medsam_lite", "box", 0.0),
+        ("medsam_lite", "point", -0.2),
+        ("ft_decoder", "box", 0.05),
+    ):
         frame = _per_mask().assign(method=method, prompt=prompt)
         frame["dsc"] = frame["dsc"] + shift
         frames.append(frame)
@@ -147,13 +151,24 @@ def test_hd95_refuses_an_empty_ground_truth_and_mismatched_inputs() -> None:
 
 
 def test_distance_summary_medians_per_modality_and_undefined_counted() -> None:
-    per_mask = pd.DataFrame({
-        "method": "m", "prompt": "box",
-        "modality": ["ct", "ct", "ct", "mr", "mr"],
-        "hd95_mm": [1.0, 3.0, float("nan"), 10.0, 20.0],
-    })
+    per_mask = pd.DataFrame(
+        {
+            "method": "m",
+            "prompt": "box",
+            "modality": ["ct", "ct", "ct", "mr", "mr"],
+            "hd95_mm": [1.0, 3.0, float("nan"), 10.0, 20.0],
+        }
+    )
     table = distance_summary(per_mask).set_index("modality")
-    assert table.loc["ct", "median"] == pytest.approx(2.0) and table.loc["ct", "n"] == 2 and table.loc["ct", "n_undefined"] == 1
+    assert (
+        table.loc["ct", "median"] == pytest.approx(2.0)
+        and table.loc["ct", "n"] == 2
+        and table.loc["ct", "n_undefined"] == 1
+    )
     assert table.loc["mr", "median"] == pytest.approx(15.0) and table.loc["mr", "mean"] == pytest.approx(15.0)
     # avg: mean of the modality medians, as for DSC
-    assert table.loc["avg", "median"] == pytest.approx(8.5) and table.loc["avg", "n"] == 4 and table.loc["avg", "n_undefined"] == 1
+    assert (
+        table.loc["avg", "median"] == pytest.approx(8.5)
+        and table.loc["avg", "n"] == 4
+        and table.loc["avg", "n_undefined"] == 1
+    )

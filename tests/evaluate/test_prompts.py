@@ -92,19 +92,33 @@ def index(tmp_path: Path) -> pd.DataFrame:
         image = _write_png(tmp_path / case / "images" / f"{modality}--demo--{case}--z_0000.png", np.full((20, 30), 100))
         mask = np.zeros((20, 30))
         mask[region] = 255
-        rows.append({
-            "image": image,
-            "mask": _write_png(tmp_path / case / "masks" / f"{modality}--demo--{case}--z_0000--{class_id:04d}_{i:03d}.png", mask),
-            "dataset": "demo", "modality": modality, "case": case, "axis": "z", "slice": 0,
-            "class_id": class_id, "class_name": name, "area_fraction": float((mask > 0).mean()), "spacing_mm": 0.8, "split": split,
-        })
+        rows.append(
+            {
+                "image": image,
+                "mask": _write_png(
+                    tmp_path / case / "masks" / f"{modality}--demo--{case}--z_0000--{class_id:04d}_{i:03d}.png", mask
+                ),
+                "dataset": "demo",
+                "modality": modality,
+                "case": case,
+                "axis": "z",
+                "slice": 0,
+                "class_id": class_id,
+                "class_name": name,
+                "area_fraction": float((mask > 0).mean()),
+                "spacing_mm": 0.8,
+                "split": split,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _prompts(index: pd.DataFrame, folder: Path, **evaluate) -> pd.DataFrame:
     folder.mkdir(parents=True, exist_ok=True)
     index.to_parquet(folder / "masks.parquet", index=False)
-    return make_test_prompts(folder / "masks.parquet", folder / "prompts.parquet", evaluate_cfg={**EVALUATE, **evaluate})
+    return make_test_prompts(
+        folder / "masks.parquet", folder / "prompts.parquet", evaluate_cfg={**EVALUATE, **evaluate}
+    )
 
 
 def test_one_row_per_test_mask_and_prompt_type(index: pd.DataFrame, tmp_path: Path) -> None:

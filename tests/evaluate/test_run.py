@@ -46,11 +46,22 @@ def test_prompt_free_rows_score_each_class_of_the_slice(tmp_path: Path) -> None:
     labels[80:140, 120:200] = 3  # b's object, called class c (index 2)
     labels[200:240, 200:240] = 3  # spurious c
     model = PromptableModel(num_classes=len(vocabulary), semantic_net=FixedLabels(labels, len(vocabulary) + 1)).eval()
-    group = pd.DataFrame([
-        {"mask": str(truth[n]), "image": str(image), "case": "case", "modality": "ct", "class_id": cls, "class_name": str(cls),
-         "prompt": prompt, "spacing_mm": 1.5}
-        for n, cls in (("a0", a), ("a1", a), ("b0", b)) for prompt in ("box", "point")
-    ])
+    group = pd.DataFrame(
+        [
+            {
+                "mask": str(truth[n]),
+                "image": str(image),
+                "case": "case",
+                "modality": "ct",
+                "class_id": cls,
+                "class_name": str(cls),
+                "prompt": prompt,
+                "spacing_mm": 1.5,
+            }
+            for n, cls in (("a0", a), ("a1", a), ("b0", b))
+            for prompt in ("box", "point")
+        ]
+    )
     with torch.inference_mode():
         rows, shown = prompt_free_rows(model, str(image), group, 256, class_index(vocabulary))
     assert rows["prompt"].tolist() == [NO_PROMPT, NO_PROMPT]  # one row per class present, whatever the prompts

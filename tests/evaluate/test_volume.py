@@ -61,7 +61,11 @@ def test_case_volumes_stack_the_sampled_planes_of_each_case_and_class() -> None:
     # the missed plane is one sampled step (4 planes x 0.5 mm) from the found one
     assert kidney["hd95_3d_mm"] == pytest.approx(2.0)
     spleen = rows.loc[("box", "a", 2)]
-    assert spleen["n_planes"] == 1 and spleen["dsc_3d"] == pytest.approx(1.0) and spleen["hd95_3d_mm"] == pytest.approx(0.0)
+    assert (
+        spleen["n_planes"] == 1
+        and spleen["dsc_3d"] == pytest.approx(1.0)
+        and spleen["hd95_3d_mm"] == pytest.approx(0.0)
+    )
     assert rows.loc[("point", "b", 1), "dsc_3d"] == pytest.approx(1.0)
 
     summary = case_summary(table).set_index(["method", "prompt"])

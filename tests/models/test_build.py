@@ -79,7 +79,9 @@ def test_ft_decoder_reproduces_litemedsam_on_a_mixed_batch(checkpoint):
         out = model(embedding.expand(3, -1, -1, -1), torch.tensor([False, True, False]), boxes, points)
         box_masks, box_iou = reference.decode(embedding.expand(2, -1, -1, -1), boxes=boxes[[0, 2]])
         pt_masks, pt_iou = reference.decode(embedding, points=(points[1:2, None], torch.ones(1, 1, dtype=torch.int64)))
-    torch.testing.assert_close(out.masks, torch.cat([box_masks[:1], pt_masks, box_masks[1:]]), rtol=1e-4, atol=1e-4)  # batch-size dependent float sums
+    torch.testing.assert_close(
+        out.masks, torch.cat([box_masks[:1], pt_masks, box_masks[1:]]), rtol=1e-4, atol=1e-4
+    )  # batch-size dependent float sums
     torch.testing.assert_close(out.iou, torch.cat([box_iou[:1], pt_iou, box_iou[1:]]), rtol=1e-4, atol=1e-5)
     inside = out.masks[0, 0] > 0  # the box around the disk segments (most of) the disk
     disk = _image()[0, 0] > 0.5
@@ -90,7 +92,9 @@ def test_ft_decoder_reproduces_litemedsam_on_a_mixed_batch(checkpoint):
 def test_frozen_encoder_can_be_left_out(checkpoint):
     lean = build_model("segsam", encoder_weights=checkpoint, num_classes=C, text_dim=TEXT, with_image_encoder=False)
     assert lean.image_encoder is None
-    medsam = build_model("medsam", encoder_weights=None, num_classes=C, text_dim=None, vit_geometry=SMALL_VIT, with_image_encoder=False)
+    medsam = build_model(
+        "medsam", encoder_weights=None, num_classes=C, text_dim=None, vit_geometry=SMALL_VIT, with_image_encoder=False
+    )
     assert medsam.image_encoder is not None  # its encoder trains, so it is always built
 
 

@@ -33,7 +33,9 @@ def test_cmsa_is_zero_for_identical_and_one_for_disjoint_binary_masks():
     logits_a, logits_b = (a * 2 - 1) * 100, (b * 2 - 1) * 100  # sigmoid -> exactly 0 / 1 in float32
     assert float(cmsa_loss(logits_a, logits_a)) == pytest.approx(0.0, abs=1e-6)
     assert float(cmsa_loss(logits_a, logits_b)) == pytest.approx(1.0, abs=1e-6)
-    assert float(cmsa_loss(-100 * torch.ones(N, 1, S, S), -100 * torch.ones(N, 1, S, S))) == pytest.approx(0.0, abs=1e-6)
+    assert float(cmsa_loss(-100 * torch.ones(N, 1, S, S), -100 * torch.ones(N, 1, S, S))) == pytest.approx(
+        0.0, abs=1e-6
+    )
     half = cmsa_loss(logits_a, (_square(N, 2, 6) * 2 - 1) * 100)  # 16 of 64 pixels
     assert float(half) == pytest.approx(1 - 16 / 64, abs=1e-5)
 
@@ -105,11 +107,17 @@ def test_sawd_loss_terms_and_validation():
     assert set(out) == {"class_ce", "mask_bce", "mask_dice", "presence_bce", "sawd"}
     torch.testing.assert_close(out["sawd"], out["class_ce"] + out["mask_bce"] + out["mask_dice"] + out["presence_bce"])
     with pytest.raises(ValueError, match=r"class indices must lie in \[0, 4\)"):
-        SawdLoss()(target=target, classes=torch.tensor([0, 1, 4]), presence=torch.zeros(N, C), class_logits=torch.randn(N, C))
+        SawdLoss()(
+            target=target, classes=torch.tensor([0, 1, 4]), presence=torch.zeros(N, C), class_logits=torch.randn(N, C)
+        )
     with pytest.raises(ValueError, match="presence target"):
-        SawdLoss()(target=target, classes=torch.zeros(N), presence=torch.zeros(N, C + 1), presence_logits=torch.randn(N, C))
+        SawdLoss()(
+            target=target, classes=torch.zeros(N), presence=torch.zeros(N, C + 1), presence_logits=torch.randn(N, C)
+        )
     with pytest.raises(ValueError, match="needs class_masks"):
-        SawdLoss()(target=target, classes=torch.zeros(N), presence=torch.zeros(N, C), class_mask_logits=torch.randn(N, C, 8, 8))
+        SawdLoss()(
+            target=target, classes=torch.zeros(N), presence=torch.zeros(N, C), class_mask_logits=torch.randn(N, C, 8, 8)
+        )
 
 
 def test_sawd_sem_targets_are_resized_to_the_decoder_resolution():

@@ -37,7 +37,9 @@ def test_registry_entries_are_consistent() -> None:
         assert spec.display and spec.description
         assert spec.trains == bool(spec.trainable)
         # a method trains from the embedding cache exactly when nothing in its encoder trains
-        assert spec.encoder_frozen == (not spec.prompt_free and "image_encoder" not in spec.trainable and spec.adapter is None)
+        assert spec.encoder_frozen == (
+            not spec.prompt_free and "image_encoder" not in spec.trainable and spec.adapter is None
+        )
 
 
 def test_get_method_known() -> None:

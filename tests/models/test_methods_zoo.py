@@ -49,7 +49,9 @@ def test_registry_names_equal_the_schema_enum():
 
 def test_registry_module_does_not_import_torch():
     code = "import sys, segsam.models.methods as m; assert m.METHODS; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True, cwd=REPO
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -71,7 +73,20 @@ def test_components_follow_the_papers_ablation_rows():
     assert METHODS["sam_med2d"].adapter == "sam_med2d" and METHODS["med_sa"].adapter == "med_sa"
     assert "image_encoder" in METHODS["medsam"].trainable and "prompt_encoder" not in METHODS["medsam"].trainable
     frozen = {name for name, spec in METHODS.items() if spec.encoder_frozen}
-    assert frozen == {"medsam_lite", "ft_decoder", "sam", "ft_sam", "ft_sam+sawd", "segsam", "sawd_pmt", "sawd_unpmt", "sawd_sem", "t2vse", "t2vse_v1", "cmsa"}
+    assert frozen == {
+        "medsam_lite",
+        "ft_decoder",
+        "sam",
+        "ft_sam",
+        "ft_sam+sawd",
+        "segsam",
+        "sawd_pmt",
+        "sawd_unpmt",
+        "sawd_sem",
+        "t2vse",
+        "t2vse_v1",
+        "cmsa",
+    }
     assert {name for name, spec in METHODS.items() if spec.prompt_free} == {"unet", "unetr"}
 
 
@@ -81,7 +96,10 @@ def test_components_follow_the_papers_ablation_rows():
         ({"encoder": "vit_h"}, "unknown encoder"),
         ({"encoder": "tiny_vit", "adapter": "sam_med2d"}, "adapters need the vit_b encoder"),
         ({"encoder": "vit_b", "adapter": "lora"}, "unknown adapter"),
-        ({"components": ("sawd_pmt", "sawd_unpmt", "sawd_sem"), "trainable": ("sawd",)}, "sawd_sem replaces sawd_unpmt"),
+        (
+            {"components": ("sawd_pmt", "sawd_unpmt", "sawd_sem"), "trainable": ("sawd",)},
+            "sawd_sem replaces sawd_unpmt",
+        ),
         ({"components": ("sawd_pmt", "t2vse_v1"), "trainable": ("sawd",)}, "needs t2vse and sawd_pmt"),
         ({"components": ("sawd_unpmt", "cmsa"), "trainable": ("sawd",)}, "needs sawd_pmt"),
         ({"components": ("sawd_pmt",), "trainable": ("mask_decoder",)}, "'sawd' must train"),

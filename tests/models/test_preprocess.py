@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from segsam.models.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD, ResizeInfo, prepare_image, resized_shape, encoder_input
+from segsam.models.preprocess import (
+    SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD,
+    ResizeInfo,
+    encoder_input,
+    prepare_image,
+    resized_shape,
+)
 
 
 def box_of(mask: np.ndarray) -> np.ndarray:
@@ -52,7 +60,9 @@ def test_prepare_image_rgb_and_constant():
     assert torch.isfinite(flat).all() and flat.max() == 0.0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 2)), np.zeros((2, 3, 4, 4)), np.zeros((0, 5)), np.full((3, 3), np.nan)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 4, 2)), np.zeros((2, 3, 4, 4)), np.zeros((0, 5)), np.full((3, 3), np.nan)]
+)
 def test_prepare_image_rejects_bad_input(bad):
     with pytest.raises(ValueError):
         prepare_image(bad)

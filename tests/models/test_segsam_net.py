@@ -32,7 +32,10 @@ def _batch(hw: int = 16):
     images = torch.randn(2, 256, hw, hw, generator=g)
     owner = torch.tensor([0, 0, 0, 1, 1, 1])
     is_point = torch.tensor([True, False, True, False, False, True])
-    boxes = torch.tensor([[0, 0, 0, 0], [30, 40, 120, 160], [0, 0, 0, 0], [5, 5, 250, 250], [100, 20, 140, 90], [0, 0, 0, 0]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[0, 0, 0, 0], [30, 40, 120, 160], [0, 0, 0, 0], [5, 5, 250, 250], [100, 20, 140, 90], [0, 0, 0, 0]],
+        dtype=torch.float32,
+    )
     points = torch.tensor([[60, 70], [0, 0], [200, 30], [0, 0], [0, 0], [128, 128]], dtype=torch.float32)
     text = torch.randn(C, TEXT, generator=g)
     return images[owner], is_point, boxes, points, text
@@ -82,7 +85,9 @@ def test_one_embedding_per_image_with_an_index_equals_one_per_prompt(method):
         masks = torch.zeros(6, 1, 256, 256)
         masks[:, :, 40:140, 50:150] = 1
         class_masks = torch.zeros(6, C, 256, 256) if method == "sawd_sem" else None
-        model.loss(out, masks, torch.arange(6) % C, (torch.arange(C) < 2).float().expand(6, -1), class_masks=class_masks)["loss"].backward()
+        model.loss(
+            out, masks, torch.arange(6) % C, (torch.arange(C) < 2).float().expand(6, -1), class_masks=class_masks
+        )["loss"].backward()
         outputs.append(out)
         grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
     for field in ("masks", "iou", "sem_masks", "class_logits", "presence_logits", "class_masks"):
@@ -152,7 +157,10 @@ def test_outputs_of_prompt_chunks_concatenate(segsam):
     embeddings, is_point, boxes, points, text = _batch()
     with torch.inference_mode():
         whole = segsam(embeddings, is_point, boxes, points, text)
-        parts = [segsam(embeddings[i : i + 4], is_point[i : i + 4], boxes[i : i + 4], points[i : i + 4], text) for i in (0, 4)]
+        parts = [
+            segsam(embeddings[i : i + 4], is_point[i : i + 4], boxes[i : i + 4], points[i : i + 4], text)
+            for i in (0, 4)
+        ]
     joined = ModelOutput.concatenate(parts)
     for field in ("masks", "iou", "sem_masks", "class_logits", "presence_logits"):
         torch.testing.assert_close(getattr(joined, field), getattr(whole, field), rtol=1e-4, atol=1e-4)
@@ -223,11 +231,17 @@ def test_constructor_validation(segsam):
     with pytest.raises(ValueError, match="prompt encoder and a mask decoder"):
         PromptableModel(num_classes=C)
     with pytest.raises(ValueError, match="SAWD has 6 classes"):
-        PromptableModel(num_classes=C + 1, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, sawd=segsam.sawd)
+        PromptableModel(
+            num_classes=C + 1, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, sawd=segsam.sawd
+        )
     with pytest.raises(ValueError, match="CMSA needs"):
-        PromptableModel(num_classes=C, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, cmsa=True)
+        PromptableModel(
+            num_classes=C, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, cmsa=True
+        )
     with pytest.raises(ValueError, match="t2vse_to_sawd"):
-        PromptableModel(num_classes=C, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, t2vse_to_sawd=True)
+        PromptableModel(
+            num_classes=C, prompt_encoder=segsam.prompt_encoder, mask_decoder=segsam.mask_decoder, t2vse_to_sawd=True
+        )
 
 
 def test_train_mode_keeps_a_frozen_encoder_in_eval():

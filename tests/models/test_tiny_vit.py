@@ -117,7 +117,10 @@ def test_patch_merging_stride():
         ({"merge_strides": (2, 2)}, "merge_strides needs 3"),
         ({"window_sizes": (7, 7, 0, 7)}, "window_size must be a positive"),
         ({"img_size": 250, "merge_strides": (2, 2, 4)}, "divisible by the total merge stride"),
-        ({"depths": (2,), "embed_dims": (8,), "num_heads": (1,), "window_sizes": (7,), "merge_strides": ()}, "two stages"),
+        (
+            {"depths": (2,), "embed_dims": (8,), "num_heads": (1,), "window_sizes": (7,), "merge_strides": ()},
+            "two stages",
+        ),
     ],
 )
 def test_constructor_validates(kwargs, message):

@@ -59,7 +59,9 @@ def test_1024_load_without_resizing_reproduces_sam_exactly(sam_checkpoint):
     model = PromptableModel(
         num_classes=3,
         image_encoder=build_sam_vit(GEOMETRY_1024),
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        ),
         mask_decoder=PairedMaskDecoder(
             transformer_dim=256,
             transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
@@ -77,12 +79,20 @@ def test_1024_load_without_resizing_reproduces_sam_exactly(sam_checkpoint):
         ours = model.encode(image)
         theirs = sam.image_encoder(image)
         assert torch.equal(ours, theirs)
-        out = model(ours.expand(3, -1, -1, -1), torch.tensor([False, True, False]), torch.cat([boxes[:1], boxes[:1] * 0, boxes[1:]]),
-                    torch.tensor([[0.0, 0.0], [512.0, 300.0], [0.0, 0.0]]))
+        out = model(
+            ours.expand(3, -1, -1, -1),
+            torch.tensor([False, True, False]),
+            torch.cat([boxes[:1], boxes[:1] * 0, boxes[1:]]),
+            torch.tensor([[0.0, 0.0], [512.0, 300.0], [0.0, 0.0]]),
+        )
         sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
-        box_masks, box_iou = sam.mask_decoder(theirs, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=False)
+        box_masks, box_iou = sam.mask_decoder(
+            theirs, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=False
+        )
         sparse, dense = sam.prompt_encoder(points=(point, torch.ones(1, 1, dtype=torch.int64)), boxes=None, masks=None)
-        pt_masks, pt_iou = sam.mask_decoder(theirs, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=False)
+        pt_masks, pt_iou = sam.mask_decoder(
+            theirs, sam.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output=False
+        )
     expected = torch.cat([box_masks[:1], pt_masks, box_masks[1:]])
     expected = F.interpolate(expected, size=(1024, 1024), mode="bilinear", align_corners=False)
     torch.testing.assert_close(out.masks, expected, rtol=0, atol=1e-6)
@@ -94,7 +104,9 @@ def test_256_builder_resizes_position_tensors(sam_checkpoint):
     model = build_model("sam", encoder_weights=path, num_classes=3, text_dim=None, vit_geometry=GEOMETRY_256)
     encoder, original = model.image_encoder, sam.image_encoder
     assert encoder.pos_embed.shape == (1, 16, 16, 768)
-    expected_pos = F.interpolate(original.pos_embed.permute(0, 3, 1, 2), size=(16, 16), mode="bicubic", align_corners=False)
+    expected_pos = F.interpolate(
+        original.pos_embed.permute(0, 3, 1, 2), size=(16, 16), mode="bicubic", align_corners=False
+    )
     torch.testing.assert_close(encoder.pos_embed, expected_pos.permute(0, 2, 3, 1), rtol=0, atol=0)
     # global block: 127 -> 31 rows, linear along the table; windowed block: unchanged (window 14)
     assert encoder.blocks[1].attn.rel_pos_h.shape == (31, 64)
@@ -136,7 +148,13 @@ def test_mismatching_weights_are_reported(sam_checkpoint, tmp_path):
     with pytest.raises(RuntimeError, match="missing"):
         load_vit_weights(build_sam_vit(GEOMETRY_256), state)
     with pytest.raises(WeightsError, match="image_encoder weights do not fit the vit_b model"):
-        build_model("sam", encoder_weights=path, num_classes=3, text_dim=None, vit_geometry=ViTGeometry(depth=3, global_attn_indexes=(1,)))
+        build_model(
+            "sam",
+            encoder_weights=path,
+            num_classes=3,
+            text_dim=None,
+            vit_geometry=ViTGeometry(depth=3, global_attn_indexes=(1,)),
+        )
     with pytest.raises(WeightsError, match="tiny_vit"):
         build_model("ft_decoder", encoder_weights=path, num_classes=3, text_dim=None)
     extra = tmp_path / "extra.pth"

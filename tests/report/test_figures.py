@@ -31,7 +31,7 @@ def test_qualitative_panel_from_the_saved_prompts(tmp_path: Path, methods: tuple
         folder = tmp_path / method
         folder.mkdir()
         # a prompted method saves one mask per object; a prompt-free one its class region once per class
-        for row in rows[:: 2] if method != "unet" else rows[:1]:
+        for row in rows[::2] if method != "unet" else rows[:1]:
             write_png(folder / Path(row["mask"]).name, read_png(row["mask"]))
         folders.append(folder)
     out = tmp_path / "panel.png"
@@ -44,8 +44,15 @@ def _table1(methods: list[str]) -> pd.DataFrame:
     for prompt in ("box", "point"):
         for k, method in enumerate(methods):
             value = 10.0 + k
-            rows.append({"row": method, "prompt": prompt, **{c: value for c in ("ct", "mr", "avg")},
-                         **{f"{c}_lo": value - 1 for c in ("ct", "mr", "avg")}, **{f"{c}_hi": value + 1 for c in ("ct", "mr", "avg")}})
+            rows.append(
+                {
+                    "row": method,
+                    "prompt": prompt,
+                    **{c: value for c in ("ct", "mr", "avg")},
+                    **{f"{c}_lo": value - 1 for c in ("ct", "mr", "avg")},
+                    **{f"{c}_hi": value + 1 for c in ("ct", "mr", "avg")},
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -65,7 +72,7 @@ def test_table1_bars_one_panel_per_prompt_and_one_colour_per_method(tmp_path: Pa
         assert len(set(colours)) == len(methods)
         # a method's bars have its legend colour in both panels
         for ax in panels:
-            first = ax.patches[:: 3]
+            first = ax.patches[::3]
             assert [tuple(p.get_facecolor()) for p in first] == colours
     finally:
         plt.close(fig)
@@ -76,12 +83,43 @@ def test_table1_bars_one_panel_per_prompt_and_one_colour_per_method(tmp_path: Pa
 
 def test_table3_bars_give_each_panel_only_its_own_methods() -> None:
     # table 3: the promptable methods have box rows only, the conventional networks "none" rows only
-    table = pd.DataFrame([
-        {"row": "SEG-SAM", "prompt": "box", "kits23": 70.0, "kits23_lo": 60.0, "kits23_hi": 80.0, "amos": 50.0, "amos_lo": 45.0, "amos_hi": 55.0},
-        {"row": "MedSAM+SAWD", "prompt": "box", "kits23": 65.0, "kits23_lo": 60.0, "kits23_hi": 70.0, "amos": 40.0, "amos_lo": 35.0, "amos_hi": 45.0},
-        {"row": "nnU-Net (2D)", "prompt": "none", "kits23": 30.0, "kits23_lo": 25.0, "kits23_hi": 35.0, "amos": 20.0, "amos_lo": 15.0, "amos_hi": 25.0},
-    ])
-    fig = modality_bars_figure(table, "t3", columns=["kits23", "amos"], ylabel="mDSC (%)", column_labels=["KiTS23", "AMOS"])
+    table = pd.DataFrame(
+        [
+            {
+                "row": "SEG-SAM",
+                "prompt": "box",
+                "kits23": 70.0,
+                "kits23_lo": 60.0,
+                "kits23_hi": 80.0,
+                "amos": 50.0,
+                "amos_lo": 45.0,
+                "amos_hi": 55.0,
+            },
+            {
+                "row": "MedSAM+SAWD",
+                "prompt": "box",
+                "kits23": 65.0,
+                "kits23_lo": 60.0,
+                "kits23_hi": 70.0,
+                "amos": 40.0,
+                "amos_lo": 35.0,
+                "amos_hi": 45.0,
+            },
+            {
+                "row": "nnU-Net (2D)",
+                "prompt": "none",
+                "kits23": 30.0,
+                "kits23_lo": 25.0,
+                "kits23_hi": 35.0,
+                "amos": 20.0,
+                "amos_lo": 15.0,
+                "amos_hi": 25.0,
+            },
+        ]
+    )
+    fig = modality_bars_figure(
+        table, "t3", columns=["kits23", "amos"], ylabel="mDSC (%)", column_labels=["KiTS23", "AMOS"]
+    )
     box, none = fig.axes[:2]
     assert (box.get_title(), none.get_title()) == ("box prompt", "no prompt")
     assert [t.get_text() for t in box.get_xticklabels()] == ["KiTS23", "AMOS"]

@@ -20,21 +20,38 @@ SEGSAM = {
     "btcv": [("ct", 3, "kidney_tumor", 0.5)],
     "amos": [("ct", 2, "spleen", 0.5), ("mr", 2, "spleen", 0.9)],
 }
-UNET = {"kits23": [("ct", 1, "kidney", 0.4), ("ct", 3, "kidney_tumor", 0.2)], "btcv": [("ct", 3, "kidney_tumor", 0.1)],
-        "amos": [("ct", 2, "spleen", 0.3)]}
+UNET = {
+    "kits23": [("ct", 1, "kidney", 0.4), ("ct", 3, "kidney_tumor", 0.2)],
+    "btcv": [("ct", 3, "kidney_tumor", 0.1)],
+    "amos": [("ct", 2, "spleen", 0.3)],
+}
 BINARY_ONLY = {name: [(m, c, n, None) for m, c, n, _ in rows] for name, rows in SEGSAM.items()}
 
 
 def _per_mask(method: str, prompt: str, masks: Sequence[tuple[str, int, str, float | None]]) -> pd.DataFrame:
-    return pd.DataFrame([
-        {"method": method, "prompt": prompt, "modality": modality, "case": f"case_{i}", "image": f"img_{i}.png",
-         "mask": f"mask_{i}.png", "class_id": class_id, "class_name": name, "dsc": 0.9, "hd95_mm": 3.0 + i,
-         "sem_dsc": float("nan") if sem is None else sem}
-        for i, (modality, class_id, name, sem) in enumerate(masks)
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "method": method,
+                "prompt": prompt,
+                "modality": modality,
+                "case": f"case_{i}",
+                "image": f"img_{i}.png",
+                "mask": f"mask_{i}.png",
+                "class_id": class_id,
+                "class_name": name,
+                "dsc": 0.9,
+                "hd95_mm": 3.0 + i,
+                "sem_dsc": float("nan") if sem is None else sem,
+            }
+            for i, (modality, class_id, name, sem) in enumerate(masks)
+        ]
+    )
 
 
-def _run(tmp_path: Path, config: dict[str, Any], methods: dict[str, tuple[str, dict]], datasets: Sequence[str]) -> dict[str, Path]:
+def _run(
+    tmp_path: Path, config: dict[str, Any], methods: dict[str, tuple[str, dict]], datasets: Sequence[str]
+) -> dict[str, Path]:
     files: dict[str, list[Path]] = {d: [] for d in datasets}
     for method, (prompt, rows) in methods.items():
         for dataset in datasets:
@@ -46,22 +63,42 @@ def _run(tmp_path: Path, config: dict[str, Any], methods: dict[str, tuple[str, d
     pd.DataFrame({"class_id": [1, 2, 3], "split": ["train", "train", "test"]}).to_parquet(train, index=False)
     config["methods"] = list(methods)
     config["evaluate"]["bootstrap"] = 50
-    out = {"csv": tmp_path / "results" / "table3.csv", "md": tmp_path / "results" / "table3.md",
-           "png": tmp_path / "results" / "figures" / "table3.png"}
+    out = {
+        "csv": tmp_path / "results" / "table3.csv",
+        "md": tmp_path / "results" / "table3.md",
+        "png": tmp_path / "results" / "figures" / "table3.png",
+    }
     # the per-case 3D view: one (case, class) pair per method and dataset
     per_case = {}
     for dataset in datasets:
         path = tmp_path / "cross" / dataset / "per_case.parquet"
-        pd.DataFrame([{"method": "segsam", "prompt": "box", "case": "c1", "modality": "ct", "class_id": 1, "class_name": "kidney",
-                       "n_planes": 3, "dsc_3d": 0.6, "hd95_3d_mm": 7.25}]).to_parquet(path, index=False)
+        pd.DataFrame(
+            [
+                {
+                    "method": "segsam",
+                    "prompt": "box",
+                    "case": "c1",
+                    "modality": "ct",
+                    "class_id": 1,
+                    "class_name": "kidney",
+                    "n_planes": 3,
+                    "dsc_3d": 0.6,
+                    "hd95_3d_mm": 7.25,
+                }
+            ]
+        ).to_parquet(path, index=False)
         per_case[dataset] = [path]
     make_table3(files, train, out["csv"], out["md"], out["png"], config=config, per_case_files=per_case)
     return out
 
 
 def test_table3_scores_seen_classes_and_reports_the_unseen_ones(tmp_path: Path, config: dict[str, Any]) -> None:
-    out = _run(tmp_path, config, {"ft_decoder": ("box", BINARY_ONLY), "segsam": ("box", SEGSAM), "unet": ("none", UNET)},
-               ["kits23", "btcv", "amos"])
+    out = _run(
+        tmp_path,
+        config,
+        {"ft_decoder": ("box", BINARY_ONLY), "segsam": ("box", SEGSAM), "unet": ("none", UNET)},
+        ["kits23", "btcv", "amos"],
+    )
     table = pd.read_csv(out["csv"])
     # the binary-only method has no semantic output: not a row of table 3
     assert list(zip(table["method"], table["prompt"])) == [("segsam", "box"), ("unet", "none")]
@@ -100,10 +137,14 @@ def test_table3_scores_seen_classes_and_reports_the_unseen_ones(tmp_path: Path, 
     assert out["png"].stat().st_size > 1000
 
 
-def test_table3_without_a_semantic_method_or_dataset_fails_without_output(tmp_path: Path, config: dict[str, Any]) -> None:
+def test_table3_without_a_semantic_method_or_dataset_fails_without_output(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
     with pytest.raises(DataError, match="no semantic prediction"):
         _run(tmp_path, config, {"ft_decoder": ("box", BINARY_ONLY)}, ["kits23"])
     assert not (tmp_path / "results" / "table3.csv").exists()
     with pytest.raises(DataError, match="cross.datasets"):
-        make_table3({}, tmp_path / "masks.parquet", tmp_path / "t3.csv", tmp_path / "t3.md", tmp_path / "t3.png", config=config)
+        make_table3(
+            {}, tmp_path / "masks.parquet", tmp_path / "t3.csv", tmp_path / "t3.md", tmp_path / "t3.png", config=config
+        )
     assert not (tmp_path / "t3.csv").exists()

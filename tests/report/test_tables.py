@@ -29,13 +29,20 @@ def _per_mask(method: str, offset: float) -> pd.DataFrame:
             for i, dsc in enumerate(scores):
                 case = f"{modality}_case_{i % 2}"
                 stem = f"{modality}--demo--{case}--z_{i:04d}"
-                rows.append({
-                    "method": method, "prompt": prompt, "modality": modality, "case": case,
-                    "image": f"slices/{case}/images/{stem}.png", "mask": f"slices/{case}/masks/{stem}--0001_000.png",
-                    "class_id": 1, "dsc": min(1.0, max(0.0, dsc + offset + prompt_offset)),
-                    # one CT mask of unknown spacing: HD95 undefined
-                    "hd95_mm": float("nan") if (modality, i) == ("ct", 4) else 10 * (1 - dsc) - offset,
-                })
+                rows.append(
+                    {
+                        "method": method,
+                        "prompt": prompt,
+                        "modality": modality,
+                        "case": case,
+                        "image": f"slices/{case}/images/{stem}.png",
+                        "mask": f"slices/{case}/masks/{stem}--0001_000.png",
+                        "class_id": 1,
+                        "dsc": min(1.0, max(0.0, dsc + offset + prompt_offset)),
+                        # one CT mask of unknown spacing: HD95 undefined
+                        "hd95_mm": float("nan") if (modality, i) == ("ct", 4) else 10 * (1 - dsc) - offset,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

@@ -280,7 +280,13 @@ def test_examples_from_the_mask_index(fake_openai, llm_cfg, tmp_path: Path, capl
     image_png, mask_png = _write_slice(tmp_path)
     index = tmp_path / "masks.parquet"
     pd.DataFrame(
-        {"image": [str(image_png)], "mask": [str(mask_png)], "class_name": ["liver"], "area_fraction": [0.2], "split": ["train"]}
+        {
+            "image": [str(image_png)],
+            "mask": [str(mask_png)],
+            "class_name": ["liver"],
+            "area_fraction": [0.2],
+            "split": ["train"],
+        }
     ).to_parquet(index)
     with caplog.at_level("WARNING", logger="segsam"):
         out = _run(vocab, tmp_path, llm_cfg(attach_image=True), mask_index=index)

@@ -103,8 +103,14 @@ def test_minilm_offline_deterministic_and_cached(descriptions: Path, tmp_path: P
 
 
 def test_openai_backend_through_fake_server(fake_openai, descriptions: Path, tmp_path: Path, seen: list[str]) -> None:
-    cfg = {"backend": "openai", "model": "fake-embed", "base_url": fake_openai.base_url, "batch_size": 8,
-           "api_key_env": "SEGSAM_TEST_EMBED_KEY", "max_retries": 2}
+    cfg = {
+        "backend": "openai",
+        "model": "fake-embed",
+        "base_url": fake_openai.base_url,
+        "batch_size": 8,
+        "api_key_env": "SEGSAM_TEST_EMBED_KEY",
+        "max_retries": 2,
+    }
     fake_openai.push_embed(status=503)
     out, cache = tmp_path / "emb.parquet", tmp_path / "cache.parquet"
     sleeps: list[float] = []

@@ -31,8 +31,13 @@ def restore_segsam_logger() -> Iterator[None]:
 
 
 def test_key_never_leaves_the_authorization_header(
-    fake_openai, llm_cfg, small_vocab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, restore_segsam_logger: None,
+    fake_openai,
+    llm_cfg,
+    small_vocab: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    restore_segsam_logger: None,
 ) -> None:
     monkeypatch.setenv("SEGSAM_TEST_LLM_KEY", KEY)
     for name in ("openai", "httpx", "httpx2", "httpcore"):
@@ -42,18 +47,37 @@ def test_key_never_leaves_the_authorization_header(
     fake_openai.push_embed(status=401)
     fake_openai.push_embed(status=500)
     cache, out = tmp_path / "cache.json", tmp_path / "descriptions.json"
-    emb_cfg = {"backend": "openai", "model": "fake-embed", "base_url": fake_openai.base_url,
-               "batch_size": 32, "api_key_env": "SEGSAM_TEST_LLM_KEY", "max_retries": 2}
+    emb_cfg = {
+        "backend": "openai",
+        "model": "fake-embed",
+        "base_url": fake_openai.base_url,
+        "batch_size": 32,
+        "api_key_env": "SEGSAM_TEST_LLM_KEY",
+        "max_retries": 2,
+    }
 
     describe_vocabulary(small_vocab, cache, out, llm_cfg(), sleep=lambda s: None)
     assert "HTTP 429" in caplog.text
     # a non-retryable failure goes through run_stage into the rule log
     with pytest.raises(SystemExit):
-        run_stage(embed_descriptions, out, tmp_path / "e.parquet", tmp_path / "c.parquet", emb_cfg,
-                  log=str(tmp_path / "logs" / "embed_fail.log"))
+        run_stage(
+            embed_descriptions,
+            out,
+            tmp_path / "e.parquet",
+            tmp_path / "c.parquet",
+            emb_cfg,
+            log=str(tmp_path / "logs" / "embed_fail.log"),
+        )
     # then a transient failure and success, also logged to a file
-    run_stage(embed_descriptions, out, tmp_path / "e.parquet", tmp_path / "c.parquet", emb_cfg,
-              sleep=lambda s: None, log=str(tmp_path / "logs" / "embed.log"))
+    run_stage(
+        embed_descriptions,
+        out,
+        tmp_path / "e.parquet",
+        tmp_path / "c.parquet",
+        emb_cfg,
+        sleep=lambda s: None,
+        log=str(tmp_path / "logs" / "embed.log"),
+    )
     assert "HTTP 500" in (tmp_path / "logs" / "embed.log").read_text()
 
     calls = fake_openai.requests

@@ -46,23 +46,42 @@ def make_training_set(root: Path, n_images: int = 4) -> tuple[Path, Path]:
             path = image.parent.parent / "masks" / f"{image.stem}--{c + 1:04d}_000.png"
             path.parent.mkdir(exist_ok=True)
             sitk.WriteImage(sitk.GetImageFromArray(mask), str(path))
-            rows.append({"image": str(image), "mask": str(path), "case": "case_a", "modality": "ct", "class_id": [1, 2][c],
-                         "height": 64, "width": 64, "split": "train"})
+            rows.append(
+                {
+                    "image": str(image),
+                    "mask": str(path),
+                    "case": "case_a",
+                    "modality": "ct",
+                    "class_id": [1, 2][c],
+                    "height": 64,
+                    "width": 64,
+                    "split": "train",
+                }
+            )
     masks = root / "masks.parquet"
     pd.DataFrame(rows).to_parquet(masks)
     cache = root / "cache"
     cache.mkdir()
     images = sorted({r["image"] for r in rows})
     np.save(cache / "case_a.npy", rng.standard_normal((len(images), 256, 64, 64)).astype(np.float16))
-    pd.DataFrame({"row": range(len(images)), "image": images, "height": 64, "width": 64}).to_parquet(cache / "case_a.parquet")
+    pd.DataFrame({"row": range(len(images)), "image": images, "height": 64, "width": 64}).to_parquet(
+        cache / "case_a.parquet"
+    )
     return masks, cache
 
 
 def small_config(root: Path) -> dict:
     config = copy.deepcopy(load_config())
-    config["train"].update({"epochs": 1, "batch_size": 4, "masks_per_image": 2, "lr": 1e-3, "checkpoint_every": 0, "lr_milestones": []})
+    config["train"].update(
+        {"epochs": 1, "batch_size": 4, "masks_per_image": 2, "lr": 1e-3, "checkpoint_every": 0, "lr_milestones": []}
+    )
     config["tracking"].update({"uri": f"sqlite:///{root}/mlflow.db", "artifacts": str(root / "artifacts")})
-    init_store(config["tracking"]["uri"], config["tracking"]["experiment"], config["tracking"]["artifacts"], root / "mlflow.json")
+    init_store(
+        config["tracking"]["uri"],
+        config["tracking"]["experiment"],
+        config["tracking"]["artifacts"],
+        root / "mlflow.json",
+    )
     return config
 
 
@@ -73,8 +92,17 @@ def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
     weights, summaries = {}, {}
     for nproc in (1, 2):
         out = tmp_path / f"ranks{nproc}"
-        launch("ft_decoder", masks, cache, out / "checkpoint.pt", out / "summary.json", config=config, nproc=nproc,
-               threads=2, state_dir=out / "state")
+        launch(
+            "ft_decoder",
+            masks,
+            cache,
+            out / "checkpoint.pt",
+            out / "summary.json",
+            config=config,
+            nproc=nproc,
+            threads=2,
+            state_dir=out / "state",
+        )
         weights[nproc] = load_state_dict(out / "checkpoint.pt")
         summaries[nproc] = json.loads((out / "summary.json").read_text())
         assert not (out / "state" / STATE_FILE).exists()  # removed once training finished
@@ -98,7 +126,9 @@ def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
     assert float((logits[0] - logits[1]).abs().max()) < 1e-3
 
 
-def test_two_ranks_match_one_rank_when_adapters_train_from_images(tmp_path: Path, random_vit_b: tuple[Path, str]) -> None:
+def test_two_ranks_match_one_rank_when_adapters_train_from_images(
+    tmp_path: Path, random_vit_b: tuple[Path, str]
+) -> None:
     """Med-SA: the ViT-B encoder (with trainable adapters) runs inside the DDP forward pass.
 
     Same tolerance as above: the loss to 1e-5 and every parameter, adapters included, to within
@@ -111,7 +141,9 @@ def test_two_ranks_match_one_rank_when_adapters_train_from_images(tmp_path: Path
     weights, losses = {}, {}
     for nproc in (1, 2):
         out = tmp_path / f"ranks{nproc}"
-        launch("med_sa", masks, None, out / "checkpoint.pt", out / "summary.json", config=config, nproc=nproc, threads=2)
+        launch(
+            "med_sa", masks, None, out / "checkpoint.pt", out / "summary.json", config=config, nproc=nproc, threads=2
+        )
         summary = json.loads((out / "summary.json").read_text())
         assert summary["world_size"] == nproc
         weights[nproc], losses[nproc] = load_state_dict(out / "checkpoint.pt"), summary["history"][0]["loss"]
@@ -128,5 +160,7 @@ def test_two_ranks_match_one_rank_when_adapters_train_from_images(tmp_path: Path
 def test_torchrun_command_single_and_multi_node(tmp_path: Path) -> None:
     single = torchrun_command(4, {"nnodes": 1}, tmp_path / "a.json")
     assert "--standalone" in single and "--nproc_per_node=4" in single
-    multi = torchrun_command(8, {"nnodes": 2, "rdzv_backend": "c10d", "rdzv_endpoint": "node0:29500", "rdzv_id": "job1"}, tmp_path / "a.json")
+    multi = torchrun_command(
+        8, {"nnodes": 2, "rdzv_backend": "c10d", "rdzv_endpoint": "node0:29500", "rdzv_id": "job1"}, tmp_path / "a.json"
+    )
     assert "--nnodes=2" in multi and "--rdzv_endpoint=node0:29500" in multi and "--standalone" not in multi

@@ -30,7 +30,12 @@ def _slice_dir(root: Path) -> Path:
 
 def test_encode_case_and_store(tmp_path: Path) -> None:
     folder = _slice_dir(tmp_path)
-    n = encode_case(folder, tmp_path / "cache/case_a.npy", tmp_path / "cache/case_a.parquet", encoder_cfg=encoder_settings(load_config(), "tiny_vit"))
+    n = encode_case(
+        folder,
+        tmp_path / "cache/case_a.npy",
+        tmp_path / "cache/case_a.parquet",
+        encoder_cfg=encoder_settings(load_config(), "tiny_vit"),
+    )
     assert n == 2
     array = np.load(tmp_path / "cache/case_a.npy")
     assert array.shape == (2, 256, 64, 64) and array.dtype == np.float16
@@ -64,7 +69,9 @@ def test_vit_b_cache_holds_the_encoder_of_the_vit_b_methods(tmp_path: Path, rand
     model = build_model("ft_sam", encoder_weights=random_vit_b[0], num_classes=4, text_dim=None)
     with torch.inference_mode():
         expected = model.encode(encoder_input(read_png(table["image"][0]), 256, "vit_b")[0][None])[0]
-    torch.testing.assert_close(torch.from_numpy(array[0].astype(np.float32)), expected, atol=2e-2, rtol=2e-2)  # float16 cache
+    torch.testing.assert_close(
+        torch.from_numpy(array[0].astype(np.float32)), expected, atol=2e-2, rtol=2e-2
+    )  # float16 cache
     settings["sha256"] = "0" * 64
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         encode_case(folder, tmp_path / "x.npy", tmp_path / "x.parquet", encoder_cfg=settings)

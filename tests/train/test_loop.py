@@ -87,8 +87,13 @@ def test_one_step_changes_only_trainable_parameters(method: str) -> None:
     text = torch.randn(num_classes, 384) if spec.has_t2vse else None
     model.train()
     out = model(torch.randn(4, 256, 64, 64), is_point, boxes, points, text)
-    losses = model.loss(out, chosen[:, None].float(), torch.from_numpy(item.classes[indices]),
-                        presence_targets(item, indices, num_classes), weights=config["loss"])
+    losses = model.loss(
+        out,
+        chosen[:, None].float(),
+        torch.from_numpy(item.classes[indices]),
+        presence_targets(item, indices, num_classes),
+        weights=config["loss"],
+    )
     assert all(torch.isfinite(v) for v in losses.values())
     losses["loss"].backward()
     optimiser.step()
@@ -98,7 +103,8 @@ def test_one_step_changes_only_trainable_parameters(method: str) -> None:
     # trainable but unreachable from box / positive-point prompts without a mask input, and
     # the hypernetworks of SAM's multimask tokens 1-3 (single-mask output uses token 0)
     unused = (
-        "prompt_encoder.point_embeddings.0.", "prompt_encoder.mask_downscaling.",
+        "prompt_encoder.point_embeddings.0.",
+        "prompt_encoder.mask_downscaling.",
         *(f"mask_decoder.output_hypernetworks_mlps.{i}." for i in (1, 2, 3)),
     )
     changed = {name for name in trained if not torch.equal(before[name], after[name])}
@@ -135,7 +141,9 @@ def test_training_with_iterative_clicks_is_deterministic(tmp_path: Path) -> None
     for name, clicks in (("a", 2), ("b", 2), ("none", 0)):
         config["train"]["iterative_clicks"] = clicks
         out = tmp_path / name
-        summary = train_method("ft_decoder", masks, cache, out / "ckpt.pt", out / "summary.json", config=config, threads=2)
+        summary = train_method(
+            "ft_decoder", masks, cache, out / "ckpt.pt", out / "summary.json", config=config, threads=2
+        )
         assert np.isfinite(summary["history"][0]["loss"])
         weights[name] = load_state_dict(out / "ckpt.pt")
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
@@ -157,7 +165,9 @@ def test_micro_batches_match_the_whole_batch(tmp_path: Path) -> None:
     for micro in (4, 1):
         config["train"]["micro_batch"] = micro
         out = tmp_path / f"micro{micro}"
-        summary = train_method("ft_decoder", masks, cache, out / "ckpt.pt", out / "summary.json", config=config, threads=2)
+        summary = train_method(
+            "ft_decoder", masks, cache, out / "ckpt.pt", out / "summary.json", config=config, threads=2
+        )
         weights[micro], losses[micro] = load_state_dict(out / "ckpt.pt"), summary["history"][0]["loss"]
     assert losses[1] == pytest.approx(losses[4], abs=1e-6)
     lr = config["train"]["lr"]

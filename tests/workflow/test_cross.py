@@ -20,8 +20,16 @@ from segsam.config import encoder_tag, load_config
 from tests.workflow.wfutils import REPO, copy_workflow, planned_jobs, snakemake
 
 SHARED = REPO.parent / "shared" / "data"
-CROSS_JOBS = {"fetch_file": 4, "stage_case": 2, "slice_cross_volume": 2, "build_cross_index": 1, "embed_cross_images": 2,
-              "cross_prompts": 1, "evaluate_cross": 4, "table3": 1}
+CROSS_JOBS = {
+    "fetch_file": 4,
+    "stage_case": 2,
+    "slice_cross_volume": 2,
+    "build_cross_index": 1,
+    "embed_cross_images": 2,
+    "cross_prompts": 1,
+    "evaluate_cross": 4,
+    "table3": 1,
+}
 
 
 # files later jobs write in place (not replaced by a rename): copied, so the shared run is never edited
@@ -31,6 +39,7 @@ IN_PLACE = (".snakemake", "results/mlflow", "results/mlflow.db", "results/logs",
 def _copy_run(src: Path, dest: Path) -> Path:
     """A copy of a finished run: outputs hard-linked (later jobs replace them, never edit them), the
     MLflow store, Snakemake's metadata, logs and benchmarks copied (those are written in place)."""
+
     def link_or_copy(a: str, b: str) -> None:
         relative = Path(a).relative_to(src).as_posix()
         if any(relative == p or relative.startswith(f"{p}/") for p in IN_PLACE):
@@ -46,9 +55,16 @@ def _copy_run(src: Path, dest: Path) -> Path:
 def cross_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     work = _copy_run(tiny_run, tmp_path_factory.mktemp("cross") / "work")
     overlay = "config/cross_test.yaml"
-    (work / overlay).write_text(yaml.safe_dump({
-        "cross": {"datasets": {"totalseg_example": {"mirror": str(SHARED)}}, "stride": {"x": 40, "y": 40, "z": 40}},
-    }))
+    (work / overlay).write_text(
+        yaml.safe_dump(
+            {
+                "cross": {
+                    "datasets": {"totalseg_example": {"mirror": str(SHARED)}},
+                    "stride": {"x": 40, "y": 40, "z": 40},
+                },
+            }
+        )
+    )
     # only the cross-dataset chain is planned: nothing of the training dataset reruns
     # table 3 joins the default target, and table 5 (rule semantic_tables) takes the cross datasets' rows
     assert planned_jobs(work, overlay) == {**CROSS_JOBS, "semantic_tables": 1, "all": 1}
@@ -58,7 +74,9 @@ def cross_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-@pytest.mark.skipif(not (SHARED / "totalsegmentator").is_dir(), reason=f"{SHARED} (real CT/MR) is not beside the repository")
+@pytest.mark.skipif(
+    not (SHARED / "totalsegmentator").is_dir(), reason=f"{SHARED} (real CT/MR) is not beside the repository"
+)
 def test_cross_dataset_table3(cross_run: tuple[Path, str]) -> None:
     work, overlay = cross_run
     root = work / "results/cross/totalseg_example"
@@ -116,12 +134,21 @@ def test_cross_config_plans_kits23_and_btcv_and_asks_for_the_amos_archive_first(
     # AMOS lists its cases from its archive: the plan stops, saying how to get it
     assert proc.returncode != 0
     assert "dataset amos: its case list is read from amos/amos22.zip" in text and "cross.datasets.amos.mirror" in text
-    assert planned_jobs(work, "config/cross.yaml", targets=("fetch_archives",)) == {"fetch_file": 2, "fetch_archives": 1}
+    assert planned_jobs(work, "config/cross.yaml", targets=("fetch_archives",)) == {
+        "fetch_file": 2,
+        "fetch_archives": 1,
+    }
     # KiTS23 (489 cases, image and label each a download) and BTCV (30 cases in one manual archive)
     (work / "config/kits_btcv.yaml").write_text(yaml.safe_dump({"cross": {"datasets": {"kits23": None, "btcv": None}}}))
     jobs = planned_jobs(work, "config/kits_btcv.yaml", targets=("results/table3.csv",))
     assert {rule: jobs[rule] for rule in CROSS_JOBS} == {
-        "fetch_file": 489 * 2 + 1, "stage_case": 519, "slice_cross_volume": 519, "build_cross_index": 2,
-        "embed_cross_images": 519, "cross_prompts": 2, "evaluate_cross": 2 * 4, "table3": 1,
+        "fetch_file": 489 * 2 + 1,
+        "stage_case": 519,
+        "slice_cross_volume": 519,
+        "build_cross_index": 2,
+        "embed_cross_images": 519,
+        "cross_prompts": 2,
+        "evaluate_cross": 2 * 4,
+        "table3": 1,
     }
     assert jobs["extract_archive"] == 1 and jobs["train"] == 3  # the tiny training chain (3 methods) comes first

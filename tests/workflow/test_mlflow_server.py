@@ -31,9 +31,21 @@ def test_mlflow_server_lists_the_workflow_runs(tiny_run: Path, tmp_path: Path) -
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tiny_run / 'results/mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tiny_run / 'results/mlflow.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -48,9 +60,15 @@ def test_mlflow_server_lists_the_workflow_runs(tiny_run: Path, tmp_path: Path) -
             assert server.poll() is None, "mlflow server exited"
             assert time.monotonic() < deadline, "mlflow server did not start in 90 s"
             time.sleep(0.5)
-        experiment = json.loads(urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=segsam", timeout=10).read())
+        experiment = json.loads(
+            urllib.request.urlopen(
+                f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=segsam", timeout=10
+            ).read()
+        )
         experiment_id = experiment["experiment"]["experiment_id"]
-        runs = _post(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 100})["runs"]
+        runs = _post(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 100})[
+            "runs"
+        ]
         names = {run["info"]["run_name"] for run in runs}
         assert {"train/ft_decoder", "evaluate/medsam_lite", "evaluate/ft_decoder"} <= names
         by_name = {run["info"]["run_name"]: run for run in runs}

@@ -15,11 +15,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 SHARED = REPO.parent / "shared" / "data"
 
 
-@pytest.mark.skipif(not (SHARED / "totalsegmentator").is_dir(), reason=f"{SHARED} (real CT/MR) is not beside the repository")
+@pytest.mark.skipif(
+    not (SHARED / "totalsegmentator").is_dir(), reason=f"{SHARED} (real CT/MR) is not beside the repository"
+)
 def test_real_small_end_to_end(tmp_path: Path) -> None:
     work = copy_workflow(tmp_path)
     (work / "config" / "mirror.yaml").write_text(yaml.safe_dump({"dataset": {"mirror": str(SHARED)}}))
-    proc = snakemake(work, "--cores", "2", "--configfile", "config/real-small.yaml", "config/mirror.yaml", overlays_only=True)
+    proc = snakemake(
+        work, "--cores", "2", "--configfile", "config/real-small.yaml", "config/mirror.yaml", overlays_only=True
+    )
     assert proc.returncode == 0
     table = pd.read_csv(work / "results/table1.csv")
     assert "ct" in table.columns and "mr" not in table.columns  # MR trains, CT tests (split rule of real-small)

@@ -49,8 +49,19 @@ def test_sigkill_mid_epoch_then_rerun_resumes_exactly(tiny_run: Path, tmp_path: 
     state_file = work / "results/models/ft_decoder/state" / STATE_FILE
     assert not state_file.exists()
 
-    cmd = [sys.executable, "-m", "snakemake", TARGET, "--cores", "2", "--forcerun", "train",
-           "--configfile", "config/tiny.yaml", *overlays]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        TARGET,
+        "--cores",
+        "2",
+        "--forcerun",
+        "train",
+        "--configfile",
+        "config/tiny.yaml",
+        *overlays,
+    ]
     proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     killed = False
     deadline = time.monotonic() + 600

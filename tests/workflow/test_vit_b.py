@@ -21,7 +21,6 @@ import yaml
 
 from segsam.models.adapters import is_adapter_parameter
 from segsam.models.weights import load_state_dict, sha256_of
-
 from tests.workflow.wfutils import copy_workflow, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -41,9 +40,14 @@ def vit_b_run(tmp_path_factory: pytest.TempPathFactory, random_vit_b: tuple[Path
     mirror = work / "mirror"
     mirror.mkdir()
     os.link(random_vit_b[0], mirror / "sam_vit_b_01ec64.pth")
-    config = _overlay(work, "vit_b_test.yaml", {
-        "methods": METHODS, "encoder": {"vit_b": {"sha256": random_vit_b[1], "mirror": str(mirror)}},
-    })
+    config = _overlay(
+        work,
+        "vit_b_test.yaml",
+        {
+            "methods": METHODS,
+            "encoder": {"vit_b": {"sha256": random_vit_b[1], "mirror": str(mirror)}},
+        },
+    )
     snakemake(work, "--cores", "2", overlays=(config,))  # the default target: tables, figures, text
     return work, config, random_vit_b[1]
 
@@ -58,7 +62,9 @@ def test_one_vit_b_cache_shared_by_the_frozen_encoder_methods(vit_b_run: tuple[P
     caches = sorted(p.name for p in (work / "results/embeddings").iterdir())
     assert caches == [f"sam_vit_b_01ec64-{sha[:8]}"]  # no LiteMedSAM cache: no tiny_vit method is listed
     images = pd.read_parquet(work / "results/index/images.parquet")["image"]
-    cached = pd.concat([pd.read_parquet(p) for p in (work / "results/embeddings" / caches[0]).glob("*.parquet")])["image"]
+    cached = pd.concat([pd.read_parquet(p) for p in (work / "results/embeddings" / caches[0]).glob("*.parquet")])[
+        "image"
+    ]
     assert sorted(cached) == sorted(images)
     assert np.load(next((work / "results/embeddings" / caches[0]).glob("*.npy"))).shape[1:] == (256, 16, 16)
 
@@ -95,7 +101,9 @@ def test_tables_have_the_baseline_rows(vit_b_run: tuple[Path, str, str]) -> None
 
 def test_where_the_weights_come_from_reruns_nothing(vit_b_run: tuple[Path, str, str]) -> None:
     work, config, _ = vit_b_run
-    moved = _overlay(work, "vit_b_url.yaml", {"encoder": {"vit_b": {"url": "https://example.org/sam_vit_b_01ec64.pth"}}})
+    moved = _overlay(
+        work, "vit_b_url.yaml", {"encoder": {"vit_b": {"url": "https://example.org/sam_vit_b_01ec64.pth"}}}
+    )
     assert planned_jobs(work, config, moved) == {}
     other = _overlay(work, "vit_b_sha.yaml", {"encoder": {"vit_b": {"sha256": "0" * 64}}})
     jobs = planned_jobs(work, config, other)  # other weights: everything ViT-B reruns
@@ -108,7 +116,9 @@ def test_a_wrong_checksum_fails_in_one_line_and_leaves_no_file(tmp_path: Path, r
     mirror.mkdir()
     os.link(random_vit_b[0], mirror / "sam_vit_b_01ec64.pth")
     config = _overlay(work, "bad.yaml", {"methods": ["sam"], "encoder": {"vit_b": {"mirror": str(mirror)}}})
-    proc = snakemake(work, "--cores", "1", overlays=(config,), targets=("results/weights/sam_vit_b_01ec64.pth",), check=False)
+    proc = snakemake(
+        work, "--cores", "1", overlays=(config,), targets=("results/weights/sam_vit_b_01ec64.pth",), check=False
+    )
     assert proc.returncode != 0
     log = (work / "results/logs/fetch_vit_b.log").read_text().strip()
     assert len(log.splitlines()) == 1 and "sam_vit_b_01ec64.pth" in log and "ec2df627" in log  # the official digest

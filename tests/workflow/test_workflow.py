@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from segsam.config import encoder_tag, load_config
-
 from tests.text.conftest import FakeOpenAI, fake_openai  # noqa: F401 - the fixture
 from tests.workflow.wfutils import copy_workflow, planned_jobs, snakemake
 
@@ -54,7 +53,9 @@ def test_table1_rows_and_numbers(tiny_run: Path) -> None:
     per_mask = pd.read_parquet(tiny_run / "results/eval/medsam_lite/per_mask.parquet")
     assert per_mask["hd95_mm"].notna().all() and (per_mask["hd95_mm"] >= 0).all()
     box_masks = per_mask[per_mask["prompt"] == "box"]
-    assert box_masks["hd95_mm"].median() < 40.0  # boxed organs: boundaries within a few mm, far below the slice diagonal
+    assert (
+        box_masks["hd95_mm"].median() < 40.0
+    )  # boxed organs: boundaries within a few mm, far below the slice diagonal
     assert {r["modality"] for r in sidecar["hd95_mm"]} == {"ct", "mr", "avg"}
 
 
@@ -78,10 +79,29 @@ def test_semantic_tables(tiny_run: Path) -> None:
 
 
 def test_every_rule_has_log_and_benchmark(tiny_run: Path) -> None:
-    logs = {p.relative_to(tiny_run / "results/logs").parts[0].removesuffix(".log") for p in (tiny_run / "results/logs").rglob("*.log")}
-    benches = {p.relative_to(tiny_run / "results/benchmarks").parts[0].removesuffix(".tsv") for p in (tiny_run / "results/benchmarks").rglob("*.tsv")}
-    expected = {"demo_phantom", "slice_volume", "build_index", "describe_classes", "embed_text", "embed_images",
-                "mlflow_init", "train", "test_prompts", "evaluate", "table1", "semantic_tables", "figures"}
+    logs = {
+        p.relative_to(tiny_run / "results/logs").parts[0].removesuffix(".log")
+        for p in (tiny_run / "results/logs").rglob("*.log")
+    }
+    benches = {
+        p.relative_to(tiny_run / "results/benchmarks").parts[0].removesuffix(".tsv")
+        for p in (tiny_run / "results/benchmarks").rglob("*.tsv")
+    }
+    expected = {
+        "demo_phantom",
+        "slice_volume",
+        "build_index",
+        "describe_classes",
+        "embed_text",
+        "embed_images",
+        "mlflow_init",
+        "train",
+        "test_prompts",
+        "evaluate",
+        "table1",
+        "semantic_tables",
+        "figures",
+    }
     assert expected <= logs
     assert expected <= benches
 
@@ -99,8 +119,15 @@ def test_mlflow_runs(tiny_run: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results/mlflow.db'}")
     experiment = client.get_experiment_by_name("segsam")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {"train/ft_decoder", "train/segsam", "train/unet",
-                         "evaluate/medsam_lite", "evaluate/ft_decoder", "evaluate/segsam", "evaluate/unet"}
+    assert set(runs) == {
+        "train/ft_decoder",
+        "train/segsam",
+        "train/unet",
+        "evaluate/medsam_lite",
+        "evaluate/ft_decoder",
+        "evaluate/segsam",
+        "evaluate/unet",
+    }
     train = runs["train/ft_decoder"]
     assert train.data.tags["stage"] == "train" and train.data.tags["dataset"] == "demo"
     assert {"config_hash", "git_commit", "method"} <= set(train.data.tags)
@@ -114,7 +141,9 @@ def test_mlflow_runs(tiny_run: Path) -> None:
     unet = runs["evaluate/unet"]  # a prompt-free network: semantic mDSC, linked to its training run
     assert unet.data.tags["train_run_id"] == runs["train/unet"].info.run_id
     assert 0 <= unet.data.metrics["mdsc/none/avg"] <= 1 and "dsc/box/avg" not in unet.data.metrics
-    assert float(runs["train/unet"].data.params["trainable_params"]) > 0 and "epoch/ce" in runs["train/unet"].data.metrics
+    assert (
+        float(runs["train/unet"].data.params["trainable_params"]) > 0 and "epoch/ce" in runs["train/unet"].data.metrics
+    )
 
 
 def test_second_run_does_nothing(tiny_run: Path) -> None:
@@ -156,8 +185,12 @@ def test_encoder_setting_does_not_rerun_the_prompt_free_network(tiny_run: Path) 
 
 def test_text_stage_reruns_only_for_its_cache_key(tiny_run: Path) -> None:
     """Client settings change nothing; the model (part of the description cache key) reruns the text stage."""
-    client = {"text": {"llm": {"timeout_s": 5, "concurrency": 1, "temperature": 0.7, "max_retries": 2},
-                       "embedding": {"batch_size": 4}}}
+    client = {
+        "text": {
+            "llm": {"timeout_s": 5, "concurrency": 1, "temperature": 0.7, "max_retries": 2},
+            "embedding": {"batch_size": 4},
+        }
+    }
     assert planned_jobs(tiny_run, overlay(tiny_run, "llm_client.yaml", client)) == {}
     jobs = planned_jobs(tiny_run, overlay(tiny_run, "llm_model.yaml", {"text": {"llm": {"model": "another-model"}}}))
     assert jobs.get("describe_classes") == 1 and jobs.get("embed_text") == 1
@@ -172,7 +205,10 @@ def test_text_stage_reruns_only_for_its_cache_key(tiny_run: Path) -> None:
         ({"methods": ["medsam_lite", "no_such_method"]}, "no_such_method"),
         ({"cross": {"datasets": {"no_such_dataset": None}}}, "no_such_dataset"),
         ({"cross": {"datasets": {"kits23": {"mirorr": "x"}}}}, "mirorr"),
-        ({"dataset": {"name": "totalseg_example"}, "cross": {"datasets": {"totalseg_example": None}}}, "is the training dataset"),
+        (
+            {"dataset": {"name": "totalseg_example"}, "cross": {"datasets": {"totalseg_example": None}}},
+            "is the training dataset",
+        ),
     ],
 )
 def test_invalid_config_fails_at_start_up(tmp_path: Path, content: dict, expected: str) -> None:
@@ -198,7 +234,9 @@ def test_bad_weights_fail_with_what_to_do(tiny_run: Path, encoder: dict, message
     logs = "".join(p.read_text() for p in (tiny_run / "results/logs/embed_images" / tag).glob("*.log"))
     assert "WeightsError" in logs and message in logs
     assert len(logs.strip().splitlines()) == 1  # one line, no traceback
-    assert not (tiny_run / "results/embeddings" / tag).exists() or not any((tiny_run / "results/embeddings" / tag).iterdir())
+    assert not (tiny_run / "results/embeddings" / tag).exists() or not any(
+        (tiny_run / "results/embeddings" / tag).iterdir()
+    )
 
 
 # Issue 5. Kept last in this file (pytest runs a module's tests in order): it
@@ -208,13 +246,32 @@ KEY = "sk-segsam-WORKFLOW-LEAKCHECK-93b1e2"
 
 def test_api_key_never_written(tiny_run: Path, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     overlay = tiny_run / "config" / "llm.yaml"
-    overlay.write_text(yaml.safe_dump({"text": {"llm": {
-        "enabled": True, "base_url": fake_openai.base_url, "model": "fake-llm",
-        "api_key_env": "SEGSAM_WF_KEY", "concurrency": 4, "max_retries": 1, "attach_image": True,
-    }}}))
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "text": {
+                    "llm": {
+                        "enabled": True,
+                        "base_url": fake_openai.base_url,
+                        "model": "fake-llm",
+                        "api_key_env": "SEGSAM_WF_KEY",
+                        "concurrency": 4,
+                        "max_retries": 1,
+                        "attach_image": True,
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setenv("SEGSAM_WF_KEY", KEY)
     snakemake(
-        tiny_run, "--cores", "2", "--forcerun", "describe_classes", "evaluate", overlays=("config/llm.yaml",),
+        tiny_run,
+        "--cores",
+        "2",
+        "--forcerun",
+        "describe_classes",
+        "evaluate",
+        overlays=("config/llm.yaml",),
         targets=("results/text/class_embeddings.parquet", "results/eval/medsam_lite/summary.json"),
     )
     chats = fake_openai.calls("/chat/completions")
@@ -234,9 +291,6 @@ def test_api_key_never_written(tiny_run: Path, fake_openai: FakeOpenAI, monkeypa
     provenance = {name: entry["provenance"]["with_image"] for name, entry in json.loads(descriptions).items()}
     assert {name for name, image in provenance.items() if image} == present
     assert "described from text alone" in (tiny_run / "results/logs/describe_classes.log").read_text()
-    leaked = [
-        path for path in tiny_run.rglob("*")
-        if path.is_file() and KEY.encode() in path.read_bytes()
-    ]
+    leaked = [path for path in tiny_run.rglob("*") if path.is_file() and KEY.encode() in path.read_bytes()]
     assert leaked == []
     assert (tiny_run / "results/mlflow.db").is_file()

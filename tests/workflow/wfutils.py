@@ -19,8 +19,13 @@ COPIED = ("Snakefile", "workflow", "config", "envs", "segsam", "profiles")
 
 
 def snakemake(
-    workdir: Path, *args: str, overlays: tuple[str, ...] = (), targets: tuple[str, ...] = (), check: bool = True,
-    timeout: float = 1800, overlays_only: bool = False,
+    workdir: Path,
+    *args: str,
+    overlays: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+    check: bool = True,
+    timeout: float = 1800,
+    overlays_only: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run Snakemake (this interpreter's) in ``workdir`` on the tiny config (+ ``overlays``).
 
@@ -30,14 +35,21 @@ def snakemake(
     configs = [] if overlays_only else ["--configfile", "config/tiny.yaml", *overlays]
     cmd = [sys.executable, "-m", "snakemake", *targets, *args, *configs]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env)
+    proc = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
 def planned_jobs(workdir: Path, *overlays: str, targets: tuple[str, ...] = ()) -> dict[str, int]:
-    """Rules (and job counts) a dry run (of ``targets``, else the default) would execute; {} when nothing is to be done."""
+    """Rules (and job counts) a dry run (of ``targets``, else the default) would execute.
+
+    {} when nothing is to be done.
+    """
     proc = snakemake(workdir, "-n", overlays=overlays, targets=targets)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:

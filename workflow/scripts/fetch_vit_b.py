@@ -1,4 +1,5 @@
-"""Rule fetch_vit_b: SAM's ViT-B checkpoint from encoder.vit_b.mirror or its URL, sha256-checked (segsam.data.download)."""
+"""Rule fetch_vit_b: SAM's ViT-B checkpoint from encoder.vit_b.mirror or its URL, sha256-checked
+(segsam.data.download)."""
 
 from pathlib import Path
 

@@ -4,4 +4,11 @@ from segsam.errors import run_stage
 from segsam.tracking import init_store
 
 tracking = snakemake.params.tracking
-run_stage(init_store, tracking["uri"], tracking["experiment"], tracking["artifacts"], snakemake.output[0], log=snakemake.log[0])
+run_stage(
+    init_store,
+    tracking["uri"],
+    tracking["experiment"],
+    tracking["artifacts"],
+    snakemake.output[0],
+    log=snakemake.log[0],
+)

@@ -1,4 +1,5 @@
-"""Rule stage_case: one case's image and label -> results/raw/<dataset>/<case>_{image,label}.nii.gz (segsam.data.download)."""
+"""Rule stage_case: one case's image and label -> results/raw/<dataset>/<case>_{image,label}.nii.gz
+(segsam.data.download)."""
 
 from segsam.data.download import stage_case
 from segsam.errors import run_stage
