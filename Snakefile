@@ -6,7 +6,7 @@
 # Stages (one rule file each, logic in the segsam package):
 #   data.smk      demo phantoms / downloads -> slices -> index       (segsam.data)
 #   text.smk      class descriptions -> text embeddings              (segsam.text)
-#   embed.smk     frozen-encoder image embeddings, cached            (segsam.train.embedding_cache)
+#   embed.smk     frozen-encoder image embeddings, cached            (segsam.embed)
 #   train.smk     MLflow store set-up, training per method           (segsam.train, segsam.tracking)
 #   evaluate.smk  saved test prompts, evaluation per method          (segsam.evaluate)
 #   report.smk    tables and figures                                 (segsam.report)

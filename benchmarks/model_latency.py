@@ -41,8 +41,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from segsam.methods import METHODS, MethodSpec, get_method, parameter_counts  # noqa: E402
 from segsam.models.build import build_model, with_backbone  # noqa: E402
-from segsam.models.methods import METHODS, MethodSpec, get_method, parameter_counts  # noqa: E402
 from segsam.runtime import keep_large_allocations
 
 TARGET = 1.15

@@ -27,14 +27,15 @@ import torch
 
 from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
+from segsam.methods import get_method
 from segsam.models.build import build_model, with_backbone
 from segsam.models.litemedsam import build_litemedsam
-from segsam.models.methods import get_method
+from segsam.models.method_model import build_method_model
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.vit import VIT_B, build_sam_vit
 from segsam.models.weights import LITEMEDSAM_SHA256, resolve_weights
 from segsam.runtime import keep_large_allocations
-from segsam.train.loop import build_method_model, make_optimiser
+from segsam.train.loop import make_optimiser
 
 
 def best_of(fn, repeats: int) -> float:
@@ -85,7 +86,7 @@ def main() -> None:
 
 def _model(encoder_name: str, method: str, config: dict, text_dim: int) -> PromptableModel:
     if encoder_name == "tiny_vit":
-        return build_method_model(method, config, text_dim)
+        return build_method_model(get_method(method), config, len(Vocabulary.read(config["vocabulary"])), text_dim)
     spec = with_backbone(get_method(method), "vit_b")
     return build_model(
         spec,

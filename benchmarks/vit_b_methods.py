@@ -23,8 +23,8 @@ import torch
 
 from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
-from segsam.models.build import build_model
-from segsam.models.methods import METHODS, parameter_counts
+from segsam.methods import METHODS
+from segsam.models.build import build_model, parameter_counts
 from segsam.runtime import keep_large_allocations
 from segsam.train.loop import make_optimiser
 

@@ -27,8 +27,8 @@ def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
     """
     import gc
 
-    from segsam.models.build import build_model
-    from segsam.models.methods import METHODS, parameter_counts
+    from segsam.methods import METHODS
+    from segsam.models.build import build_model, parameter_counts
 
     if num_classes is None:
         from segsam.config import REPO_ROOT, load_config

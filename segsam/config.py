@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 
 from segsam.errors import ConfigError
+from segsam.hashing import stable_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -80,12 +81,6 @@ def load_config(*overlays: str | Path) -> dict[str, Any]:
         config = deep_merge(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     validate(config)
     return config
-
-
-def stable_hash(obj: Any, length: int = 12) -> str:
-    """Hash a JSON-serialisable object independently of key order."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

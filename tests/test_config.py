@@ -19,11 +19,10 @@ from segsam.config import (
     encoder_tag,
     flatten,
     load_config,
-    stable_hash,
     validate,
 )
 from segsam.errors import ConfigError
-from segsam.models.methods import METHODS
+from segsam.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,16 +107,6 @@ def test_flatten_of_default_config_has_dotted_leaf_keys(config: dict[str, Any]) 
     assert flat["slicing.stride.z"] == str(config["slicing"]["stride"]["z"])
     assert flat["tracking.uri"] == config["tracking"]["uri"]
     assert "slicing" not in flat
-
-
-def test_stable_hash_is_key_order_independent() -> None:
-    one = {"a": 1, "b": {"x": [1, 2], "y": "z"}}
-    two = {"b": {"y": "z", "x": [1, 2]}, "a": 1}
-    assert stable_hash(one) == stable_hash(two)
-    assert len(stable_hash(one)) == 12
-    assert len(stable_hash(one, length=20)) == 20
-    assert stable_hash(one) != stable_hash({"a": 2, "b": {"x": [1, 2], "y": "z"}})
-    assert stable_hash({"l": [1, 2]}) != stable_hash({"l": [2, 1]})  # list order matters
 
 
 def test_config_hash_changes_with_any_value(config: dict[str, Any]) -> None:

@@ -29,7 +29,6 @@ needs no extra dependency.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import http.client
 import logging
 import os
@@ -45,6 +44,7 @@ from tqdm import tqdm
 
 from segsam.data.registry import RemoteFile
 from segsam.errors import DataError
+from segsam.hashing import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ __all__ = [
     "fetch_file",
     "fetch_from_mirror",
     "part_path",
-    "sha256_file",
+    "sha256_of",
     "verify_file",
 ]
 
@@ -109,15 +109,6 @@ def part_path(dest: str | Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def sha256_file(path: str | Path, chunk: int = CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks (bounded memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_file(path: str | Path, sha256: str | None, *, source: str) -> str:
     """Check ``path`` against ``sha256``; on a mismatch delete it and raise.
 
@@ -132,7 +123,7 @@ def verify_file(path: str | Path, sha256: str | None, *, source: str) -> str:
     Raises:
         ChecksumError: the digest differs; ``path`` has been removed.
     """
-    actual = sha256_file(path)
+    actual = sha256_of(path)
     if sha256 is None:
         log.warning(
             "%s: no sha256 to check against; got %s (pin it in config/datasets.yaml if the source is fixed)",
@@ -278,7 +269,7 @@ def download(
     dest = Path(dest)
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"{url}: only http:// and https:// addresses can be downloaded")
-    if dest.is_file() and sha256 is not None and sha256_file(dest) == sha256.lower():
+    if dest.is_file() and sha256 is not None and sha256_of(dest) == sha256.lower():
         log.info("%s: already present and verified", dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)

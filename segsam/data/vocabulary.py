@@ -58,6 +58,11 @@ class Vocabulary:
             raise DataError(f"class id {class_id} is not in the vocabulary")
         return str(hit.iloc[0])
 
+    @property
+    def class_index(self) -> dict[int, int]:
+        """Class id -> position in the vocabulary: the models' class index (0..C-1)."""
+        return {class_id: i for i, class_id in enumerate(self.ids)}
+
     def __len__(self) -> int:
         return len(self.table)
 

@@ -20,8 +20,8 @@ import pandas as pd
 
 from segsam.atomic import atomic_path
 from segsam.data.io import read_png
+from segsam.data.prompts import jitter_box, mask_box, random_point
 from segsam.errors import DataError
-from segsam.train.prompts import jitter_box, mask_box, random_point
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,16 @@ from tqdm import tqdm
 from segsam.atomic import atomic_path, write_json
 from segsam.data.io import read_png, write_png
 from segsam.data.vocabulary import Vocabulary
+from segsam.embed.store import EmbeddingStore
 from segsam.errors import DataError
 from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, semantic_summarise, summarise
 from segsam.evaluate.volume import AXIS, CaseVolumes, case_summary
-from segsam.models.methods import get_method
+from segsam.methods import get_method
+from segsam.models.method_model import build_method_model, load_trained, weights_provenance
 from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import ModelOutput
-from segsam.models.weights import load_state_dict
+from segsam.text.cache import load_class_embeddings
 from segsam.tracking import start_run
-from segsam.train.embedding_cache import EmbeddingStore
-from segsam.train.loop import build_method_model, class_index, load_class_text
 
 #: Prompts decoded per forward pass (bounds the memory of slices with many masks).
 PROMPTS_PER_PASS = 8
@@ -104,18 +104,11 @@ def evaluate_method(
         raise DataError(f"method {method!r} is evaluated from the embedding cache: pass its folder (cache_dir)")
     store = EmbeddingStore.open(cache_dir, prompts["case"].unique()) if spec.encoder_frozen else None
     vocabulary = Vocabulary.read(config["vocabulary"])
-    to_index = class_index(vocabulary)
-    text = load_class_text(text_parquet, vocabulary) if spec.has_t2vse else None
-    model = build_method_model(method, config, None if text is None else text.shape[1])
+    to_index = vocabulary.class_index
+    text = torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)) if spec.has_t2vse else None
+    model = build_method_model(spec, config, len(vocabulary), None if text is None else text.shape[1])
     if checkpoint is not None:
-        # a checkpoint holds what trained (segsam.train.loop.trained_state): frozen encoder tensors may be missing
-        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-        missing, unexpected = model.load_state_dict(load_state_dict(checkpoint), strict=False)
-        missing = [k for k in missing if not k.startswith("image_encoder.") or k in trainable]
-        if unexpected or missing:
-            raise DataError(
-                f"{checkpoint}: keys do not fit method {method!r} (missing {missing[:3]}, unexpected {unexpected[:3]})"
-            )
+        load_trained(model, checkpoint, spec)
     model.eval()
     size = int(config["encoder"]["image_size"])
     threshold_logit = float(np.log(cfg["threshold"] / (1 - cfg["threshold"])))
@@ -240,6 +233,7 @@ def evaluate_method(
             "mlflow_run_id": run.info.run_id if run is not None else None,
             "train_run_id": train_run,
             "eval_dataset": eval_dataset or config["dataset"]["name"],
+            "weights": weights_provenance(spec, config),
         }
         if run is not None:
             import mlflow

@@ -1,6 +1,6 @@
 """``build_model``: one :class:`~segsam.models.segsam_net.PromptableModel` per method.
 
-What a method gets (its :class:`~segsam.models.methods.MethodSpec`):
+What a method gets (its :class:`~segsam.methods.MethodSpec`):
 
 * encoder ``tiny_vit``: LiteMedSAM's TinyViT, prompt encoder and SAGD
   (64 x 64 embedding at 256); ``vit_b``: SAM ViT-B at 256 input (16 x 16
@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segsam.models.adapters import add_adapters
+from segsam.methods import ENCODERS, MethodSpec, get_method
+from segsam.models.adapters import add_adapters, is_adapter_parameter
 from segsam.models.conventional import build_conventional
 from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder, build_tiny_vit
-from segsam.models.methods import ENCODERS, MethodSpec, get_method, set_trainable
 from segsam.models.sam_compat import PromptEncoder, TwoWayTransformer
 from segsam.models.sawd import SemanticAwareDecoder
 from segsam.models.segsam_net import PromptableModel
@@ -183,7 +183,7 @@ def build_model(
 
     Returns:
         PromptableModel: In eval mode, with ``requires_grad`` set by
-          :func:`~segsam.models.methods.set_trainable`.
+          :func:`~segsam.methods.set_trainable`.
 
     Raises:
         segsam.errors.ConfigError: If the method name is unknown.
@@ -274,3 +274,23 @@ def with_backbone(spec: MethodSpec, encoder: str, adapter: str | None = None) ->
         raise ValueError(f"{spec.name!r} is prompt-free and has no SAM backbone")
     suffix = encoder if adapter is None else f"{encoder}+{adapter}"
     return replace(spec, name=f"{spec.name}@{suffix}", encoder=encoder, adapter=adapter)
+
+
+def set_trainable(model: nn.Module, spec: MethodSpec) -> None:
+    """Freeze every parameter of ``model`` except those ``spec`` trains.
+
+    A parameter trains when its top-level sub-module is in ``spec.trainable``
+    or, for a method with adapters, when it is an adapter parameter of the
+    image encoder (:func:`segsam.models.adapters.is_adapter_parameter`).
+    """
+    for name, param in model.named_parameters():
+        top = name.split(".", 1)[0]
+        adapter = spec.adapter is not None and top == "image_encoder" and is_adapter_parameter(name)
+        param.requires_grad = top in spec.trainable or adapter
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """Return (trainable, frozen) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen

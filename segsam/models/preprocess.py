@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segsam.models.methods import ENCODERS
+from segsam.methods import ENCODERS
 
 __all__ = ["ResizeInfo", "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "encoder_input", "prepare_image", "resized_shape"]
 

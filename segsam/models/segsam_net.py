@@ -1,6 +1,6 @@
 """The assembled model shared by every method: :class:`PromptableModel`.
 
-Sub-modules (a method's :class:`~segsam.models.methods.MethodSpec` says which
+Sub-modules (a method's :class:`~segsam.methods.MethodSpec` says which
 exist and which train):
 
 * ``image_encoder``: TinyViT (LiteMedSAM) or SAM ViT (optionally with

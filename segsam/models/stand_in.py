@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from segsam.atomic import atomic_path
+from segsam.hashing import sha256_of
 from segsam.models.sam_compat import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-from segsam.models.weights import sha256_of
 
 
 def official_sam(depth: int = 12, global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)) -> Sam:

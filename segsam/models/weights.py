@@ -12,20 +12,19 @@ never code.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
 import torch
 
 from segsam.errors import SegsamError
+from segsam.hashing import sha256_of
 
 __all__ = [
     "LITEMEDSAM_SHA256",
     "LITEMEDSAM_INSTALL_HINT",
     "WeightsError",
     "litemedsam_checkpoint",
-    "sha256_of",
     "verify_sha256",
     "resolve_weights",
     "load_state_dict",
@@ -68,22 +67,6 @@ def litemedsam_checkpoint() -> Path:
         f"{list(spec.submodule_search_locations)} but has no {'/'.join(_ASSET)}; "
         f"reinstall it with `{LITEMEDSAM_INSTALL_HINT}`"
     )
-
-
-def sha256_of(path: Path | str) -> str:
-    """Returns the hex SHA-256 digest of a file, read in 1 MiB chunks.
-
-    Args:
-        path (Path | str): File to hash.
-
-    Returns:
-        str: 64 lowercase hex characters.
-    """
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path | str, expected: str, hint: str | None = None) -> None:

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from segsam.atomic import atomic_path  # noqa: E402
-from segsam.report.tables import MODALITY_ORDER  # noqa: E402
+from segsam.report.paper import MODALITY_ORDER  # noqa: E402
 
 
 def _method_colours(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:

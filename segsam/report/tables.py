@@ -18,7 +18,7 @@ the paper's cells; ``tables_semantic.md`` renders all three.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,53 +26,25 @@ import pandas as pd
 
 from segsam.atomic import atomic_path, write_json, write_text
 from segsam.config import config_hash
+from segsam.errors import DataError
 from segsam.evaluate.metrics import distance_summary, semantic_summarise, summarise
 from segsam.evaluate.volume import case_summary
-from segsam.models.methods import get_method
+from segsam.methods import get_method
+from segsam.report.paper import (
+    ABLATION_ROWS,
+    CROSS_DATASET_NAMES,
+    MODALITY_ORDER,
+    PAPER_ROWS,
+    PLUGIN_BASELINES,
+    PLUGIN_PAPER_DATASET,
+    PLUGIN_VARIANTS,
+    add_paper_columns,
+    modality_columns,
+    paper_values,
+)
 from segsam.tracking import git_commit
 
 log = logging.getLogger(__name__)
-
-MODALITY_ORDER = ["ct", "mr", "pet", "dermoscopy", "endoscopy", "fundus", "ultrasound", "xray"]
-PAPER_DIR = Path(__file__).resolve().parents[2] / "config" / "paper"
-# our method names -> the paper's row labels (methods without a paper row get no paper cells)
-PAPER_ROWS = {
-    "sam": "SAM",
-    "ft_sam": "FT-SAM",
-    "sam_med2d": "SAM-Med2D",
-    "medsam": "MedSAM",
-    "med_sa": "Med-SA",
-    "segsam": "SEG-SAM",
-    "sam_med2d+sawd": "SAM-Med2D+SAWD",
-    "medsam+sawd": "MedSAM+SAWD",
-    "med_sa+sawd": "Med-SA+SAWD",
-    "unet": "nnU-Net",
-    "unetr": "UNETR",
-}
-
-
-def paper_values(csv_name: str) -> pd.DataFrame:
-    """The paper's published cells (``config/paper/<csv_name>``, copied from ../shared/paper)."""
-    return pd.read_csv(PAPER_DIR / csv_name)
-
-
-def add_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Add ``paper_<col>`` and ``delta_<col>`` (ours - paper) where the paper has the cell."""
-    table = table.copy()
-    lookup = {(r.method, r.prompt, r.modality): r.value for r in paper.itertuples(index=False)}
-    for column in columns:
-        paper_col = [
-            lookup.get((PAPER_ROWS.get(m), p, column), float("nan")) for m, p in zip(table["method"], table["prompt"])
-        ]
-        table[f"paper_{column}"] = paper_col
-        table[f"delta_{column}"] = (table[column] - table[f"paper_{column}"]).round(2)
-    return table
-
-
-def modality_columns(modalities: Iterable[str]) -> list[str]:
-    """The modalities present, in the paper's column order (others after them, sorted), without ``avg``."""
-    present = set(modalities)
-    return [m for m in MODALITY_ORDER if m in present] + sorted(present - set(MODALITY_ORDER) - {"avg"})
 
 
 def _markdown_head(modalities: Sequence[str]) -> list[str]:
@@ -156,13 +128,18 @@ def make_table1(
     out_json: str | Path,
     *,
     config: Mapping[str, Any],
-    weights_sha256: str,
-    vit_b_sha256: str | None = None,
+    weights: Mapping[str, Mapping[str, str]],
 ) -> pd.DataFrame:
     """Build ``results/table1.csv`` (+ Markdown and the provenance sidecar).
 
-    The sidecar's ``weights`` names LiteMedSAM's file and digest and, when
-    ``vit_b_sha256`` is given (the table has ViT-B methods), SAM ViT-B's under ``vit_b``.
+    Args:
+        per_mask_files: The evaluation's per-mask tables, one per method.
+        out_csv: ``table1.csv``.
+        out_md: ``table1.md`` (DSC, then the median HD95).
+        out_json: The provenance sidecar.
+        config: The validated config.
+        weights: {encoder: {"weights", "sha256"}} of the pretrained encoders the
+            methods started from (the evaluations' provenance), for the sidecar.
     """
     per_mask = _ordered(pd.concat([pd.read_parquet(p) for p in per_mask_files], ignore_index=True), config)
     cfg = config["evaluate"]
@@ -193,12 +170,7 @@ def make_table1(
                 f"computed on the '{config['dataset']['name']}' dataset, NOT on SA-Med2D-16M: "
                 "these numbers are not comparable with the paper's Table 1"
             ),
-            "weights": {"encoder": config["encoder"]["weights"], "sha256": weights_sha256}
-            | (
-                {"vit_b": {"weights": config["encoder"]["vit_b"]["weights"], "sha256": vit_b_sha256}}
-                if vit_b_sha256
-                else {}
-            ),
+            "weights": dict(weights),
             "methods": list(per_mask["method"].unique()),
             "config_hash": config_hash(config),
             "git_commit": git_commit(),
@@ -213,25 +185,6 @@ def make_table1(
     return table
 
 
-# table 4/8 rows of the paper <- our ablation methods (cumulative components, see segsam.models.methods)
-ABLATION_ROWS = {
-    "ft_decoder": "baseline",
-    "sawd_pmt": "1",
-    "sawd_unpmt": "2",
-    "sawd_sem": "3",
-    "t2vse": "4",
-    "cmsa": "SEG-SAM",
-    "segsam": "SEG-SAM",
-}
-
-
-# SAM ViT-B baselines of the paper's tables 5 (box) and 7 (point), in row order; each has a
-# ``<baseline>+sawd`` twin. FT-SAM is not in those tables: its rows get no paper cells.
-PLUGIN_BASELINES = ("ft_sam", "sam_med2d", "medsam", "med_sa")
-# the paper's column that the training dataset's test split stands for; a cross dataset stands for
-# its own column (kits23, btcv; the paper's table 5 has no AMOS column)
-PLUGIN_PAPER_DATASET = "sa_med2d"
-PLUGIN_VARIANTS = (("orig", ""), ("+SAWD", "+sawd"))  # (paper variant, suffix of our method name)
 TABLE5_COLUMNS = [
     "baseline",
     "method",
@@ -477,10 +430,8 @@ def make_semantic_tables(
 
 # --- table 3: cross-dataset mDSC ------------------------------------------------------------
 
+
 #: The paper's names of the cross datasets (table 3's columns, in its order).
-CROSS_DATASET_NAMES = {"kits23": "KiTS23", "btcv": "BTCV", "amos": "AMOS"}
-
-
 def seen_classes(train_masks: pd.DataFrame) -> set[int]:
     """Class ids of the training split's masks: the classes a trained model has seen.
 
@@ -608,19 +559,17 @@ def make_table3(
     train_masks_parquet: str | Path,
     out_csv: str | Path,
     out_md: str | Path,
-    out_png: str | Path,
     *,
     config: Mapping[str, Any],
     per_case_files: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> pd.DataFrame:
-    """Table 3 (cross-dataset mDSC) beside the paper's cells, its Markdown and its bar chart.
+    """Table 3 (cross-dataset mDSC) beside the paper's cells, and its Markdown.
 
     Args:
         per_mask_files: {cross dataset: the per-mask parquet files of its evaluated methods}.
         train_masks_parquet: The training dataset's masks index (which classes were seen).
         out_csv: ``table3.csv``: :func:`cross_table` plus ``paper_<d>`` / ``delta_<d>``.
         out_md: ``table3.md``.
-        out_png: ``figures/table3.png``.
         config: The validated config (``methods``, ``evaluate``).
         per_case_files: {cross dataset: the per-case 3D tables of its methods}
             (:mod:`segsam.evaluate.volume`), summarised in the Markdown.
@@ -631,9 +580,6 @@ def make_table3(
     Raises:
         DataError: No cross dataset, or a dataset without any evaluated method.
     """
-    from segsam.errors import DataError
-    from segsam.report.figures import modality_bars
-
     if not per_mask_files:
         raise DataError(
             f"{out_csv}: no cross dataset to tabulate; list them under cross.datasets (see config/cross.yaml)"
@@ -708,14 +654,6 @@ def make_table3(
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     write_text(out_md, cross_markdown(table, datasets, binary, distances, volume))
-    modality_bars(
-        table,
-        out_png,
-        title="Cross-dataset semantic mDSC (classes seen in training)",
-        columns=datasets,
-        ylabel="mDSC (%)",
-        column_labels=[CROSS_DATASET_NAMES.get(d, d) for d in datasets],
-    )
     log.info(
         "table 3: %s",
         "; ".join(

@@ -26,6 +26,10 @@ endpoint is recorded by host name only.
 Embedding cache (``results/cache/text_embeddings.parquet``): one row per
 (text sha256, model) with columns ``text_hash`` (string), ``model`` (string),
 ``dim`` (int32) and ``vector`` (list<float32>).
+
+Class embeddings (``results/text/class_embeddings.parquet``, rule ``embed_text``):
+one row per vocabulary class, :data:`CLASS_EMBEDDINGS_SCHEMA`; training and
+evaluation read it with :func:`load_class_embeddings`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segsam.atomic import atomic_path, write_json
+from segsam.data.vocabulary import Vocabulary
 from segsam.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -402,3 +407,32 @@ def add_embeddings(path: str | os.PathLike[str], vectors: Mapping[tuple[str, str
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
     logger.debug("cached %d new embedding(s) in %s", len(vectors), path)
+
+
+#: Columns of ``class_embeddings.parquet`` (one row per vocabulary class).
+CLASS_EMBEDDINGS_SCHEMA = pa.schema(
+    [
+        ("class_id", pa.int32()),
+        ("name", pa.string()),
+        ("model", pa.string()),
+        ("dim", pa.int32()),
+        ("vector", pa.list_(pa.float32())),
+    ]
+)
+
+
+def load_class_embeddings(path: str | os.PathLike[str], vocabulary: Vocabulary) -> np.ndarray:
+    """The class text embeddings as a C x d float32 array, in vocabulary order.
+
+    Args:
+        path: ``class_embeddings.parquet`` (rule ``embed_text``).
+        vocabulary: The global vocabulary (row k = class ``vocabulary.ids[k]``).
+
+    Raises:
+        DataError: When a vocabulary class has no embedding.
+    """
+    table = pq.read_table(path).to_pandas().set_index("class_id")
+    missing = [c for c in vocabulary.ids if c not in table.index]
+    if missing:
+        raise DataError(f"{path}: no text embedding for class ids {missing}; rerun the embed_text rule")
+    return np.stack([np.asarray(table.loc[c, "vector"], dtype=np.float32) for c in vocabulary.ids])

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from segsam.atomic import atomic_path
 from segsam.errors import ConfigError, DataError, SegsamError
-from segsam.text.cache import FIELDS, add_embeddings, load_embeddings, text_sha256
+from segsam.text.cache import CLASS_EMBEDDINGS_SCHEMA, FIELDS, add_embeddings, load_embeddings, text_sha256
 from segsam.text.describe import RetryPolicy, call_with_retries, class_label, make_client
 
 logger = logging.getLogger(__name__)
@@ -61,16 +61,6 @@ EMBEDDING_DEFAULTS: dict[str, Any] = {
     "timeout_s": 60,
     "max_retries": 5,
 }
-
-OUTPUT_SCHEMA = pa.schema(
-    [
-        ("class_id", pa.int32()),
-        ("name", pa.string()),
-        ("model", pa.string()),
-        ("dim", pa.int32()),
-        ("vector", pa.list_(pa.float32())),
-    ]
-)
 
 
 class EmbeddingError(SegsamError):
@@ -398,7 +388,7 @@ def embed_descriptions(
             "dim": [vector.size for vector in vectors],
             "vector": [vector.tolist() for vector in vectors],
         },
-        schema=OUTPUT_SCHEMA,
+        schema=CLASS_EMBEDDINGS_SCHEMA,
     )
     with atomic_path(out_parquet) as tmp:
         pq.write_table(table, tmp)

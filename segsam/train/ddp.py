@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,49 +31,9 @@ import torch
 import torch.distributed as dist
 
 from segsam.errors import SegsamError
+from segsam.train.dist import DistContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in the job."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> DistContext:
-        """Read torchrun's environment (single process when absent)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-        return cls(rank, world, local, device)
-
-    def init(self) -> None:
-        """Join the process group (no-op for a single process)."""
-        if self.world_size > 1 and not dist.is_initialized():
-            if self.device.type == "cuda":
-                torch.cuda.set_device(self.device)
-            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
-
-    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum a tensor over ranks (identity for one process)."""
-        if self.world_size > 1:
-            values = values.clone()
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
 
 
 def nproc_for(gpus: int, cpu_ranks: int) -> int:
@@ -123,8 +82,7 @@ def launch(
     Raises:
         SegsamError: when a distributed run fails (its ranks' output is in the log).
     """
-    from segsam.config import stable_hash
-    from segsam.models.weights import sha256_of
+    from segsam.hashing import sha256_of, stable_hash
     from segsam.train.loop import train_method
 
     fingerprint = stable_hash(

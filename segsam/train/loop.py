@@ -43,19 +43,21 @@ from torch import nn
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
-from segsam.config import encoder_settings
 from segsam.data.io import read_png
+from segsam.data.prompts import jitter_box, mask_box, random_point
 from segsam.data.vocabulary import Vocabulary
+from segsam.embed.store import EmbeddingStore
 from segsam.errors import ConfigError, DataError
-from segsam.models.build import build_model
-from segsam.models.methods import MethodSpec, get_method, parameter_counts
+from segsam.methods import MethodSpec, get_method
+from segsam.models.build import parameter_counts
+from segsam.models.method_model import build_method_model, trained_state
 from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import PromptableModel
-from segsam.models.weights import resolve_weights
+from segsam.text.cache import load_class_embeddings
 from segsam.tracking import start_run
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
-from segsam.train.embedding_cache import EmbeddingStore
-from segsam.train.prompts import NO_CLICK, error_clicks, jitter_box, mask_box, random_point
+from segsam.train.dist import DistContext
+from segsam.train.prompts import NO_CLICK, error_clicks
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,9 @@ class TrainImage:
     classes: np.ndarray  # M class indices (vocabulary order, 0..C-1)
 
 
-def class_index(vocabulary: Vocabulary) -> dict[int, int]:
-    """Vocabulary class id -> position in the vocabulary (the models' class index)."""
-    return {class_id: i for i, class_id in enumerate(vocabulary.ids)}
-
-
 def load_train_images(masks_table: pd.DataFrame, vocabulary: Vocabulary, size: int = 256) -> list[TrainImage]:
     """Group the train split's masks by image and resize them into the model frame."""
-    index = class_index(vocabulary)
+    index = vocabulary.class_index
     items = []
     for image, group in masks_table.groupby("image", sort=True):
         info = ResizeInfo.for_shape(int(group["height"].iloc[0]), int(group["width"].iloc[0]), size)
@@ -97,42 +94,6 @@ def label_map(item: TrainImage) -> torch.Tensor:
     return labels
 
 
-def load_class_text(path: str | Path, vocabulary: Vocabulary) -> torch.Tensor:
-    """The class text embeddings (``embed_text`` output) as C x d, in vocabulary order.
-
-    Raises:
-        DataError: when a vocabulary class has no embedding.
-    """
-    table = pd.read_parquet(path).set_index("class_id")
-    missing = [c for c in vocabulary.ids if c not in table.index]
-    if missing:
-        raise DataError(f"{path}: no text embedding for class ids {missing}")
-    return torch.tensor(np.stack([np.asarray(table.loc[c, "vector"], dtype=np.float32) for c in vocabulary.ids]))
-
-
-def build_method_model(method: str, config: Mapping[str, Any], text_dim: int | None) -> PromptableModel:
-    """The method's model with its pretrained weights, for training or evaluation.
-
-    A frozen encoder is left out (its embeddings come from the cache); an
-    encoder that trains (adapters, MedSAM) is built and loaded. The weights
-    are those of the method's encoder (:func:`segsam.config.encoder_settings`),
-    verified against their sha256. Prompt-free networks are randomly
-    initialised with the current torch seed.
-    """
-    spec = get_method(method)
-    vocabulary = Vocabulary.read(config["vocabulary"])
-    if spec.prompt_free:
-        return build_model(spec, encoder_weights=None, num_classes=len(vocabulary), text_dim=None)
-    settings = encoder_settings(config, spec.encoder)
-    return build_model(
-        spec,
-        encoder_weights=resolve_weights(settings["weights"], settings["sha256"]),
-        num_classes=len(vocabulary),
-        text_dim=text_dim if spec.has_t2vse else None,
-        with_image_encoder=not spec.encoder_frozen,
-    )
-
-
 def make_optimiser(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
     """Adam over ``params``, as every training run and benchmark builds it.
 
@@ -145,20 +106,6 @@ def make_optimiser(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
         lr: the learning rate.
     """
     return torch.optim.Adam(params, lr=lr, fused=True)
-
-
-def trained_state(model: PromptableModel) -> dict[str, torch.Tensor]:
-    """What a training run saves: every tensor outside the image encoder, and the encoder's trainable parameters.
-
-    A frozen encoder comes back from the pretrained weights; adapters and a
-    fine-tuned encoder (MedSAM) are saved with the rest.
-    """
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    return {
-        k: v.detach().cpu().clone()
-        for k, v in model.state_dict().items()
-        if not k.startswith("image_encoder.") or k in trainable
-    }
 
 
 def simulate_prompts(
@@ -272,7 +219,7 @@ def train_method(
     """Train one method on the train split (1..N processes).
 
     Args:
-        method: Method name (must train; see :mod:`segsam.models.methods`).
+        method: Method name (must train; see :mod:`segsam.methods`).
         masks_parquet: The index's masks table.
         cache_dir: Embedding cache folder of the method's frozen encoder;
             None for a method that reads the slices' images (its encoder
@@ -295,8 +242,6 @@ def train_method(
         DataError: zero-shot method, empty train split, or no cache for a frozen-encoder method.
         ConfigError: a global batch not divisible by the number of processes.
     """
-    from segsam.train.ddp import DistContext
-
     spec: MethodSpec = get_method(method)
     if not spec.trains:
         raise DataError(f"method {method!r} is zero-shot and has no train stage")
@@ -325,9 +270,11 @@ def train_method(
     if spec.encoder_frozen and cache_dir is None:
         raise DataError(f"method {method!r} trains from the embedding cache: pass its folder (cache_dir)")
     store = EmbeddingStore.open(cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
-    text = load_class_text(text_parquet, vocabulary).to(context.device) if spec.has_t2vse else None
+    text = (
+        torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)).to(context.device) if spec.has_t2vse else None
+    )
 
-    model = build_method_model(method, config, None if text is None else text.shape[1]).to(context.device)
+    model = build_method_model(spec, config, num_classes, None if text is None else text.shape[1]).to(context.device)
     n_train, n_frozen = parameter_counts(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = make_optimiser(params, float(cfg["lr"]))

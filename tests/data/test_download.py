@@ -28,7 +28,6 @@ from segsam.data.download import (
     fetch_file,
     fetch_from_mirror,
     part_path,
-    sha256_file,
     stage_case,
     stage_volume,
 )
@@ -337,12 +336,6 @@ def test_manual_file_without_mirror_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="Synapse syn3193805.*dataset.mirror") as info:
         fetch_file(spec, tmp_path / "x.zip")
     assert "btcv/RawData.zip" in str(info.value) and "\n" not in str(info.value)
-
-
-def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
-    path = tmp_path / "x"
-    path.write_bytes(PAYLOAD)
-    assert sha256_file(path, chunk=4096) == DIGEST
 
 
 # --- staging volumes for the slice stage ---------------------------------------------------------

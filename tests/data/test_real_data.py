@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from segsam.config import load_config
-from segsam.data.download import fetch_file, sha256_file, stage_case
+from segsam.data.download import fetch_file, sha256_of, stage_case
 from segsam.data.index import build_index
 from segsam.data.registry import load_registry
 from segsam.data.slicing import SUMMARY, slice_case
@@ -47,7 +47,7 @@ def staged(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     cases = spec.cases()
     for path, file in spec.all_files(cases).items():
         dest = fetch_file(file, root / "downloads" / path, mirror=shared_data, progress=False)
-        assert sha256_file(dest) == file.sha256
+        assert sha256_of(dest) == file.sha256
     for case, case_spec in cases.items():
         stage_case(
             {

@@ -128,3 +128,9 @@ def test_every_project_labelmap_loads(path: Path) -> None:
 
 def test_project_labelmaps_exist() -> None:
     assert {p.name for p in LABELMAP_FILES} >= {"demo.json", "totalseg_total.json", "totalseg_total_mr.json"}
+
+
+def test_class_index_follows_vocabulary_order() -> None:
+    vocabulary = Vocabulary.read(VOCABULARY_CSV)
+    index = vocabulary.class_index
+    assert [index[c] for c in vocabulary.ids] == list(range(len(vocabulary)))

@@ -14,7 +14,6 @@ from segsam.data.io import write_png
 from segsam.data.vocabulary import Vocabulary
 from segsam.evaluate.run import NO_PROMPT, prompt_free_rows
 from segsam.models.segsam_net import PromptableModel
-from segsam.train.loop import class_index
 
 
 class FixedLabels(nn.Module):
@@ -63,7 +62,7 @@ def test_prompt_free_rows_score_each_class_of_the_slice(tmp_path: Path) -> None:
         ]
     )
     with torch.inference_mode():
-        rows, shown = prompt_free_rows(model, str(image), group, 256, class_index(vocabulary))
+        rows, shown = prompt_free_rows(model, str(image), group, 256, vocabulary.class_index)
     assert rows["prompt"].tolist() == [NO_PROMPT, NO_PROMPT]  # one row per class present, whatever the prompts
     by = rows.set_index("class_id")
     assert by.loc[a, "dsc"] == by.loc[a, "sem_dsc"] == 1.0  # both objects of a against their union

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from segsam.methods import METHODS
 from segsam.models.adapters import (
     AdaptedBlock,
     BottleneckAdapter,
@@ -15,7 +16,7 @@ from segsam.models.adapters import (
     add_adapters,
     is_adapter_parameter,
 )
-from segsam.models.methods import METHODS, set_trainable
+from segsam.models.build import set_trainable
 from segsam.models.vit import ViTGeometry, build_sam_vit, load_vit_weights
 
 SMALL = ViTGeometry(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,))

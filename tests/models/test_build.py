@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from segsam.errors import ConfigError
+from segsam.methods import get_method
 from segsam.models.adapters import is_adapter_parameter
 from segsam.models.build import build_image_encoder, build_model, with_backbone
 from segsam.models.litemedsam import build_litemedsam
-from segsam.models.methods import get_method
 from segsam.models.vit import ViTGeometry
 from segsam.models.weights import LITEMEDSAM_SHA256, WeightsError, load_state_dict, resolve_weights
 

@@ -1,4 +1,4 @@
-"""Every registered method builds and trains what it says (segsam.models.methods + build)."""
+"""Every registered method builds and trains what it says (segsam.methods + build)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from segsam.methods import METHODS, MethodSpec
 from segsam.models.build import build_model
-from segsam.models.methods import METHODS, MethodSpec
 from segsam.models.vit import ViTGeometry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def test_registry_names_equal_the_schema_enum():
 
 
 def test_registry_module_does_not_import_torch():
-    code = "import sys, segsam.models.methods as m; assert m.METHODS; print('torch' in sys.modules)"
+    code = "import sys, segsam.methods as m; assert m.METHODS; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True, cwd=REPO
     )

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from segsam.methods import get_method
 from segsam.models.build import build_model, with_backbone
-from segsam.models.methods import get_method
 from segsam.models.segsam_net import ModelOutput, PromptableModel
 from segsam.models.vit import ViTGeometry
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from segsam.errors import DataError
+from segsam.report import make_table3_with_figure
 from segsam.report.tables import make_table3
 
 # (modality, class_id, class_name, sem_dsc) per test mask. Classes 1 and 2 are in the training
@@ -88,7 +89,7 @@ def _run(
             ]
         ).to_parquet(path, index=False)
         per_case[dataset] = [path]
-    make_table3(files, train, out["csv"], out["md"], out["png"], config=config, per_case_files=per_case)
+    make_table3_with_figure(files, train, out["csv"], out["md"], out["png"], config=config, per_case_files=per_case)
     return out
 
 
@@ -144,7 +145,5 @@ def test_table3_without_a_semantic_method_or_dataset_fails_without_output(
         _run(tmp_path, config, {"ft_decoder": ("box", BINARY_ONLY)}, ["kits23"])
     assert not (tmp_path / "results" / "table3.csv").exists()
     with pytest.raises(DataError, match="cross.datasets"):
-        make_table3(
-            {}, tmp_path / "masks.parquet", tmp_path / "t3.csv", tmp_path / "t3.md", tmp_path / "t3.png", config=config
-        )
+        make_table3({}, tmp_path / "masks.parquet", tmp_path / "t3.csv", tmp_path / "t3.md", config=config)
     assert not (tmp_path / "t3.csv").exists()

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from segsam.config import config_hash
 from segsam.errors import ConfigError
-from segsam.models.methods import METHODS
+from segsam.methods import METHODS
 from segsam.report import make_table1_with_figure
 from segsam.report.tables import binary_table
 
@@ -50,10 +50,12 @@ def _per_mask(method: str, offset: float) -> pd.DataFrame:
 def outputs(tmp_path: Path, config: dict[str, Any]) -> tuple[dict[str, Path], dict[str, Any]]:
     assert set(config["methods"]) <= set(METHODS)
     files = []
+    weights = {"encoder": "tiny_vit", "weights": config["encoder"]["weights"], "sha256": config["encoder"]["sha256"]}
     for i, method in enumerate(config["methods"]):
-        path = tmp_path / "evaluate" / f"{method}.parquet"
+        path = tmp_path / "eval" / method / "per_mask.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         _per_mask(method, offset=-0.05 * i).to_parquet(path, index=False)
+        (path.parent / "summary.json").write_text(json.dumps({"method": method, "weights": weights}))
         files.append(path)
     out = {ext: tmp_path / "results" / f"table1.{ext}" for ext in ("csv", "md", "json", "png")}
     config["evaluate"]["bootstrap"] = 200
@@ -115,7 +117,10 @@ def test_json_sidecar_records_provenance(outputs) -> None:
     out, config = outputs
     sidecar = json.loads(out["json"].read_text(encoding="utf-8"))
     assert sidecar["dataset"] == config["dataset"]["name"] == "demo"
-    assert sidecar["weights"] == {"encoder": config["encoder"]["weights"], "sha256": config["encoder"]["sha256"]}
+    # the pretrained weights the evaluations recorded, per encoder
+    assert sidecar["weights"] == {
+        "tiny_vit": {"weights": config["encoder"]["weights"], "sha256": config["encoder"]["sha256"]}
+    }
     assert sidecar["config_hash"] == config_hash(config)
     assert isinstance(sidecar["git_commit"], str) and sidecar["git_commit"]
     assert sidecar["is_paper_data"] is False

@@ -26,7 +26,7 @@ from segsam.models.weights import load_state_dict
 from segsam.tracking import init_store
 from segsam.train.checkpoint import STATE_FILE
 from segsam.train.ddp import launch, torchrun_command
-from segsam.train.loop import build_method_model
+from tests.helpers import method_model
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
     points = np.array([[50, 60]] * 4, np.float32)
     logits = []
     for nproc in (1, 2):
-        model = build_method_model("ft_decoder", config, None)
+        model = method_model("ft_decoder", config, None)
         model.load_state_dict(weights[nproc], strict=False)
         with torch.inference_mode():
             logits.append(model.eval()(embeddings, is_point, boxes, points).masks)
@@ -153,7 +153,7 @@ def test_two_ranks_match_one_rank_when_adapters_train_from_images(
     lr = config["train"]["lr"]
     assert max(float((weights[1][k].float() - weights[2][k].float()).abs().max()) for k in weights[1]) <= lr * 1.01
     torch.manual_seed(config["train"]["seed"])  # the trainer's initialisation of the adapters
-    initial = build_method_model("med_sa", config, None).state_dict()
+    initial = method_model("med_sa", config, None).state_dict()
     assert any(not torch.equal(initial[k], weights[2][k]) for k in adapters)  # the adapters trained
 
 

@@ -11,20 +11,19 @@ import torch
 from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
 from segsam.errors import DataError
+from segsam.methods import get_method
 from segsam.models.adapters import is_adapter_parameter
-from segsam.models.methods import get_method
 from segsam.models.weights import WeightsError, load_state_dict
 from segsam.train.loop import (
     TrainImage,
     add_error_clicks,
-    build_method_model,
-    class_index,
     label_map,
     presence_targets,
     simulate_prompts,
     train_method,
 )
 from segsam.train.prompts import NO_CLICK, POSITIVE
+from tests.helpers import method_model
 
 
 def _masks() -> torch.Tensor:
@@ -59,24 +58,18 @@ def test_presence_targets_are_the_unprompted_classes() -> None:
     assert presence[0].nonzero().flatten().tolist() == [0, 3]  # mask 2 (class 3) was not prompted
 
 
-def test_class_index_follows_vocabulary_order() -> None:
-    vocabulary = Vocabulary.read(load_config()["vocabulary"])
-    index = class_index(vocabulary)
-    assert [index[c] for c in vocabulary.ids] == list(range(len(vocabulary)))
-
-
 def test_vit_b_methods_need_their_weights_file(tmp_path: Path) -> None:
     config = load_config()
     config["encoder"]["vit_b"]["weights"] = str(tmp_path / "missing.pth")
     with pytest.raises(WeightsError, match="missing.pth"):
-        build_method_model("sam_med2d", config, None)
+        method_model("sam_med2d", config, None)
 
 
 @pytest.mark.parametrize("method", ["ft_decoder", "segsam"])
 def test_one_step_changes_only_trainable_parameters(method: str) -> None:
     config = load_config()
     spec = get_method(method)
-    model = build_method_model(method, config, 384)
+    model = method_model(method, config, 384)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     masks = _masks()
@@ -117,7 +110,7 @@ def test_one_step_changes_only_trainable_parameters(method: str) -> None:
 def test_add_error_clicks_rounds() -> None:
     """Round 0 has no click; each later round keeps the earlier clicks and adds one from its error."""
     torch.manual_seed(0)
-    model = build_method_model("ft_decoder", load_config(), None).train()
+    model = method_model("ft_decoder", load_config(), None).train()
     masks = _masks()
     chosen, is_point, boxes, points, _ = simulate_prompts(masks, 3, 5, 0.5, np.random.default_rng(1))
     targets = chosen.unsqueeze(1).float()
@@ -203,7 +196,7 @@ def test_prompt_free_network_trains_on_images_deterministically(tmp_path: Path) 
     assert weights and all(k.startswith("semantic_net.") for k in weights)
     assert all(torch.equal(weights[k], runs["b"][0][k]) for k in weights)
     torch.manual_seed(config["train"]["seed"])  # the trainer's initialisation
-    init = build_method_model("unet", config, None).state_dict()
+    init = method_model("unet", config, None).state_dict()
     assert any(not torch.equal(init[k], weights[k]) for k in weights if k.endswith("weight"))
 
 
@@ -235,7 +228,7 @@ def test_encoder_training_methods_learn_from_images_and_save_their_encoder_part(
     assert summary["steps"] == 1 and np.isfinite(summary["history"][0]["loss"])
     saved = load_state_dict(tmp_path / "c.pt")
     torch.manual_seed(config["train"]["seed"])  # the trainer's initialisation of adapters and SAWD
-    initial = build_method_model(method, config, None)
+    initial = method_model(method, config, None)
     trainable = {n for n, p in initial.named_parameters() if p.requires_grad}
     encoder_saved = {k for k in saved if k.startswith("image_encoder.")}
     assert encoder_saved == {k for k in trainable if k.startswith("image_encoder.")} and encoder_saved

@@ -39,7 +39,7 @@ def test_table1_rows_and_numbers(tiny_run: Path) -> None:
     assert box.loc["medsam_lite", "avg"] > 20
     sidecar = json.loads((tiny_run / "results/table1.json").read_text())
     assert sidecar["dataset"] == "demo" and "NOT on SA-Med2D-16M" in sidecar["warning"]
-    assert sidecar["weights"]["sha256"].startswith("79d8c9dc")
+    assert sidecar["weights"]["tiny_vit"]["sha256"].startswith("79d8c9dc")
     assert len(sidecar["config_hash"]) == 12 and sidecar["git_commit"]
     assert (tiny_run / "results/figures/table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tiny_run / "results/table1.md").read_text().startswith("| Method |")

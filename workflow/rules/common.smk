@@ -10,7 +10,7 @@ from snakemake.utils import validate
 from segsam.config import code_hash, dataset_config, encoder_settings, encoder_tag, export_pythonpath
 from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import CasesNotReady, load_registry
-from segsam.models.methods import get_method
+from segsam.methods import get_method
 
 
 export_pythonpath(workflow.basedir)
@@ -21,6 +21,22 @@ for _method in config["methods"]:
 
 # code every stage shares
 COMMON_CODE = ("config", "errors", "atomic", "logs")
+# the segsam.data modules slicing imports (not download/registry/archive: a change there
+# must not re-slice every case)
+SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
+# The `code` param of each stage (a rule and its cross-dataset twin share one): a hash of the
+# segsam modules it runs, followed through their imports (segsam.config.code_hash).
+CODE = {
+    "demo_phantom": code_hash("data.phantoms", *COMMON_CODE),
+    "slice_volume": code_hash(*SLICE_CODE, *COMMON_CODE),
+    "build_index": code_hash("data.index", *SLICE_CODE, *COMMON_CODE),
+    "text": code_hash("text", *COMMON_CODE),
+    "embed_images": code_hash("embed.encode", *COMMON_CODE),
+    "train": code_hash("train", "tracking", *COMMON_CODE),
+    "test_prompts": code_hash("evaluate.prompts", *COMMON_CODE),
+    "evaluate": code_hash("evaluate", "tracking", *COMMON_CODE),
+    "tables": code_hash("report", *COMMON_CODE),
+}
 
 
 # --- the datasets: registry entries, case lists, where their files go ---------------------
@@ -101,9 +117,6 @@ DATASET_FILES = {name: REGISTRY.get(name).all_files(DATASET_CASES[name][0]) for 
 ARCHIVES = {name: sorted(path for path, spec in files.items() if spec.archive) for name, files in DATASET_FILES.items()}
 ARCHIVE_PATTERN = "|".join(re.escape(a) for a in sorted({a for paths in ARCHIVES.values() for a in paths})) or r"(?!)"  # (?!) matches nothing
 DOWNLOADED_PATTERN = "|".join(re.escape(name) for name in DOWNLOADED) or r"(?!)"
-# the segsam.data modules slicing imports (not download/registry/archive: a change there
-# must not re-slice every case)
-SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
 
 
 def file_spec(wildcards):

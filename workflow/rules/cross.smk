@@ -1,6 +1,6 @@
 # Cross-dataset evaluation (the paper's table 3): the models trained on the training dataset,
 # scored zero-shot on each dataset of cross.datasets (KiTS23, BTCV, AMOS in config/cross.yaml).
-# Code: segsam/data (slicing, index), segsam/train/embedding_cache.py, segsam/evaluate/,
+# Code: segsam/data (slicing, index), segsam/embed/, segsam/evaluate/,
 # segsam/report/tables.py (make_table3).
 #
 # Per dataset, under results/cross/<dataset>/, the same stages as the training data, reused
@@ -26,7 +26,7 @@ use rule slice_volume as slice_cross_volume with:
         slicing=CROSS_SLICING,
         modality=lambda wc: cross_case(wc).modality,
         dataset=lambda wc: wc.dataset,
-        code=code_hash(*SLICE_CODE, *COMMON_CODE),
+        code=CODE["slice_volume"],
     log:
         "results/logs/cross/{dataset}/slice_volume/{case}.log",
     benchmark:
@@ -44,7 +44,7 @@ use rule build_index as build_cross_index with:
         summary="results/cross/{dataset}/index/summary.json",
     params:
         split=cross_split,
-        code=code_hash("data.index", *SLICE_CODE, *COMMON_CODE),
+        code=CODE["build_index"],
     log:
         "results/logs/cross/{dataset}/build_index.log",
     benchmark:
@@ -76,7 +76,7 @@ use rule test_prompts as cross_prompts with:
         "results/cross/{dataset}/eval/prompts.parquet",
     params:
         evaluate={**config["evaluate"], "prompts": config["cross"]["prompts"]},
-        code=code_hash("evaluate.prompts", "train.prompts", *COMMON_CODE),
+        code=CODE["test_prompts"],
     log:
         "results/logs/cross/{dataset}/test_prompts.log",
     benchmark:
@@ -116,7 +116,7 @@ rule table3:
         png=report("results/figures/table3.png", category="Figures", caption="../report/table3.rst"),
     params:
         datasets=CROSS_DATASETS,
-        code=code_hash("report", "evaluate.metrics", *COMMON_CODE),
+        code=CODE["tables"],
     log:
         "results/logs/table3.log",
     benchmark:

@@ -27,7 +27,7 @@ rule demo_phantom:
         demo=config["dataset"]["demo"],
         modality=lambda wc: CASES[wc.case],
         seed=demo_seed,
-        code=code_hash("data.phantoms", *COMMON_CODE),
+        code=CODE["demo_phantom"],
     log:
         "results/logs/demo_phantom/{case}.log",
     benchmark:
@@ -121,7 +121,7 @@ rule slice_volume:
         slicing=config["slicing"],
         modality=lambda wc: CASES[wc.case],
         dataset=DATASET,
-        code=code_hash(*SLICE_CODE, *COMMON_CODE),
+        code=CODE["slice_volume"],
     log:
         "results/logs/slice_volume/{case}.log",
     benchmark:
@@ -143,7 +143,7 @@ rule build_index:
         summary="results/index/summary.json",
     params:
         split=config["split"],
-        code=code_hash("data.index", *SLICE_CODE, *COMMON_CODE),
+        code=CODE["build_index"],
     log:
         "results/logs/build_index.log",
     benchmark:

@@ -1,5 +1,5 @@
 # Pretrained SAM ViT-B weights, and image embeddings of each frozen encoder, computed once per
-# (slice, weights).   Code: segsam/data/download.py, segsam/train/embedding_cache.py, segsam/models/
+# (slice, weights).   Code: segsam/data/download.py, segsam/embed/, segsam/models/
 
 
 rule fetch_vit_b:
@@ -26,7 +26,7 @@ rule embed_images:
         table="results/embeddings/{encoder}/{case}.parquet",
     params:
         encoder=lambda wc: ENCODERS_BY_TAG[wc.encoder],
-        code=code_hash("train.embedding_cache", "models", *COMMON_CODE),
+        code=CODE["embed_images"],
     wildcard_constraints:
         encoder="|".join(re.escape(tag) for tag in ENCODERS_BY_TAG),
     threads: 1

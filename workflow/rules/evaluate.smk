@@ -8,7 +8,7 @@ rule test_prompts:
         "results/eval/prompts.parquet",
     params:
         evaluate=config["evaluate"],
-        code=code_hash("evaluate.prompts", "train.prompts", *COMMON_CODE),
+        code=CODE["test_prompts"],
     log:
         "results/logs/test_prompts.log",
     benchmark:
@@ -35,7 +35,7 @@ rule evaluate:
         cache_dir=embedding_dir,
         evaluate=config["evaluate"],
         encoder=method_encoder,
-        code=code_hash("evaluate", "models", "train.loop", "tracking", *COMMON_CODE),
+        code=CODE["evaluate"],
     threads: 1
     resources:
         mem_mb=3000,

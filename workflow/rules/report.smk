@@ -3,7 +3,9 @@
 
 rule table1:
     input:
-        expand("results/eval/{method}/per_mask.parquet", method=PROMPTED_METHODS),
+        per_mask=expand("results/eval/{method}/per_mask.parquet", method=PROMPTED_METHODS),
+        # each evaluation's summary beside its table: the pretrained weights behind it (provenance)
+        summaries=expand("results/eval/{method}/summary.json", method=PROMPTED_METHODS),
     output:
         csv=report("results/table1.csv", category="Tables", caption="../report/table1.rst"),
         md="results/table1.md",
@@ -12,7 +14,7 @@ rule table1:
     params:
         evaluate=config["evaluate"],
         methods=PROMPTED_METHODS,
-        code=code_hash("report", "evaluate.metrics", *COMMON_CODE),
+        code=CODE["tables"],
     log:
         "results/logs/table1.log",
     benchmark:
@@ -33,7 +35,7 @@ rule figures:
         curves=report("results/figures/training_curves.png", category="Figures", caption="../report/training_curves.rst"),
     params:
         displays=[METHOD_DISPLAY[m] for m in config["methods"]],
-        code=code_hash("report", *COMMON_CODE),
+        code=CODE["tables"],
     log:
         "results/logs/figures.log",
     benchmark:
@@ -58,7 +60,7 @@ rule semantic_tables:
         methods=config["methods"],
         datasets=CROSS_DATASETS,
         cross_prompts=config["cross"]["prompts"],
-        code=code_hash("report", "evaluate.metrics", *COMMON_CODE),
+        code=CODE["tables"],
     log:
         "results/logs/semantic_tables.log",
     benchmark:

@@ -32,7 +32,7 @@ rule describe_classes:
         "results/text/descriptions.json",
     params:
         llm_key={key: config["text"]["llm"][key] for key in DESCRIPTION_KEY},
-        code=code_hash("text", *COMMON_CODE),
+        code=CODE["text"],
     threads: 1
     resources:
         mem_mb=500,
@@ -54,7 +54,7 @@ rule embed_text:
     params:
         embedding_key={key: config["text"]["embedding"][key] for key in EMBEDDING_KEY},
         cache="results/cache/text_embeddings.parquet",
-        code=code_hash("text", *COMMON_CODE),
+        code=CODE["text"],
     threads: 1
     resources:
         mem_mb=2000,

@@ -31,7 +31,7 @@ rule train:
         train=config["train"],
         encoder=method_encoder,
         loss=config["loss"],
-        code=code_hash("train", "models", "tracking", *COMMON_CODE),
+        code=CODE["train"],
     threads: 2
     resources:
         mem_mb=4000,

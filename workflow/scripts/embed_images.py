@@ -1,7 +1,7 @@
-"""Rule embed_images: frozen-encoder embeddings of one case's slices (segsam.train.embedding_cache)."""
+"""Rule embed_images: frozen-encoder embeddings of one case's slices (segsam.embed.encode)."""
 
+from segsam.embed.encode import encode_case
 from segsam.errors import run_stage
-from segsam.train.embedding_cache import encode_case
 
 run_stage(
     encode_case,

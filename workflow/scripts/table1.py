@@ -5,7 +5,7 @@ from segsam.report import make_table1_with_figure
 
 run_stage(
     make_table1_with_figure,
-    list(snakemake.input),
+    list(snakemake.input.per_mask),
     snakemake.output.csv,
     snakemake.output.md,
     snakemake.output.sidecar,

@@ -1,10 +1,10 @@
-"""Rule table3: results/table3.{csv,md} and its figure, cross-dataset mDSC (segsam.report.tables)."""
+"""Rule table3: results/table3.{csv,md} and its figure, cross-dataset mDSC (segsam.report)."""
 
 from segsam.errors import run_stage
-from segsam.report.tables import make_table3
+from segsam.report import make_table3_with_figure
 
 run_stage(
-    make_table3,
+    make_table3_with_figure,
     {dataset: list(snakemake.input[dataset]) for dataset in snakemake.params.datasets},
     snakemake.input.train_masks,
     snakemake.output.csv,

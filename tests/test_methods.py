@@ -1,4 +1,4 @@
-"""Tests of the method registry (segsam.models.methods)."""
+"""Tests of the method registry (segsam.methods)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import yaml
 from torch import nn
 
 from segsam.errors import ConfigError
-from segsam.models.methods import METHODS, MethodSpec, get_method, parameter_counts, set_trainable
+from segsam.methods import METHODS, MethodSpec, get_method
+from segsam.models.build import parameter_counts, set_trainable
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class _TinySam(nn.Module):

@@ -35,12 +35,8 @@ Families (see :class:`MethodSpec` for the fields):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from segsam.errors import ConfigError
-
-if TYPE_CHECKING:  # the registry is read at workflow start-up: keep torch out of it
-    from torch import nn
 
 __all__ = [
     "ENCODERS",
@@ -50,8 +46,6 @@ __all__ = [
     "MethodSpec",
     "METHODS",
     "get_method",
-    "set_trainable",
-    "parameter_counts",
 ]
 
 #: Image encoders: LiteMedSAM's TinyViT (64 x 64 embedding) and SAM ViT-B at 256 (16 x 16).
@@ -343,25 +337,3 @@ def get_method(name: str) -> MethodSpec:
         return METHODS[name]
     except KeyError:
         raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
-
-
-def set_trainable(model: nn.Module, spec: MethodSpec) -> None:
-    """Freeze every parameter of ``model`` except those ``spec`` trains.
-
-    A parameter trains when its top-level sub-module is in ``spec.trainable``
-    or, for a method with adapters, when it is an adapter parameter of the
-    image encoder (:func:`segsam.models.adapters.is_adapter_parameter`).
-    """
-    from segsam.models.adapters import is_adapter_parameter
-
-    for name, param in model.named_parameters():
-        top = name.split(".", 1)[0]
-        adapter = spec.adapter is not None and top == "image_encoder" and is_adapter_parameter(name)
-        param.requires_grad = top in spec.trainable or adapter
-
-
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """Return (trainable, frozen) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return trainable, frozen

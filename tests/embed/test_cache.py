@@ -11,8 +11,9 @@ import SimpleITK as sitk
 
 from segsam.config import encoder_settings, load_config
 from segsam.data.slicing import MANIFEST
+from segsam.embed.encode import encode_case
+from segsam.embed.store import EmbeddingStore
 from segsam.errors import DataError
-from segsam.train.embedding_cache import EmbeddingStore, encode_case
 
 
 def _slice_dir(root: Path) -> Path:
