@@ -3,7 +3,9 @@
 A :class:`SegsamError` carries a one-line message that names the file (or config
 key) and the problem, and says what to do. Workflow scripts run their stage
 through :func:`run_stage`, which turns such an error into that one line on
-stderr and in the rule's log, and a non-zero exit, instead of a traceback.
+stderr and in the rule's log, and a non-zero exit, instead of a traceback. Any
+other exception is a bug: its traceback goes to the rule's log too (a failed
+job's log is never empty), and the job fails.
 """
 
 from __future__ import annotations
@@ -53,3 +55,6 @@ def run_stage(func: Callable[..., T], *args: Any, log: str | None = None, **kwar
     except SegsamError as err:
         logger.error("%s: %s", type(err).__name__, err)
         sys.exit(1)
+    except Exception:
+        logger.exception("unexpected error in %s (a bug: please report it with this log)", func.__qualname__)
+        raise

@@ -8,6 +8,13 @@
   flattened config as params. Only rank 0 of a distributed job logs.
 * Nothing secret is ever logged: API keys live only in the environment and
   the config holds only the *name* of the variable.
+* The experiment is marked as a model-development experiment, so the MLflow UI
+  opens it on the runs table; each run's source names the rule and the
+  ``segsam`` module it runs; training and evaluation log the index they read as
+  an MLflow dataset (:func:`log_index`).
+* A store that is damaged or gone stops the job with one line naming the file
+  and the safe way out (:class:`TrackingError`); runs are never dropped
+  silently by starting a fresh store in place of a missing one.
 """
 
 from __future__ import annotations
@@ -22,11 +29,25 @@ from typing import Any
 
 from segsam.atomic import write_json
 from segsam.config import REPO_ROOT, config_hash, flatten
+from segsam.errors import SegsamError
 
 log = logging.getLogger(__name__)
 
 for _name in ("alembic", "mlflow", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+#: Experiment tag that makes the MLflow UI open the experiment on its runs table (not the GenAI pages).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: Where each stage's runs come from: the rule and the ``segsam`` module (the run's "source" in the UI).
+SOURCES = {
+    "train": "workflow/rules/train.smk: rule train (segsam.train)",
+    "evaluate": "workflow/rules/evaluate.smk: rule evaluate (segsam.evaluate)",
+}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class TrackingError(SegsamError):
+    """The MLflow store is damaged, missing or unreadable."""
 
 
 def is_rank0() -> bool:
@@ -56,6 +77,63 @@ def _absolute_sqlite_uri(uri: str) -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def _store_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+def check_store(uri: str, *, must_exist: bool) -> None:
+    """Stop with one line when the sqlite file behind ``uri`` is damaged (or missing, with ``must_exist``).
+
+    A damaged store is never replaced: the message says to move it aside, so
+    that its runs can still be recovered from the moved file.
+
+    Raises:
+        TrackingError: naming the file and what to do.
+    """
+    import sqlite3
+
+    path = _store_path(uri)
+    if not path.exists():
+        if must_exist:
+            raise TrackingError(
+                f"{path}: the MLflow store is missing (rule mlflow_init created it); restore the file, or "
+                "start a new, empty store with `snakemake --forcerun mlflow_init` (earlier runs are not in it)"
+            )
+        return
+    aside = f"mv {path} {path}.damaged"
+    with open(path, "rb") as stream:
+        head = stream.read(len(_SQLITE_MAGIC))
+    if head and head != _SQLITE_MAGIC:
+        raise TrackingError(f"{path}: not an SQLite file, so not an MLflow store; keep it aside (`{aside}`) and rerun")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise TrackingError(
+            f"{path}: the MLflow store is damaged ({verdict}); keep it aside (`{aside}`) and rerun "
+            "to start a new store (the runs of the old one stay in the moved file)"
+        )
+
+
+@contextlib.contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    """Turn MLflow's and SQLAlchemy's errors about the store into one :class:`TrackingError` line."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        path = _store_path(uri)
+        raise TrackingError(
+            f"{path}: the MLflow store cannot be used ({first[:200]}); if the file is damaged keep it aside "
+            f"(`mv {path} {path}.damaged`) and rerun"
+        ) from err
+
+
 def init_store(uri: str, experiment: str, artifacts: str | Path, marker: str | Path) -> str:
     """Create the sqlite store and the experiment (idempotent); write ``marker``.
 
@@ -65,14 +143,22 @@ def init_store(uri: str, experiment: str, artifacts: str | Path, marker: str | P
     import mlflow
 
     uri = _absolute_sqlite_uri(uri)
-    Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    _store_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    check_store(uri, must_exist=False)
     artifact_root = Path(artifacts).resolve()
     artifact_root.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifact_root.as_uri())
-    )
+    with _store_errors(uri):
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            experiment_id = client.create_experiment(
+                experiment, artifact_location=artifact_root.as_uri(), tags=EXPERIMENT_KIND
+            )
+        else:
+            experiment_id = found.experiment_id
+            for key, value in EXPERIMENT_KIND.items():
+                if found.tags.get(key) != value:
+                    client.set_experiment_tag(experiment_id, key, value)
     write_json(marker, {"tracking_uri": uri, "experiment": experiment, "experiment_id": experiment_id})
     log.info("MLflow store %s, experiment %r (id %s)", uri, experiment, experiment_id)
     return experiment_id
@@ -107,26 +193,54 @@ def start_run(
     import mlflow
 
     tracking = config["tracking"]
-    mlflow.set_tracking_uri(_absolute_sqlite_uri(tracking["uri"]))
-    mlflow.set_experiment(tracking["experiment"])
+    uri = _absolute_sqlite_uri(tracking["uri"])
+    check_store(uri, must_exist=True)
+    commit = git_commit()
     tags = {
         "stage": stage,
         "method": method,
         "dataset": config["dataset"]["name"],
         "config_hash": config_hash(config),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "run_name": config["run_name"],
+        "mlflow.source.name": SOURCES.get(stage, stage),
+        "mlflow.source.type": "LOCAL",
+        **({"mlflow.source.git.commit": commit.removesuffix("+dirty")} if commit != "unknown" else {}),
         **({"eval_dataset": eval_dataset} if eval_dataset else {}),
         **(extra_tags or {}),
     }
-    if run_id is not None:
-        with mlflow.start_run(run_id=run_id) as run:
+    with _store_errors(uri):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(tracking["experiment"])
+        if run_id is not None:
+            with mlflow.start_run(run_id=run_id) as run:
+                yield run
+            return
+        name = f"{stage}/{method}" + (f"/{eval_dataset}" if eval_dataset else "")
+        with mlflow.start_run(run_name=name, tags=tags) as run:
+            items = sorted(flatten(config).items())
+            for first in range(0, len(items), 100):
+                mlflow.log_params(dict(items[first : first + 100]))
             yield run
-        return
-    name = f"{stage}/{method}" + (f"/{eval_dataset}" if eval_dataset else "")
-    with mlflow.start_run(run_name=name, tags=tags) as run:
-        params = flatten(config)
-        items = sorted(params.items())
-        for first in range(0, len(items), 100):
-            mlflow.log_params(dict(items[first : first + 100]))
-        yield run
+
+
+def log_index(table: Any, path: str | Path, *, name: str, context: str) -> None:
+    """Log the rows a run read as an MLflow dataset input: the UI's dataset column shows what it saw.
+
+    Args:
+        table: The rows the run used (a pandas DataFrame: the train split, or the saved test prompts).
+        path: The file they come from (the dataset's source).
+        name: The dataset's name in the UI (e.g. ``demo/train``).
+        context: ``training`` or ``evaluation``.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import get_registered_sources
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from segsam.hashing import sha256_of
+
+    # a local file: named explicitly, as MLflow registers two sources that both claim local paths
+    local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
+    source = local(Path(path).resolve().as_uri())
+    dataset = from_pandas(table, source=source, name=name, digest=sha256_of(path)[:12])
+    mlflow.log_input(dataset, context=context)

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import pytest
 
 from segsam.config import config_hash, flatten
-from segsam.tracking import init_store, is_rank0, start_run
+from segsam.hashing import sha256_of
+from segsam.tracking import TrackingError, init_store, is_rank0, log_index, start_run
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +125,69 @@ def test_rank_zero_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_rank0()
     monkeypatch.setenv("RANK", "3")
     assert not is_rank0()
+
+
+def test_experiment_opens_on_the_runs_table(store: dict[str, Any]) -> None:
+    experiment = mlflow.MlflowClient(tracking_uri=store["uri"]).get_experiment(store["experiment_id"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_run_source_names_the_rule_and_module(store: dict[str, Any], config: dict[str, Any]) -> None:
+    with start_run(_config(config, store), "evaluate", "segsam") as run:
+        run_id = run.info.run_id
+    tags = mlflow.MlflowClient(tracking_uri=store["uri"]).get_run(run_id).data.tags
+    assert tags["mlflow.source.name"] == "workflow/rules/evaluate.smk: rule evaluate (segsam.evaluate)"
+    assert tags["mlflow.source.type"] == "LOCAL"
+
+
+def test_index_is_logged_as_a_dataset(store: dict[str, Any], config: dict[str, Any], tmp_path: Path) -> None:
+    table = pd.DataFrame({"image": ["a.png", "b.png", "c.png"], "split": ["train", "train", "test"]})
+    path = tmp_path / "masks.parquet"
+    table.to_parquet(path)
+    with start_run(_config(config, store), "train", "ft_decoder") as run:
+        log_index(table[table["split"] == "train"], path, name="demo/train", context="training")
+        run_id = run.info.run_id
+    (entry,) = mlflow.MlflowClient(tracking_uri=store["uri"]).get_run(run_id).inputs.dataset_inputs
+    assert entry.dataset.name == "demo/train" and entry.dataset.digest == sha256_of(path)[:12]
+    assert str(path.resolve()) in entry.dataset.source
+    assert json.loads(entry.dataset.profile)["num_rows"] == 2
+    assert [tag.value for tag in entry.tags if tag.key == "mlflow.data.context"] == ["training"]
+
+
+def _tracking(config: dict[str, Any], db: Path) -> dict[str, Any]:
+    config["tracking"] = {"uri": f"sqlite:///{db}", "experiment": "x", "artifacts": str(db.parent / "art")}
+    return config
+
+
+def test_a_store_that_is_not_sqlite_stops_in_one_line(tmp_path: Path, config: dict[str, Any]) -> None:
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"this is not a database" * 100)
+    for call in (
+        lambda: init_store(f"sqlite:///{db}", "x", tmp_path / "art", tmp_path / "marker.json"),
+        lambda: start_run(_tracking(config, db), "train", "ft_decoder").__enter__(),
+    ):
+        with pytest.raises(TrackingError) as err:
+            call()
+        message = str(err.value)
+        assert str(db) in message and f"mv {db} {db}.damaged" in message and "\n" not in message
+    assert db.read_bytes().startswith(b"this is not")  # left as it was: nothing deleted or replaced
+    assert not (tmp_path / "marker.json").exists()
+
+
+def test_a_damaged_sqlite_store_stops_in_one_line(tmp_path: Path, config: dict[str, Any]) -> None:
+    db = tmp_path / "mlflow.db"
+    init_store(f"sqlite:///{db}", "x", tmp_path / "art", tmp_path / "marker.json")
+    data = bytearray(db.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # keep the header page, overwrite every other page
+    db.write_bytes(bytes(data))
+    with pytest.raises(TrackingError, match="damaged") as err:
+        start_run(_tracking(config, db), "train", "ft_decoder").__enter__()
+    assert str(db) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_store_is_not_silently_replaced(tmp_path: Path, config: dict[str, Any]) -> None:
+    db = tmp_path / "gone" / "mlflow.db"
+    with pytest.raises(TrackingError, match="missing") as err:
+        start_run(_tracking(config, db), "evaluate", "segsam").__enter__()
+    assert "--forcerun mlflow_init" in str(err.value)
+    assert not db.exists()
