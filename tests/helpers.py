@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
+
+import SimpleITK as sitk
 
 from segsam.data.vocabulary import Vocabulary
 from segsam.methods import get_method
@@ -13,3 +17,43 @@ from segsam.models.segsam_net import PromptableModel
 def method_model(name: str, config: dict[str, Any], text_dim: int | None = None) -> PromptableModel:
     """The model of a registry method as training and evaluation build it (pretrained weights loaded)."""
     return build_method_model(get_method(name), config, len(Vocabulary.read(config["vocabulary"])), text_dim)
+
+
+def write_dicom_series(
+    volume: sitk.Image, folder: Path, *, modality: str = "CT", series_uid: str | None = None
+) -> Path:
+    """Write a 3D volume as a DICOM series (one file per axial slice) that SimpleITK / GDCM read back.
+
+    Each slice carries its position and the volume's orientation (DICOM's LPS
+    frame), so the series describes the same grid as ``volume``. Pixel values
+    are written as int16 (CT numbers).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = series_uid or "1.2.826.0.1.3680043.2.1125." + str(
+        int(hashlib.sha256(str(folder).encode()).hexdigest()[:10], 16)
+    )
+    direction = volume.GetDirection()
+    orientation = "\\".join(f"{v:.6f}" for v in (*direction[0:7:3], *direction[1:8:3]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    cast = sitk.Cast(volume, sitk.sitkInt16)
+    for k in range(volume.GetDepth()):
+        plane = cast[:, :, k]
+        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0060": modality,
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.2",  # CT image storage
+            "0008|0018": f"{uid}.{k + 1}",
+            "0020|000d": f"{uid}.0",
+            "0020|000e": uid,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
+            "0020|0037": orientation,
+            "0018|0050": f"{volume.GetSpacing()[2]:.6f}",
+            "0028|0030": f"{volume.GetSpacing()[1]:.6f}\\{volume.GetSpacing()[0]:.6f}",
+        }
+        for key, value in tags.items():
+            plane.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
+        writer.Execute(plane)
+    return folder

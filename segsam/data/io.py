@@ -34,12 +34,7 @@ def read_volume(path: str | Path) -> sitk.Image:
         raise DataError(f"{path}: file not found")
     try:
         if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            files = reader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                raise DataError(f"{path}: folder holds no DICOM series")
-            reader.SetFileNames(files)
-            image = reader.Execute()
+            image = _read_dicom_series(path)
         else:
             image = sitk.ReadImage(str(path))
             _check_nifti_data(path, image)
@@ -53,6 +48,25 @@ def read_volume(path: str | Path) -> sitk.Image:
             f"{path}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
         )
     return image
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    """The one DICOM series of a folder, as a volume (slices ordered by position, by GDCM).
+
+    Raises:
+        DataError: no series, or several (a folder is one case's image).
+    """
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise DataError(f"{folder}: folder holds no DICOM series")
+    if len(series) > 1:
+        raise DataError(
+            f"{folder}: folder holds {len(series)} DICOM series ({', '.join(series)}); "
+            "put each series in a folder of its own"
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    return reader.Execute()
 
 
 _NIFTI_FLOAT = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64
@@ -89,42 +103,74 @@ def _check_nifti_data(path: Path, image: sitk.Image) -> None:
         raise DataError(f"{path}: image holds non-finite intensities (NaN or inf)")
 
 
-def check_geometry(image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path) -> None:
-    """Image and label must share size, spacing, origin and direction (within tolerance)."""
+def describe_geometry(image: sitk.Image) -> str:
+    """A volume's grid for messages: size, spacing (mm), origin (mm) and direction, rounded for people."""
+
+    def numbers(values: tuple[float, ...], digits: int) -> str:
+        return "(" + ", ".join(f"{round(v, digits):g}" for v in values) + ")"
+
+    return (
+        f"size {tuple(image.GetSize())}, spacing {numbers(image.GetSpacing(), 4)}, "
+        f"origin {numbers(image.GetOrigin(), 3)}, direction {numbers(image.GetDirection(), 3)}"
+    )
+
+
+def same_grid(image: sitk.Image, label: sitk.Image) -> bool:
+    """Whether two volumes occupy the same voxel grid in physical space.
+
+    The stated tolerance (:data:`GEOMETRY_TOLERANCE`): spacing equal to 0.1 %,
+    origin within 1 % of the largest voxel side (at least 0.01 mm), direction
+    cosines within 0.001. Compare volumes in the same orientation (both LPS):
+    a label stored with flipped axes describes the same grid only once both
+    are reoriented.
+    """
     if image.GetSize() != label.GetSize():
-        raise DataError(f"{label_path}: size {label.GetSize()} differs from image {image_path} size {image.GetSize()}")
-    spacing_i, spacing_l = np.array(image.GetSpacing()), np.array(label.GetSpacing())
-    if not np.allclose(spacing_i, spacing_l, rtol=GEOMETRY_TOLERANCE, atol=0):
-        raise DataError(
-            f"{label_path}: spacing {tuple(spacing_l)} differs from image {image_path} spacing {tuple(spacing_i)}"
-        )
-    if not np.allclose(image.GetOrigin(), label.GetOrigin(), atol=GEOMETRY_TOLERANCE * max(spacing_i.max(), 1.0) * 10):
-        raise DataError(
-            f"{label_path}: origin {label.GetOrigin()} differs from image {image_path} origin {image.GetOrigin()}"
-        )
-    if not np.allclose(image.GetDirection(), label.GetDirection(), atol=GEOMETRY_TOLERANCE):
-        raise DataError(f"{label_path}: direction differs from image {image_path}")
+        return False
+    spacing = np.array(image.GetSpacing())
+    return bool(
+        np.allclose(spacing, label.GetSpacing(), rtol=GEOMETRY_TOLERANCE, atol=0)
+        and np.allclose(image.GetOrigin(), label.GetOrigin(), atol=GEOMETRY_TOLERANCE * max(spacing.max(), 1.0) * 10)
+        and np.allclose(image.GetDirection(), label.GetDirection(), atol=GEOMETRY_TOLERANCE)
+    )
 
 
-def read_case(image_path: str | Path, label_path: str | Path) -> tuple[sitk.Image, sitk.Image]:
-    """Read an image/label pair, check it, and reorient both to LPS.
+def match_label_grid(
+    image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path, *, resample: bool = False
+) -> sitk.Image:
+    """The label on the image's grid: as it is when the grids agree, else resampled or refused.
 
-    Returns:
-        (image as float32, label as the label's integer type), both in LPS.
+    Args:
+        image: The image, reoriented to LPS.
+        label: The label, reoriented to LPS.
+        image_path: The image's file (named in messages).
+        label_path: The label's file (named in messages).
+        resample: Put a label on another grid onto the image's by nearest-neighbour
+            resampling (``dataset.resample_labels``); it is logged. Off: such a pair
+            is refused.
 
     Raises:
-        DataError: unreadable file, 4D input, geometry mismatch, non-finite
-            intensities, or a label volume with non-integer, negative or
-            above-65535 values (which would wrap around in the uint16 cast).
+        DataError: the grids differ and ``resample`` is off (one line with both geometries).
     """
-    image_path, label_path = Path(image_path), Path(label_path)
-    image = read_volume(image_path)
-    label = read_volume(label_path)
-    check_geometry(image, label, image_path, label_path)
-    array = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():  # integers are always finite
-        raise DataError(f"{image_path}: image holds non-finite intensities (NaN or inf)")
-    del array
+    if same_grid(image, label):
+        return label
+    if not resample:
+        raise DataError(
+            f"{label_path}: grid {describe_geometry(label)} differs from image {image_path} grid "
+            f"{describe_geometry(image)} (in LPS); fix the export, or set dataset.resample_labels: true to "
+            "resample the label onto the image grid"
+        )
+    log.warning(
+        "%s: grid %s differs from image %s grid %s; resampled onto the image grid (nearest neighbour)",
+        label_path,
+        describe_geometry(label),
+        image_path,
+        describe_geometry(image),
+    )
+    return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+
+
+def _check_label_values(label: sitk.Image, label_path: Path) -> None:
+    """Integer values in 0..65535 only (the uint16 cast must not wrap around)."""
     if label.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         values = sitk.GetArrayViewFromImage(label)
         if not np.array_equal(values, np.round(values)):
@@ -135,10 +181,43 @@ def read_case(image_path: str | Path, label_path: str | Path) -> tuple[sitk.Imag
         raise DataError(f"{label_path}: label volume holds negative values (minimum {extrema.GetMinimum():g})")
     if extrema.GetMaximum() > np.iinfo(np.uint16).max:
         raise DataError(f"{label_path}: label values up to {extrema.GetMaximum():g} exceed 65535")
+
+
+def read_case(
+    image_path: str | Path, label_path: str | Path, *, resample_labels: bool = False
+) -> tuple[sitk.Image, sitk.Image]:
+    """Read an image/label pair, reorient both to LPS, then check that they share one grid.
+
+    Reorienting first accepts a label exported with flipped axes (another
+    direction and the origin at the other end) when it covers the image's
+    voxels, as ITK-SNAP, 3D Slicer or dcm2niix exports often do.
+
+    Args:
+        image_path: The image (a file, or a folder holding one DICOM series).
+        label_path: Its label map.
+        resample_labels: Resample a label on another grid onto the image's
+            (see :func:`match_label_grid`); off: refuse the pair.
+
+    Returns:
+        (image as float32, label as uint16), both in LPS on the image's grid.
+
+    Raises:
+        DataError: unreadable file, 4D input, different grids, non-finite
+            intensities, or a label volume with non-integer, negative or
+            above-65535 values (which would wrap around in the uint16 cast).
+    """
+    image_path, label_path = Path(image_path), Path(label_path)
+    image = read_volume(image_path)
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():  # integers are always finite
+        raise DataError(f"{image_path}: image holds non-finite intensities (NaN or inf)")
+    del array
     # orient first, then cast, and skip either when it is a no-op: the reader's freed buffer
     # is reused, so the peak stays near two copies of the volume (benchmarks/slicing_throughput.py)
     image = _to_lps(image)  # one at a time: each original is freed before the next copy
-    label = _to_lps(label)
+    label = read_volume(label_path)
+    _check_label_values(label, label_path)
+    label = match_label_grid(image, _to_lps(label), image_path, label_path, resample=resample_labels)
     if label.GetPixelID() != sitk.sitkUInt16:
         label = sitk.Cast(label, sitk.sitkUInt16)  # safe now: no value wraps around
     if image.GetPixelID() != sitk.sitkFloat32:
