@@ -6,12 +6,15 @@ generator and torch's RNG, the epoch's image order and the position in it, the
 history so far, and the MLflow run id (the resumed job keeps logging into the
 same run). A ``fingerprint`` of the settings and code that shape training is
 stored with it; a state whose fingerprint differs is ignored, so a changed
-config never resumes from stale weights.
+config never resumes from stale weights. A state that cannot be read (a
+damaged file, or a pickle that ``weights_only=True`` refuses) is moved aside
+with a warning and training starts afresh: it never blocks the method.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +68,15 @@ def load_state(state_dir: str | Path, fingerprint: str) -> TrainState | None:
     path = Path(state_dir) / STATE_FILE
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict):
+            raise TypeError(f"a {type(payload).__name__}, not a state dict")
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
+        aside = _set_aside(path)
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        log.warning("%s: unreadable resume state (%s); moved to %s, training starts afresh", path, reason, aside)
+        return None
     if payload.get("fingerprint") != fingerprint:
         log.warning("%s: saved state is for other settings or code; starting afresh", path)
         return None
@@ -74,6 +85,13 @@ def load_state(state_dir: str | Path, fingerprint: str) -> TrainState | None:
     state = TrainState(**payload)
     log.info("resuming from %s at epoch %d, step %d", path, state.epoch + 1, state.step_in_epoch)
     return state
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename an unreadable state file out of the way (kept for inspection, never loaded again)."""
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.replace(aside)
+    return aside
 
 
 def clear_state(state_dir: str | Path) -> None:
