@@ -1,18 +1,27 @@
-"""Configuration: load, validate against the workflow's JSON schema, hash.
+"""Configuration: load, fill defaults and validate against the workflow's JSON schema, hash.
 
 The schema (``workflow/schemas/config.schema.yaml``) is the single definition
-of every key. Snakemake validates the merged config with it at start-up
-(``common.smk``); library code and tests validate through :func:`validate`.
+of every key, its checks and its default. Snakemake validates the merged config
+with it at start-up and sets missing keys to their defaults
+(``snakemake.utils.validate`` in ``common.smk``); library code and tests do the
+same through :func:`validate` and :func:`load_config`, and a stage that takes
+one config section builds it with :func:`validate_section`.
+
+Names that live in a registry are checked by :func:`check_names` rather than
+listed in the schema: dataset names against the dataset registry file
+(``dataset.registry``), method names against :mod:`segsam.methods`. Adding a
+dataset or a method then needs no schema edit.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +30,185 @@ import yaml
 
 from segsam.errors import ConfigError
 from segsam.hashing import stable_hash
+from segsam.methods import METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+#: Where a new method is added (named in the error for an unknown one).
+METHODS_FILE = "segsam/methods.py"
 
 
-def _schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+def read_yaml(path: str | Path, what: str) -> Any:
+    """Parse a YAML file; a missing or malformed file is a one-line :class:`ConfigError`.
 
+    Args:
+        path: The file.
+        what: What the file is, for the message (``"dataset registry"``).
 
-def validate(config: Mapping[str, Any]) -> None:
-    """Validate ``config`` against the schema.
+    Returns:
+        The parsed document.
 
     Raises:
-        ConfigError: one line naming the offending key path and the schema's message.
+        ConfigError: ``<path>: cannot read the <what> (line N: problem)``.
     """
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        path = [str(p) for p in err.absolute_path]
-        if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
-            # name the unknown key itself (``slicing.strid``), not only its parent section
-            known = set(err.schema.get("properties", {}))
-            path.extend(sorted(str(k) for k in err.instance if k not in known)[:1])
-        key = ".".join(path) or "<top level>"
-        raise ConfigError(f"config key '{key}': {err.message}")
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: cannot read the {what} ({where}{problem})") from err
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    """The parsed schema (shared: never modify it; defaults are copied before use)."""
+    return read_yaml(SCHEMA_PATH, "config schema")
+
+
+def _fill_defaults(
+    validator: jsonschema.protocols.Validator, properties: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """The ``properties`` keyword, first setting each absent property that has a ``default`` to a copy of it."""
+    if validator.is_type(instance, "object"):
+        for name, subschema in properties.items():
+            if "default" in subschema and name not in instance:
+                instance[name] = copy.deepcopy(subschema["default"])
+    yield from jsonschema.Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+#: Draft 2020-12 validation that fills defaults as it goes, like ``snakemake.utils.validate(set_default=True)``.
+_DefaultingValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": _fill_defaults})
+
+
+def _raise_first(errors: Iterable[jsonschema.ValidationError], prefix: tuple[str, ...] = ()) -> None:
+    """Raise the first error (by key path) as one line naming the key; nothing when there is none."""
+    ordered = sorted(errors, key=lambda e: [str(p) for p in e.absolute_path])
+    if not ordered:
+        return
+    err = ordered[0]
+    path = [*prefix, *(str(p) for p in err.absolute_path)]
+    if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+        # name the unknown key itself (``slicing.strid``), not only its parent section
+        known = list(err.schema.get("properties", {}))
+        unknown = sorted(str(k) for k in err.instance if k not in known)
+        if known and unknown:
+            where = ".".join(path) or "the top level"
+            raise ConfigError(
+                f"config key '{'.'.join([*path, unknown[0]])}': unknown key; the keys of {where} are {', '.join(known)}"
+            )
+    key = ".".join(path) or "<top level>"
+    raise ConfigError(f"config key '{key}': {err.message}")
+
+
+def validate(config: Mapping[str, Any], root: str | Path = REPO_ROOT) -> dict[str, Any]:
+    """Validate ``config`` against the schema, with missing keys set to their defaults; check registry names.
+
+    Args:
+        config: A whole config (``config`` itself is left unchanged).
+        root: Folder that a relative ``dataset.registry`` path is relative to.
+
+    Returns:
+        A copy of ``config`` with every missing key set to its schema default.
+
+    Raises:
+        ConfigError: one line naming the offending key path and the problem.
+    """
+    filled = copy.deepcopy(dict(config))
+    _raise_first(_DefaultingValidator(_schema()).iter_errors(filled))
+    check_names(filled, root)
+    return filled
+
+
+def validate_section(section: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Validate one config section against its part of the schema, with missing keys set to their defaults.
+
+    For stages that take a section rather than the whole config (``text.llm``
+    for the describe stage): the schema's checks and defaults apply to it, and
+    the stage keeps none of its own.
+
+    Args:
+        section: The section's mapping (``section`` itself is left unchanged).
+        key: Its dotted key path, e.g. ``"text.llm"``.
+
+    Returns:
+        A copy of ``section`` with every missing key set to its schema default.
+
+    Raises:
+        ConfigError: one line naming the offending key path (``text.llm.concurrency``).
+        KeyError: ``key`` is not a section of the schema.
+    """
+    schema = _schema()
+    subschema: Mapping[str, Any] = schema
+    for part in key.split("."):
+        subschema = subschema["properties"][part]
+    filled = copy.deepcopy(dict(section))
+    validator = _DefaultingValidator({**subschema, "$defs": schema["$defs"]})
+    _raise_first(validator.iter_errors(filled), tuple(key.split(".")))
+    return filled
+
+
+def schema_defaults() -> dict[str, Any]:
+    """The config made of the schema's defaults alone (the offline demo, ``config/config.yaml``)."""
+    defaults: dict[str, Any] = {}
+    _raise_first(_DefaultingValidator(_schema()).iter_errors(defaults))
+    return defaults
+
+
+def registry_names(registry: str | Path) -> list[str]:
+    """The dataset names of a registry file (its ``datasets`` keys), without validating the entries.
+
+    The entries are validated by :func:`segsam.data.registry.load_registry`; the
+    names are all that :func:`check_names` needs, and reading them here keeps
+    the config module free of the data stage.
+
+    Args:
+        registry: The registry YAML (``dataset.registry``).
+
+    Returns:
+        The names, sorted.
+
+    Raises:
+        ConfigError: the file is missing, malformed, or has no ``datasets`` mapping.
+    """
+    raw = read_yaml(registry, "dataset registry")
+    datasets = raw.get("datasets") if isinstance(raw, Mapping) else None
+    if not isinstance(datasets, Mapping):
+        raise ConfigError(f"{registry}: the dataset registry has no 'datasets' mapping")
+    return sorted(str(name) for name in datasets)
+
+
+def check_names(config: Mapping[str, Any], root: str | Path = REPO_ROOT) -> None:
+    """Check the names that live in a registry: datasets in ``dataset.registry``, methods in :mod:`segsam.methods`.
+
+    Called by :func:`validate` and at workflow start-up (``common.smk``), after
+    the schema check.
+
+    Args:
+        config: A config that passed the schema.
+        root: Folder that a relative ``dataset.registry`` path is relative to
+            (the workflow's working directory in ``common.smk``).
+
+    Raises:
+        ConfigError: one line naming the key, the unknown name, where to add it and the known names.
+    """
+    registry = Path(config["dataset"]["registry"])
+    known = registry_names(registry if registry.is_absolute() else Path(root) / registry)
+    named = [("dataset.name", config["dataset"]["name"])]
+    named += [(f"cross.datasets.{name}", name) for name in config["cross"]["datasets"]]
+    for key, name in named:
+        if name not in known:
+            raise ConfigError(
+                f"config key '{key}': dataset {name!r} is not in the dataset registry {registry}; add it there "
+                f"(known: {', '.join(known)})"
+            )
+    for index, name in enumerate(config["methods"]):
+        if name not in METHODS:
+            raise ConfigError(
+                f"config key 'methods.{index}': unknown method {name!r}; add it to {METHODS_FILE} "
+                f"(known: {', '.join(METHODS)})"
+            )
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -62,25 +223,24 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
 
 
 def load_config(*overlays: str | Path) -> dict[str, Any]:
-    """Load ``config/config.yaml``, merge the overlay files in order, validate.
+    """Load ``config/config.yaml``, merge the overlay files in order, fill defaults, validate.
 
     Args:
         *overlays: YAML files merged on top of the default, like ``--configfile``.
 
     Returns:
-        The validated configuration.
+        The validated configuration, every key set (missing ones to their schema defaults).
 
     Raises:
-        ConfigError: when a file is missing or the merged config is invalid.
+        ConfigError: when a file is missing or malformed, or the merged config is invalid.
     """
     config: dict[str, Any] = {}
     for path in (DEFAULT_CONFIG, *overlays):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        config = deep_merge(config, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    validate(config)
-    return config
+        config = deep_merge(config, read_yaml(path, "config file") or {})
+    return validate(config)
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

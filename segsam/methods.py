@@ -1,9 +1,9 @@
 """The method registry: config names -> how a method is built and what trains.
 
 A method name is a config value (``methods:`` in ``config/config.yaml``) and a
-table row. ``workflow/schemas/config.schema.yaml`` enumerates the same names
-(a test keeps the two equal). This module is read at workflow start-up, so it
-does not import torch.
+table row; this registry is the one list of names (a new method is added
+here only: :func:`segsam.config.check_names` checks ``methods:`` against it at
+start-up). This module is read at workflow start-up, so it does not import torch.
 
 Families (see :class:`MethodSpec` for the fields):
 

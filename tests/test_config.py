@@ -19,7 +19,9 @@ from segsam.config import (
     encoder_tag,
     flatten,
     load_config,
+    schema_defaults,
     validate,
+    validate_section,
 )
 from segsam.errors import ConfigError
 from segsam.methods import METHODS
@@ -83,10 +85,109 @@ def test_unknown_method_message_names_the_value(config: dict[str, Any]) -> None:
         validate(config)
 
 
-def test_missing_required_key_is_an_error(config: dict[str, Any]) -> None:
+def test_missing_key_takes_its_schema_default(config: dict[str, Any]) -> None:
     del config["split"]["seed"]
-    with pytest.raises(ConfigError, match="'split'.*seed"):
-        validate(config)
+    del config["text"]["llm"]
+    filled = validate(config)
+    assert filled["split"]["seed"] == 0 and filled["text"]["llm"]["max_retries"] == 5
+    assert "seed" not in config["split"] and "llm" not in config["text"]  # the input is left as it was
+
+
+def _keys(value: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every key of a nested mapping."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{prefix}{key}"
+            yield from _keys(item, f"{prefix}{key}.")
+
+
+def _schema_node(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
+    """The schema of a dotted key: a property's schema, ``{}`` for a key of a mapping of user names
+    (``split.assign``, ``cross.datasets``), None for a key the schema does not know."""
+    node = schema
+    for part in dotted.split("."):
+        if part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            return {}
+        else:
+            return None
+    return node
+
+
+def test_every_key_of_config_yaml_is_in_the_schema_with_a_default() -> None:
+    schema = yaml.safe_load(config_module.SCHEMA_PATH.read_text(encoding="utf-8"))
+    demo = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    nodes = {key: _schema_node(schema, key) for key in _keys(demo)}
+    assert [key for key, node in nodes.items() if node is None] == []
+    assert [key for key, node in nodes.items() if node and "default" not in node] == []
+
+
+def test_config_yaml_is_the_schema_defaults() -> None:
+    """The schema is the one source of defaults; config/config.yaml shows them with comments."""
+    demo = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    assert load_config() == deep_merge(schema_defaults(), demo)
+    assert schema_defaults() == demo
+    assert config_hash(schema_defaults()) == config_hash(load_config())
+
+
+def test_validate_section_checks_and_completes_one_section() -> None:
+    llm = validate_section({"model": "m"}, "text.llm")
+    assert llm["model"] == "m" and llm["concurrency"] == 4 and llm["base_url"] is None
+    with pytest.raises(ConfigError, match=r"^config key 'text.llm.concurrency': 0 is less than the minimum of 1$"):
+        validate_section({"concurrency": 0}, "text.llm")
+    with pytest.raises(ConfigError, match=r"'text.embedding.api_key_env': unknown key; the keys of text.embedding"):
+        validate_section({"api_key_env": "X"}, "text.embedding")
+
+
+def _registry(tmp_path: Path, *names: str) -> Path:
+    """A registry file holding ``names`` (only the names matter to the config check)."""
+    path = tmp_path / "my_datasets.yaml"
+    raw = yaml.safe_load((REPO / "config" / "datasets.yaml").read_text(encoding="utf-8"))
+    raw["datasets"] = {name: raw["datasets"]["demo"] for name in names}
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_a_dataset_added_to_a_registry_needs_no_schema_edit(tmp_path: Path) -> None:
+    registry = _registry(tmp_path, "demo", "my_phantoms", "my_volumes")
+    overlay = {"dataset": {"name": "my_phantoms", "registry": str(registry)}, "cross": {"datasets": {"my_volumes": {}}}}
+    config = load_config(_overlay(tmp_path, overlay))
+    assert config["dataset"]["name"] == "my_phantoms" and list(config["cross"]["datasets"]) == ["my_volumes"]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "expected"),
+    [
+        (
+            {"dataset": {"name": "my_phantoms"}},
+            "config key 'dataset.name': dataset 'my_phantoms' is not in the dataset registry {registry}; add it "
+            "there (known: demo, kits23)",
+        ),
+        (
+            {"cross": {"datasets": {"btcv": None}}},
+            "config key 'cross.datasets.btcv': dataset 'btcv' is not in the dataset registry {registry}; add it "
+            "there (known: demo, kits23)",
+        ),
+        (
+            {"methods": ["segsam", "sam_huge"]},
+            "config key 'methods.1': unknown method 'sam_huge'; add it to segsam/methods.py (known: medsam_lite, ",
+        ),
+    ],
+    ids=["dataset", "cross-dataset", "method"],
+)
+def test_unknown_registry_name_stops_in_one_line(tmp_path: Path, overlay: dict[str, Any], expected: str) -> None:
+    registry = _registry(tmp_path, "demo", "kits23")
+    overlay = deep_merge({"dataset": {"registry": str(registry)}}, overlay)
+    with pytest.raises(ConfigError) as info:
+        load_config(_overlay(tmp_path, overlay))
+    message = str(info.value)
+    assert message.startswith(expected.format(registry=registry)) and "\n" not in message
+
+
+def test_missing_registry_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.yaml: cannot read the dataset registry"):
+        load_config(_overlay(tmp_path, {"dataset": {"registry": str(tmp_path / "nope.yaml")}}))
 
 
 def test_deep_merge_does_not_modify_its_inputs() -> None:

@@ -152,8 +152,22 @@ def _open(path: Path) -> tuple[str, zipfile.ZipFile | tarfile.TarFile]:
         raise DataError(f"{path}: not a readable zip or tar archive ({err})") from err
 
 
+def _checked_members(
+    kind: str, archive: zipfile.ZipFile | tarfile.TarFile, path: Path
+) -> list[tuple[Member, zipfile.ZipInfo | tarfile.TarInfo]]:
+    """Every member of an open archive, checked (see the module doc), with its zip or tar entry."""
+    pairs = _zip_members(archive, path) if kind == "zip" else _tar_members(archive, path)  # type: ignore[arg-type]
+    _check_through_links([m for m, _ in pairs], path)
+    return pairs  # type: ignore[return-value]
+
+
 def archive_members(path: str | Path) -> list[Member]:
     """List and check an archive's members without extracting anything.
+
+    The one lister of archive contents: extraction checks the same list, and the
+    dataset registry reads case lists from its names (normalised relative POSIX
+    paths, as they lie in the extracted folder). A zip is listed from its central
+    directory, without reading the members' data.
 
     Raises:
         DataError: unreadable archive.
@@ -163,12 +177,10 @@ def archive_members(path: str | Path) -> list[Member]:
     kind, archive = _open(path)
     try:
         with archive:
-            pairs = _zip_members(archive, path) if kind == "zip" else _tar_members(archive, path)  # type: ignore[arg-type]
+            pairs = _checked_members(kind, archive, path)
     except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
         raise DataError(f"{path}: unreadable or truncated archive ({err})") from err
-    members = [m for m, _ in pairs]
-    _check_through_links(members, path)
-    return members
+    return [m for m, _ in pairs]
 
 
 def extract_archive(path: str | Path, dest: str | Path) -> Path:
@@ -190,8 +202,7 @@ def extract_archive(path: str | Path, dest: str | Path) -> Path:
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
     try:
         with archive:
-            pairs = _zip_members(archive, path) if kind == "zip" else _tar_members(archive, path)  # type: ignore[arg-type]
-            _check_through_links([m for m, _ in pairs], path)
+            pairs = _checked_members(kind, archive, path)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             if kind == "zip":

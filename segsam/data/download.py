@@ -10,8 +10,8 @@ Guarantees, for :func:`download` and :func:`fetch_file`:
 * **Resumable.** A dropped connection or a killed job leaves the ``.part``
   file; the next attempt asks for the rest with an HTTP ``Range`` request. A
   server that ignores ``Range`` (``200`` instead of ``206``) restarts the file.
-* **Retries** with exponential back-off (``backoff_s * 2**attempt``, capped,
-  or the server's ``Retry-After``) on connection errors, time-outs, truncated
+* **Retries** with the shared :class:`segsam.retry.RetryPolicy` (exponential
+  back-off, capped, or the server's ``Retry-After``) on connection errors, time-outs, truncated
   bodies, ``408``, ``425``, ``429`` and ``5xx``. Other HTTP errors (``403``,
   ``404``, ...) fail at once with a one-line :class:`DownloadError`.
 * **Mirror.** A local folder standing in for the remote files, at the same
@@ -28,7 +28,7 @@ needs no extra dependency.
 
 from __future__ import annotations
 
-import email.utils
+import functools
 import http.client
 import logging
 import os
@@ -37,7 +37,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -45,6 +44,7 @@ from tqdm import tqdm
 from segsam.data.registry import RemoteFile
 from segsam.errors import DataError
 from segsam.hashing import sha256_of
+from segsam.retry import RetriesExhausted, Retryable, RetryPolicy, call_with_retries, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ __all__ = [
 CHUNK = 1 << 20
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "segsam-download/1 (python-urllib)"
+#: Retries when the caller gives no policy (the workflow passes dataset.download's).
+DEFAULT_POLICY = RetryPolicy()
 
 
 class DownloadError(DataError):
@@ -71,36 +73,6 @@ class DownloadError(DataError):
 
 class ChecksumError(DataError):
     """A fetched file does not match its expected sha256 (nothing was kept)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently to retry.
-
-    Attributes:
-        retries: Attempts after the first one.
-        backoff_s: Wait before the first retry; doubles after each failure.
-        max_backoff_s: Upper bound of one wait (also caps ``Retry-After``).
-        timeout_s: Socket time-out of one request (connect and each read).
-    """
-
-    retries: int = 5
-    backoff_s: float = 2.0
-    max_backoff_s: float = 120.0
-    timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
-        if self.backoff_s < 0 or self.max_backoff_s < 0:
-            raise ValueError("back-off times must be >= 0")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
-
-    def wait(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        delay = self.backoff_s * (2**attempt) if retry_after is None else retry_after
-        return float(min(max(delay, 0.0), self.max_backoff_s))
 
 
 def part_path(dest: str | Path) -> Path:
@@ -136,27 +108,6 @@ def verify_file(path: str | Path, sha256: str | None, *, source: str) -> str:
     return actual
 
 
-class _Retryable(Exception):
-    """A failure worth another attempt; ``retry_after`` is the server's hint in seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _total_from_content_range(value: str | None) -> int | None:
     """``bytes 100-199/1000`` -> 1000 (None when absent or ``*``)."""
     if not value or "/" not in value:
@@ -183,16 +134,16 @@ def _attempt(
             err.close()
             if total is not None and total != offset:
                 part.unlink()
-                raise _Retryable(f"HTTP 416 with {offset} bytes kept of {total}: restarting") from err
+                raise Retryable(f"HTTP 416 with {offset} bytes kept of {total}: restarting") from err
             return
-        retry_after = _retry_after(err.headers.get("Retry-After")) if err.headers else None
+        retry_after = retry_after_seconds(err.headers.get("Retry-After")) if err.headers else None
         err.close()
         if err.code in RETRY_STATUS:
-            raise _Retryable(f"HTTP {err.code} {err.reason}", retry_after) from err
+            raise Retryable(f"HTTP {err.code} {err.reason}", retry_after) from err
         raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
-        raise _Retryable(f"connection failed ({reason})") from err
+        raise Retryable(f"connection failed ({reason})") from err
     with response:
         status = response.status
         if offset and status == 206:
@@ -223,7 +174,7 @@ def _attempt(
                     try:
                         block = response.read(CHUNK)
                     except (TimeoutError, http.client.IncompleteRead, OSError) as err:
-                        raise _Retryable(f"connection dropped after {received} bytes ({type(err).__name__})") from err
+                        raise Retryable(f"connection dropped after {received} bytes ({type(err).__name__})") from err
                     if not block:
                         break
                     stream.write(block)
@@ -232,7 +183,7 @@ def _attempt(
         finally:
             bar.close()
     if expected_end is not None and received < expected_end:
-        raise _Retryable(f"connection dropped after {received} of {expected_end} bytes")
+        raise Retryable(f"connection dropped after {received} of {expected_end} bytes")
 
 
 def download(
@@ -240,7 +191,7 @@ def download(
     dest: str | Path,
     *,
     sha256: str | None,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_POLICY,
     progress: bool = True,
     opener: Callable[..., http.client.HTTPResponse] = urllib.request.urlopen,
     sleep: Callable[[float], None] = time.sleep,
@@ -274,21 +225,14 @@ def download(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
-    last_error = ""
-    for attempt in range(policy.retries + 1):
-        try:
-            _attempt(url, part, policy.timeout_s, progress, opener)
-            break
-        except _Retryable as err:
-            last_error = str(err)
-            if attempt == policy.retries:
-                raise DownloadError(
-                    f"{url}: giving up after {policy.retries + 1} attempts ({last_error}); "
-                    f"{part.stat().st_size if part.exists() else 0} bytes kept in {part} for the next run"
-                ) from err
-            delay = policy.wait(attempt, err.retry_after)
-            log.warning("%s: %s; retry %d of %d in %.1f s", url, last_error, attempt + 1, policy.retries, delay)
-            sleep(delay)
+    attempt = functools.partial(_attempt, url, part, policy.timeout_s, progress, opener)
+    try:
+        call_with_retries(attempt, policy, url, sleep=sleep)
+    except RetriesExhausted as err:
+        raise DownloadError(
+            f"{url}: giving up after {err.attempts} attempts ({err.reason}); "
+            f"{part.stat().st_size if part.exists() else 0} bytes kept in {part} for the next run"
+        ) from err
     if not part.exists():
         part.touch()  # an empty body: the checksum decides whether that is right
     verify_file(part, sha256, source=url)
@@ -342,7 +286,7 @@ def fetch_file(
     dest: str | Path,
     *,
     mirror: str | Path | None = None,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_POLICY,
     progress: bool = True,
     manual_step: str | None = None,
 ) -> Path:

@@ -54,6 +54,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from segsam.atomic import atomic_path
+from segsam.checks import is_int as _is_int
 
 __all__ = [
     "MIN_SHAPE",
@@ -323,10 +324,6 @@ def _tube(
         depth = np.maximum(depth, ra + t * (rb - ra) - dist)
     inside = depth > 0.0
     return idx[inside], depth[inside]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _validate(modality: str, seed: int, shape_xyz: Sequence[int], spacing_mm: Sequence[float]) -> None:

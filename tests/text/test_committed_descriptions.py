@@ -5,28 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from segsam.config import load_config
+from segsam.data.vocabulary import Vocabulary
 from segsam.text.cache import FIELDS, HUMAN_CURATED, load_descriptions
-from segsam.text.describe import TEMPLATE_HASH, describe_vocabulary, read_vocabulary
+from segsam.text.describe import TEMPLATE_HASH, describe_vocabulary
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "config" / "descriptions" / "vocabulary_descriptions.json"
 VOCABULARY = ROOT / "config" / "vocabulary.csv"
-DEFAULT_LLM = {
-    "enabled": False,
-    "base_url": None,
-    "model": "gpt-4o",
-    "temperature": 0.2,
-    "timeout_s": 60,
-    "max_retries": 5,
-    "concurrency": 4,
-    "attach_image": False,
-    "api_key_env": "OPENAI_API_KEY",
-}
+DEFAULT_LLM = load_config()["text"]["llm"]
 
 
 def test_committed_file_covers_the_vocabulary() -> None:
     cache = load_descriptions(COMMITTED)
-    names = [name for _, name in read_vocabulary(VOCABULARY)]
+    names = Vocabulary.read(VOCABULARY).names
     assert len(names) == 30
     assert cache.provenance["model"] == HUMAN_CURATED and "note" in cache.provenance
     by_class = {key.class_name: entry for key, entry in cache.entries.items()}

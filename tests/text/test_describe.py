@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,6 @@ from segsam.text.describe import (
     DescriptionError,
     EndpointError,
     LLMConfig,
-    RetryPolicy,
     build_prompt,
     describe_vocabulary,
     highlight_example,
@@ -74,7 +75,14 @@ def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="concurrency"):
         LLMConfig.from_mapping({"concurrency": 0})
     with pytest.raises(ConfigError, match="max_retries"):
-        RetryPolicy(max_retries=-1)
+        LLMConfig.from_mapping({"max_retries": -1})
+
+
+def test_config_takes_the_schema_defaults() -> None:
+    cfg = LLMConfig.from_mapping({"model": "m"})
+    assert cfg.model == "m" and cfg.max_retries == 5 and cfg.concurrency == 4 and cfg.api_key_env == "OPENAI_API_KEY"
+    policy = cfg.retry_policy()
+    assert (policy.retries, policy.timeout_s, policy.jitter) == (5, 60, True)
 
 
 def test_api_key_rules(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,7 +119,7 @@ def test_success_fills_cache_and_output(fake_openai, llm_cfg, small_vocab: Path,
 
 def test_429_with_retry_after_then_success(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     fake_openai.push_chat(status=429, retry_after="0.25")
     fake_openai.push_chat(status=429, retry_after="0")
     sleeps: list[float] = []
@@ -121,9 +129,19 @@ def test_429_with_retry_after_then_success(fake_openai, llm_cfg, tmp_path: Path)
     assert len(fake_openai.calls("/chat/completions")) == 3
 
 
+def test_429_with_an_http_date_retry_after(fake_openai, llm_cfg, tmp_path: Path) -> None:
+    vocab = tmp_path / "v.csv"
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
+    fake_openai.push_chat(status=429, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True))
+    sleeps: list[float] = []
+    out = _run(vocab, tmp_path, llm_cfg(max_retries=1), sleeps)
+    assert "liver" in out
+    assert len(sleeps) == 1 and 25 <= sleeps[0] <= 30  # the server's date, not the 1 s back-off
+
+
 def test_repeated_500_fails_after_max_retries(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     fake_openai.push_chat(10, status=500)
     sleeps: list[float] = []
     with pytest.raises(EndpointError, match=r"class 'liver'.*3 attempt.*HTTP 500"):
@@ -135,7 +153,7 @@ def test_repeated_500_fails_after_max_retries(fake_openai, llm_cfg, tmp_path: Pa
 
 def test_non_retryable_4xx_fails_at_once(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     fake_openai.push_chat(3, status=400)
     with pytest.raises(EndpointError, match=r"class 'liver': HTTP 400 is not retryable"):
         _run(vocab, tmp_path, llm_cfg(max_retries=2))
@@ -144,7 +162,7 @@ def test_non_retryable_4xx_fails_at_once(fake_openai, llm_cfg, tmp_path: Path) -
 
 def test_timeout_is_retried_then_fails(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     fake_openai.push_chat(3, delay_s=1.5)
     sleeps: list[float] = []
     with pytest.raises(EndpointError, match=r"class 'liver'.*2 attempt.*timeout"):
@@ -154,7 +172,7 @@ def test_timeout_is_retried_then_fails(fake_openai, llm_cfg, tmp_path: Path) -> 
 
 def test_timeout_then_success(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     fake_openai.push_chat(delay_s=1.5)
     out = _run(vocab, tmp_path, llm_cfg(timeout_s=0.5, max_retries=1))
     assert "liver" in out
@@ -165,7 +183,7 @@ def test_malformed_reply_leaves_cache_unchanged(fake_openai, llm_cfg, small_voca
     _run(small_vocab, tmp_path, llm_cfg())
     before = cache.read_bytes()
     vocab = tmp_path / "v2.csv"
-    vocab.write_text("class_id,name\n1,liver\n2,pancreas\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n2,pancreas,\n")
     fake_openai.push_chat(content='{"texture": "grainy", "shape": "long"}')
     with pytest.raises(DescriptionError, match=r"class 'pancreas'.*position"):
         _run(vocab, tmp_path, llm_cfg())
@@ -185,7 +203,7 @@ def test_one_bad_class_does_not_drop_the_others(fake_openai, llm_cfg, small_voca
 def test_concurrency_caches_every_class(fake_openai, llm_cfg, tmp_path: Path) -> None:
     names = [f"organ_{i}" for i in range(12)]
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n" + "".join(f"{i + 1},{name}\n" for i, name in enumerate(names)))
+    vocab.write_text("class_id,name,parent\n" + "".join(f"{i + 1},{name},\n" for i, name in enumerate(names)))
     fake_openai.push_chat(12, delay_s=0.2)
     out = _run(vocab, tmp_path, llm_cfg(concurrency=6))
     assert sorted(out) == sorted(names)
@@ -252,7 +270,7 @@ def test_pick_examples_takes_largest_mask() -> None:
 
 def test_image_is_attached(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     example = _write_slice(tmp_path)
     out = _run(vocab, tmp_path, llm_cfg(attach_image=True), examples={"liver": example})
     assert out["liver"]["provenance"]["with_image"] is True
@@ -267,7 +285,7 @@ def test_image_is_attached(fake_openai, llm_cfg, tmp_path: Path) -> None:
 
 def test_image_required_when_attach_image(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     with pytest.raises(ConfigError, match="attach_image: no example slices"):
         _run(vocab, tmp_path, llm_cfg(attach_image=True))
     assert fake_openai.requests == []
@@ -276,7 +294,7 @@ def test_image_required_when_attach_image(fake_openai, llm_cfg, tmp_path: Path) 
 def test_examples_from_the_mask_index(fake_openai, llm_cfg, tmp_path: Path, caplog) -> None:
     """A class of the index goes with its example; a class absent from the dataset goes without."""
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n2,spleen\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n2,spleen,\n")
     image_png, mask_png = _write_slice(tmp_path)
     index = tmp_path / "masks.parquet"
     pd.DataFrame(
@@ -308,7 +326,7 @@ def test_examples_from_the_mask_index(fake_openai, llm_cfg, tmp_path: Path, capl
 
 def test_unreadable_mask_index(fake_openai, llm_cfg, tmp_path: Path) -> None:
     vocab = tmp_path / "v.csv"
-    vocab.write_text("class_id,name\n1,liver\n")
+    vocab.write_text("class_id,name,parent\n1,liver,\n")
     bad = tmp_path / "masks.parquet"
     bad.write_bytes(b"not parquet")
     with pytest.raises(DataError, match="masks.parquet: cannot read the mask index"):

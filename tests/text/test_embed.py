@@ -50,7 +50,9 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Texts sent to any embedding backend during the test."""
     texts: list[str] = []
     real = embed_module.make_backend
-    monkeypatch.setattr(embed_module, "make_backend", lambda cfg, sleep: CountingBackend(real(cfg, sleep), texts))
+    monkeypatch.setattr(
+        embed_module, "make_backend", lambda cfg, llm, sleep: CountingBackend(real(cfg, llm, sleep), texts)
+    )
     return texts
 
 
@@ -108,13 +110,12 @@ def test_openai_backend_through_fake_server(fake_openai, descriptions: Path, tmp
         "model": "fake-embed",
         "base_url": fake_openai.base_url,
         "batch_size": 8,
-        "api_key_env": "SEGSAM_TEST_EMBED_KEY",
-        "max_retries": 2,
     }
+    llm = {"api_key_env": "SEGSAM_TEST_EMBED_KEY", "max_retries": 2}  # the openai backend's client settings
     fake_openai.push_embed(status=503)
     out, cache = tmp_path / "emb.parquet", tmp_path / "cache.parquet"
     sleeps: list[float] = []
-    embed_descriptions(descriptions, out, cache, cfg, sleep=sleeps.append)
+    embed_descriptions(descriptions, out, cache, cfg, llm, sleep=sleeps.append)
     table = pq.read_table(out).to_pandas()
     assert len(table) == 30 and set(table["dim"]) == {8}
     assert set(table["model"]) == {"openai:fake-embed"}
@@ -124,13 +125,14 @@ def test_openai_backend_through_fake_server(fake_openai, descriptions: Path, tmp
     texts = [text for _, _, text in read_descriptions(descriptions)]
     expected = np.asarray([fake_openai.vector(text) for text in texts])
     assert np.allclose(np.stack(table["vector"].to_numpy()), expected, atol=1e-6)
-    embed_descriptions(descriptions, tmp_path / "again.parquet", cache, cfg)
+    embed_descriptions(descriptions, tmp_path / "again.parquet", cache, cfg, llm)
     assert len(fake_openai.calls("/embeddings")) == 5
 
 
 def test_openai_backend_gives_up(fake_openai, descriptions: Path, tmp_path: Path) -> None:
-    cfg = {"backend": "openai", "model": "fake-embed", "base_url": fake_openai.base_url, "max_retries": 1}
+    cfg = {"backend": "openai", "model": "fake-embed", "base_url": fake_openai.base_url}
+    llm = {"max_retries": 1}
     fake_openai.push_embed(5, status=500)
     with pytest.raises(EndpointError, match=r"embeddings of texts 1-30.*2 attempt.*HTTP 500"):
-        embed_descriptions(descriptions, tmp_path / "e.parquet", tmp_path / "c.parquet", cfg, sleep=lambda s: None)
+        embed_descriptions(descriptions, tmp_path / "e.parquet", tmp_path / "c.parquet", cfg, llm, sleep=lambda s: None)
     assert not (tmp_path / "e.parquet").exists() and not (tmp_path / "c.parquet").exists()

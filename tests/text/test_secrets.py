@@ -52,9 +52,8 @@ def test_key_never_leaves_the_authorization_header(
         "model": "fake-embed",
         "base_url": fake_openai.base_url,
         "batch_size": 32,
-        "api_key_env": "SEGSAM_TEST_LLM_KEY",
-        "max_retries": 2,
     }
+    client = {"api_key_env": "SEGSAM_TEST_LLM_KEY", "max_retries": 2}  # text.llm's, used by the openai backend
 
     describe_vocabulary(small_vocab, cache, out, llm_cfg(), sleep=lambda s: None)
     assert "HTTP 429" in caplog.text
@@ -66,6 +65,7 @@ def test_key_never_leaves_the_authorization_header(
             tmp_path / "e.parquet",
             tmp_path / "c.parquet",
             emb_cfg,
+            client,
             log=str(tmp_path / "logs" / "embed_fail.log"),
         )
     # then a transient failure and success, also logged to a file
@@ -75,6 +75,7 @@ def test_key_never_leaves_the_authorization_header(
         tmp_path / "e.parquet",
         tmp_path / "c.parquet",
         emb_cfg,
+        client,
         sleep=lambda s: None,
         log=str(tmp_path / "logs" / "embed.log"),
     )

@@ -7,16 +7,17 @@ import re
 
 from snakemake.utils import validate
 
-from segsam.config import code_hash, dataset_config, encoder_settings, encoder_tag, export_pythonpath
+from segsam.config import check_names, code_hash, dataset_config, encoder_settings, encoder_tag, export_pythonpath
 from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import CasesNotReady, load_registry
 from segsam.methods import get_method
 
 
 export_pythonpath(workflow.basedir)
-validate(config, schema="../schemas/config.schema.yaml")
-for _method in config["methods"]:
-    get_method(_method)  # unknown names fail here, naming the known ones
+# the schema checks every key and sets a missing one to its default; dataset and method names are
+# checked against their registries (dataset.registry, segsam/methods.py), naming the known ones
+validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+check_names(config, root=os.getcwd())
 
 
 # code every stage shares
