@@ -20,8 +20,8 @@ validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 check_names(config, root=os.getcwd())
 
 
-# code every stage shares
-COMMON_CODE = ("config", "errors", "atomic", "logs")
+# code every stage runs (segsam.config counts only for the stages that import it: code_hash follows imports)
+COMMON_CODE = ("errors", "atomic", "logs")
 # the segsam.data modules slicing imports (not download/registry/archive: a change there
 # must not re-slice every case)
 SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
