@@ -96,7 +96,11 @@ def test_readme_starts_with_the_two_entry_points() -> None:
 
 
 def test_readme_rule_table_names_every_rule() -> None:
-    rules = {name for smk in (REPO / "workflow" / "rules").glob("*.smk") for name in _RULE.findall(smk.read_text())}
+    rules = {
+        name
+        for smk in (REPO / "workflow" / "rules").glob("*.smk")
+        for name in _RULE.findall(smk.read_text(encoding="utf-8"))
+    }
     assert rules, "no rules found under workflow/rules"
     readme = README.read_text(encoding="utf-8")
     missing = sorted(rule for rule in rules if f"`{rule}`" not in readme)
