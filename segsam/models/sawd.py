@@ -166,6 +166,9 @@ def _upscaler(dim: int) -> nn.Sequential:
 class SawdOutput:
     """What SAWD predicts for N prompts (fields of switched-off parts are None).
 
+    :meth:`SemanticAwareDecoder.unprompted_branch` fills the unprompted fields
+    with one row per image (B) instead of one per prompt.
+
     Attributes:
         mask: N x 1 x 4h x 4w mask logits of the prompted object (prompted branch).
         class_logits: N x C class logits of the prompted object (prompted branch).
@@ -280,6 +283,56 @@ class SemanticAwareDecoder(nn.Module):
         up_h, up_w = upscaled.shape[-2:]
         return None, (hyper @ upscaled.flatten(2)).view(batch, self.num_classes, up_h, up_w)
 
+    def _check_image(self, image_embeddings: torch.Tensor) -> None:
+        if image_embeddings.ndim != 4 or image_embeddings.shape[1] != self.transformer_dim:
+            raise ValueError(
+                f"expected image embeddings B x {self.transformer_dim} x h x w, got {tuple(image_embeddings.shape)}"
+            )
+
+    def unprompted_branch(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor) -> SawdOutput:
+        """The unprompted branch alone, once per image: it does not depend on the prompts.
+
+        Its output can be passed to :meth:`forward` (``unprompted``) for
+        every batch of prompts of these images, so that images whose prompts
+        are decoded in several batches run the branch once.
+
+        Args:
+            image_embeddings (torch.Tensor): B x D x h x w.
+            image_pe (torch.Tensor): 1 x D x h x w dense positional encoding.
+
+        Returns:
+            SawdOutput: Presence logits B x C, or class masks B x C x 4h x 4w
+              (``semantic_unprompted``); the prompted fields are None.
+
+        Raises:
+            ValueError: If SAWD has no unprompted branch or the embeddings
+              are not B x D x h x w.
+        """
+        if not self.unprompted:
+            raise ValueError("this SAWD was built without its unprompted branch")
+        self._check_image(image_embeddings)
+        images, _, height, width = image_embeddings.shape
+        pos = image_pe.expand(images, -1, -1, -1)
+        presence, class_masks = self._unprompted(
+            image_embeddings.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), (height, width)
+        )
+        return SawdOutput(presence_logits=presence, class_masks=class_masks)
+
+    def _prompt_images(
+        self, image_embeddings: torch.Tensor, num: int, image_index: torch.Tensor | None
+    ) -> torch.Tensor:
+        """N long: the image each of ``num`` prompts decodes (``image_index``, checked, or the default)."""
+        images = image_embeddings.shape[0]
+        if image_index is not None:
+            if tuple(image_index.shape) != (num,):
+                raise ValueError(f"expected an image index of {num} prompts, got shape {tuple(image_index.shape)}")
+            return image_index
+        if images not in (1, num):
+            raise ValueError(f"got {images} image embeddings for {num} prompts")
+        if images == num:
+            return torch.arange(num, device=image_embeddings.device)
+        return torch.zeros(num, dtype=torch.int64, device=image_embeddings.device)
+
     def forward(
         self,
         image_embeddings: torch.Tensor,
@@ -287,11 +340,13 @@ class SemanticAwareDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         image_index: torch.Tensor | None = None,
+        unprompted: SawdOutput | None = None,
     ) -> SawdOutput:
         """Decodes N prompts.
 
         The unprompted branch does not depend on the prompts, so it runs once
-        per image and its outputs are shared by that image's prompts.
+        per image (or not at all when ``unprompted`` brings its output) and
+        its outputs are shared by that image's prompts.
 
         Args:
             image_embeddings (torch.Tensor): B x D x h x w. Without
@@ -302,6 +357,8 @@ class SemanticAwareDecoder(nn.Module):
               in the prompted branch (as SAM does).
             image_index (torch.Tensor | None): N long: prompt i decodes image
               ``image_index[i]`` of ``image_embeddings``.
+            unprompted (SawdOutput | None): :meth:`unprompted_branch` of
+              these B images, or None to compute it here.
 
         Returns:
             SawdOutput: Mask N x 1 x 4h x 4w and class logits N x C (prompted
@@ -316,32 +373,19 @@ class SemanticAwareDecoder(nn.Module):
                 f"expected prompt tokens N x T x {self.transformer_dim}, got {tuple(sparse_prompt_embeddings.shape)}"
             )
         num = sparse_prompt_embeddings.shape[0]
-        if image_embeddings.ndim != 4 or image_embeddings.shape[1] != self.transformer_dim:
-            raise ValueError(
-                f"expected image embeddings B x {self.transformer_dim} x h x w, got {tuple(image_embeddings.shape)}"
-            )
+        self._check_image(image_embeddings)
         images, _, height, width = image_embeddings.shape
-        if image_index is None:
-            if images not in (1, num):
-                raise ValueError(f"got {images} image embeddings for {num} prompts")
-            embeddings = image_embeddings.expand(num, -1, -1, -1)  # N x D x h x w
-            image_index = (
-                torch.arange(num, device=image_embeddings.device)
-                if images == num
-                else torch.zeros(num, dtype=torch.int64, device=image_embeddings.device)
-            )
-        else:
-            if tuple(image_index.shape) != (num,):
-                raise ValueError(f"expected an image index of {num} prompts, got shape {tuple(image_index.shape)}")
-            embeddings = image_embeddings[image_index]
+        given_index = image_index is not None
+        image_index = self._prompt_images(image_embeddings, num, image_index)
+        embeddings = image_embeddings[image_index] if given_index else image_embeddings.expand(num, -1, -1, -1)
         out = SawdOutput()
 
         prior_input = None
         if self.unprompted:
-            pos = image_pe.expand(images, -1, -1, -1)
-            presence, class_masks = self._unprompted(
-                image_embeddings.flatten(2).transpose(1, 2), pos.flatten(2).transpose(1, 2), (height, width)
-            )
+            per_image = self.unprompted_branch(image_embeddings, image_pe) if unprompted is None else unprompted
+            presence, class_masks = per_image.presence_logits, per_image.class_masks
+            if (presence if presence is not None else class_masks).shape[0] != images:
+                raise ValueError(f"the unprompted branch's output is not one per image ({images} images)")
             out.presence_logits = None if presence is None else presence[image_index]
             out.class_masks = None if class_masks is None else class_masks[image_index]
             prior_input = (presence if presence is not None else class_masks.amax(dim=(-2, -1)))[image_index]

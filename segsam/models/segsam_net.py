@@ -19,6 +19,12 @@ encoded as two sub-batches and scattered back into prompt order, giving
 N x 2 x D tokens. The T2VSE token (N x 1 x D) is appended for SAGD (and for
 SAWD in variant ``t2vse_v1``).
 
+Images and prompts. T2VSE's token and SAWD's unprompted branch depend on the
+image only: with ``image_index`` they run once per image of the batch, and
+:meth:`PromptableModel.image_context` computes them once for prompts decoded
+in several passes (evaluation bounds its memory that way); the passes then
+give what one pass would.
+
 Resolution. The decoders upscale the embedding 4x: 64 x 64 -> 256 x 256 for
 TinyViT; 16 x 16 -> 64 x 64 for ViT-B at 256, which is then resized
 bilinearly to 256 x 256 (as SAM-Med2D does). Every per-prompt mask in
@@ -40,10 +46,10 @@ from torch.nn import functional as F
 from segsam.models.litemedsam import PairedMaskDecoder
 from segsam.models.losses import SagdLoss, SawdLoss, SemanticLoss, cmsa_loss, loss_weights
 from segsam.models.sam_compat import PromptEncoder
-from segsam.models.sawd import SemanticAwareDecoder
+from segsam.models.sawd import SawdOutput, SemanticAwareDecoder
 from segsam.models.t2vse import TextToVisionEnhancement
 
-__all__ = ["ModelOutput", "PromptableModel"]
+__all__ = ["ImageContext", "ModelOutput", "Prompts", "PromptableModel"]
 
 
 @dataclass
@@ -98,6 +104,119 @@ def _as_tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Te
             np.require(value, requirements=["C", "W"])
         )  # copies read-only views (pandas .to_numpy())
     return torch.as_tensor(value, dtype=dtype, device=device)
+
+
+def _as_clicks(clicks: tuple[Any, Any], num: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrective clicks as (N x P x 2 float32, N x P long) tensors; raises ValueError on other shapes."""
+    coords, labels = _as_tensor(clicks[0], torch.float32, device), _as_tensor(clicks[1], torch.int64, device)
+    if coords.ndim != 3 or tuple(coords.shape[::2]) != (num, 2) or tuple(labels.shape) != tuple(coords.shape[:2]):
+        raise ValueError(
+            f"expected clicks N x P x 2 and N x P labels with N = {num}, "
+            f"got {tuple(coords.shape)} and {tuple(labels.shape)}"
+        )
+    return coords, labels
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """N prompts in the model frame, as tensors on the model's device.
+
+    Attributes:
+        is_point: N bool, True for a point prompt, else a box.
+        boxes: N x 4 float32 (x0, y0, x1, y1), used where ``~is_point``.
+        points: N x 2 float32 (x, y) foreground points, used where ``is_point``.
+        image_index: N long, the image each prompt decodes; None: prompt i
+            decodes embedding i.
+        clicks: Corrective clicks added to each prompt, N x P x 2 float32
+            (x, y) and N x P long labels (1 positive, 0 negative, -1 none); or None.
+    """
+
+    is_point: torch.Tensor
+    boxes: torch.Tensor
+    points: torch.Tensor
+    image_index: torch.Tensor | None = None
+    clicks: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return int(self.is_point.shape[0])
+
+    @classmethod
+    def coerce(
+        cls,
+        is_point: Any,
+        boxes: Any,
+        points: Any,
+        *,
+        images: int,
+        device: torch.device,
+        image_index: Any = None,
+        clicks: tuple[Any, Any] | None = None,
+    ) -> Prompts:
+        """Checked prompts from tensors or numpy arrays (read-only arrays are copied).
+
+        Args:
+            is_point: N bool.
+            boxes: N x 4.
+            points: N x 2.
+            images: B, the number of image embeddings the prompts decode.
+            device: Where the tensors go (the embeddings' device).
+            image_index: N ints in ``[0, B)``, or None: one embedding per
+                prompt (B = N).
+            clicks: N x P x 2 coordinates and N x P labels, or None.
+
+        Returns:
+            Prompts: The prompts, typed and on ``device``.
+
+        Raises:
+            ValueError: If a part is missing, there are no prompts, the shapes
+                disagree, or the image index does not fit the B images.
+        """
+        if is_point is None or boxes is None or points is None:
+            raise ValueError("a promptable model needs is_point, boxes and points (N each)")
+        is_point = _as_tensor(is_point, torch.bool, device).flatten()
+        boxes = _as_tensor(boxes, torch.float32, device)
+        points = _as_tensor(points, torch.float32, device)
+        num = is_point.shape[0]
+        if num == 0:
+            raise ValueError("no prompts")
+        if image_index is None:
+            if images != num:
+                raise ValueError(f"got {images} embeddings for {num} prompts (one per prompt)")
+        else:
+            image_index = _as_tensor(image_index, torch.int64, device).flatten()
+            if image_index.shape[0] != num:
+                raise ValueError(f"got an image index of {image_index.shape[0]} for {num} prompts")
+            if int(image_index.min()) < 0 or int(image_index.max()) >= images:
+                raise ValueError(f"image index outside [0, {images}): one entry per image is expected")
+        if tuple(boxes.shape) != (num, 4) or tuple(points.shape) != (num, 2):
+            raise ValueError(
+                f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}"
+            )
+        return cls(is_point, boxes, points, image_index, None if clicks is None else _as_clicks(clicks, num, device))
+
+
+@dataclass
+class ImageContext:
+    """What the decoders take from B images alone, shared by every prompt of those images.
+
+    :meth:`PromptableModel.image_context` fills every field the model uses,
+    so that the prompts of an image decoded in several passes reuse them.
+    :meth:`PromptableModel.forward` on embeddings leaves the optional fields
+    None and computes them within the pass.
+
+    Attributes:
+        embeddings: B x D x h x w image embeddings.
+        image_pe: 1 x D x h x w dense positional encoding.
+        t2vse_token: B x 1 x D T2VSE token per image, or None (no T2VSE, or
+            computed within the pass).
+        sawd_unprompted: SAWD's unprompted-branch output per image (presence
+            logits B x C or class masks B x C x 4h x 4w), or None.
+    """
+
+    embeddings: torch.Tensor
+    image_pe: torch.Tensor
+    t2vse_token: torch.Tensor | None = None
+    sawd_unprompted: SawdOutput | None = None
 
 
 class PromptableModel(nn.Module):
@@ -290,9 +409,54 @@ class PromptableModel(nn.Module):
             dense_all = dense_all.index_copy(0, index, dense)
         return sparse_all, dense_all
 
+    def _check_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
+        h, w = self.embedding_size
+        if embeddings.ndim != 4 or tuple(embeddings.shape[1:]) != (self.embed_dim, h, w):
+            raise ValueError(f"expected embeddings N x {self.embed_dim} x {h} x {w}, got {tuple(embeddings.shape)}")
+        return embeddings
+
+    def _t2vse_token(self, embeddings: torch.Tensor, image_pe: torch.Tensor, text: torch.Tensor | None) -> torch.Tensor:
+        if text is None:
+            raise ValueError("this model has T2VSE: pass the class text embeddings (C x d_text)")
+        return self.t2vse(embeddings, image_pe, text)  # B x 1 x D: once per image
+
+    def image_context(
+        self, embeddings: torch.Tensor, text: torch.Tensor | None = None, *, semantic: bool = True
+    ) -> ImageContext:
+        """The parts of :meth:`forward` that depend on the images only, computed once.
+
+        Pass the result to :meth:`forward` in place of the embeddings (with
+        ``image_index``) to decode the images' prompts in several passes
+        without running T2VSE or SAWD's unprompted branch again in each.
+
+        Args:
+            embeddings (torch.Tensor): B x 256 x h x w image embeddings
+              (cached frozen-encoder output or :meth:`encode`).
+            text (torch.Tensor | None): C x d_text class text embeddings;
+              required when the model has T2VSE, ignored otherwise.
+            semantic (bool): Also run SAWD's unprompted branch (False:
+              binary-task inference, which needs only SAGD).
+
+        Returns:
+            ImageContext: Every field this model uses, one row per image.
+
+        Raises:
+            ValueError: For a prompt-free model, embeddings of the wrong
+              shape, or T2VSE without text.
+        """
+        if self.prompt_free:
+            raise ValueError("a prompt-free model has no image context: call it on the images")
+        embeddings = self._check_embeddings(embeddings)
+        image_pe = self.prompt_encoder.get_dense_pe()
+        token = None if self.t2vse is None else self._t2vse_token(embeddings, image_pe, text)
+        unprompted = None
+        if semantic and self.sawd is not None and self.sawd.unprompted:
+            unprompted = self.sawd.unprompted_branch(embeddings, image_pe)
+        return ImageContext(embeddings, image_pe, token, unprompted)
+
     def forward(
         self,
-        embeddings: torch.Tensor,
+        embeddings: torch.Tensor | ImageContext,
         is_point: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
@@ -305,32 +469,33 @@ class PromptableModel(nn.Module):
         """Decodes one object per prompt (or segments images, prompt-free).
 
         Args:
-            embeddings (torch.Tensor): N x 256 x h x w, one per prompt
-              (cached frozen-encoder output or :meth:`encode`), or one per
-              image with ``image_index``; for a prompt-free network,
-              B x 3 x S x S images.
-            is_point (torch.Tensor | None): N bool (a numpy array is
-              accepted): point prompt, else box. Ignored when prompt-free.
+            embeddings (torch.Tensor | ImageContext): N x 256 x h x w, one per
+              prompt (cached frozen-encoder output or :meth:`encode`), or one
+              per image with ``image_index``: B x 256 x h x w embeddings;
+              B x 3 x S x S images (:func:`segsam.models.preprocess.encoder_input`)
+              that go through the image encoder inside this call, so that the
+              encoder trains (adapters, MedSAM) and a DDP wrapper sees it; or
+              the :meth:`image_context` of B images. For a prompt-free
+              network, B x 3 x S x S images.
+            is_point (torch.Tensor | None): N bool: point prompt, else box.
+              Ignored when prompt-free.
             boxes (torch.Tensor | None): N x 4 model-frame (x0, y0, x1, y1),
               used where ``~is_point``.
             points (torch.Tensor | None): N x 2 model-frame (x, y),
               foreground, used where ``is_point``.
             text (torch.Tensor | None): C x d_text class text embeddings;
-              required when the model has T2VSE, ignored otherwise.
+              required when the model has T2VSE (unless the image context
+              holds its token), ignored otherwise.
             semantic (bool): Run SAWD. False skips it (binary-task
               inference needs only SAGD); its fields are then None.
             clicks (tuple[torch.Tensor, torch.Tensor] | None): Corrective
               clicks added to each prompt, N x P x 2 model-frame (x, y) and
               N x P labels (1 positive, 0 negative, -1 none).
-            image_index (torch.Tensor | None): N long (a numpy array is
-              accepted). When given, ``embeddings`` hold one entry per
-              image and prompt i decodes image ``image_index[i]``: either
-              B x 256 x h x w embeddings (cached), or B x 3 x S x S images
-              (:func:`segsam.models.preprocess.encoder_input`) that go
-              through the image encoder inside this call, so that the
-              encoder trains (adapters, MedSAM) and a DDP wrapper sees it.
-              The parts that do not depend on the prompts (T2VSE's token,
-              SAWD's unprompted branch) then run once per image.
+            image_index (torch.Tensor | None): N long: prompt i decodes image
+              ``image_index[i]``. The parts that do not depend on the prompts
+              (T2VSE's token, SAWD's unprompted branch) then run once per image.
+
+        Prompts, clicks and the index may be numpy arrays (see :meth:`Prompts.coerce`).
 
         Returns:
             ModelOutput: see its fields.
@@ -340,77 +505,65 @@ class PromptableModel(nn.Module):
               has no text.
         """
         if self.prompt_free:
-            images = embeddings
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"a prompt-free model takes images B x 3 x S x S, got {tuple(images.shape)}")
-            return ModelOutput(masks=None, iou=None, semantic=self.semantic_net(images))
-
-        per_image = embeddings  # B x 256 x h x w, one per image (B = N without image_index)
-        if image_index is not None and embeddings.ndim == 4 and embeddings.shape[1] == 3:
-            per_image = self.encode(embeddings)
-        device = per_image.device
-        h, w = self.embedding_size
-        if per_image.ndim != 4 or tuple(per_image.shape[1:]) != (self.embed_dim, h, w):
-            raise ValueError(f"expected embeddings N x {self.embed_dim} x {h} x {w}, got {tuple(per_image.shape)}")
-        if is_point is None or boxes is None or points is None:
-            raise ValueError("a promptable model needs is_point, boxes and points (N each)")
-        is_point = _as_tensor(is_point, torch.bool, device).flatten()
-        boxes = _as_tensor(boxes, torch.float32, device)
-        points = _as_tensor(points, torch.float32, device)
-        num = is_point.shape[0]
-        if num == 0:
-            raise ValueError("no prompts")
-        if image_index is None:
-            if per_image.shape[0] != num:
-                raise ValueError(f"got {per_image.shape[0]} embeddings for {num} prompts (one per prompt)")
-            embeddings = per_image
+            if embeddings.ndim != 4 or embeddings.shape[1] != 3:
+                raise ValueError(f"a prompt-free model takes images B x 3 x S x S, got {tuple(embeddings.shape)}")
+            return ModelOutput(masks=None, iou=None, semantic=self.semantic_net(embeddings))
+        if isinstance(embeddings, ImageContext):
+            context = embeddings
         else:
-            image_index = _as_tensor(image_index, torch.int64, device).flatten()
-            if image_index.shape[0] != num:
-                raise ValueError(f"got an image index of {image_index.shape[0]} for {num} prompts")
-            if int(image_index.min()) < 0 or int(image_index.max()) >= per_image.shape[0]:
-                raise ValueError(f"image index outside [0, {per_image.shape[0]}): one entry per image is expected")
-            embeddings = per_image[image_index]  # N x 256 x h x w
-        if tuple(boxes.shape) != (num, 4) or tuple(points.shape) != (num, 2):
-            raise ValueError(
-                f"expected boxes {num} x 4 and points {num} x 2, got {tuple(boxes.shape)} and {tuple(points.shape)}"
-            )
+            if image_index is not None and embeddings.ndim == 4 and embeddings.shape[1] == 3:
+                embeddings = self.encode(embeddings)
+            context = ImageContext(self._check_embeddings(embeddings), self.prompt_encoder.get_dense_pe())
+        per_image = context.embeddings
+        prompts = Prompts.coerce(
+            is_point,
+            boxes,
+            points,
+            images=per_image.shape[0],
+            device=per_image.device,
+            image_index=image_index,
+            clicks=clicks,
+        )
+        return self._decode(context, prompts, text, semantic)
 
-        if clicks is not None:
-            clicks = (_as_tensor(clicks[0], torch.float32, device), _as_tensor(clicks[1], torch.int64, device))
-            if (
-                clicks[0].ndim != 3
-                or tuple(clicks[0].shape[::2]) != (num, 2)
-                or tuple(clicks[1].shape) != tuple(clicks[0].shape[:2])
-            ):
-                raise ValueError(
-                    f"expected clicks N x P x 2 and N x P labels with N = {num}, "
-                    f"got {tuple(clicks[0].shape)} and {tuple(clicks[1].shape)}"
-                )
-        sparse, dense = self.encode_prompts(is_point, boxes, points, device, clicks)
-        image_pe = self.prompt_encoder.get_dense_pe()
+    def _decode(
+        self, context: ImageContext, prompts: Prompts, text: torch.Tensor | None, semantic: bool
+    ) -> ModelOutput:
+        """SAGD (and SAWD when ``semantic``) for checked prompts; see :meth:`forward`."""
+        index = prompts.image_index
+        embeddings = context.embeddings if index is None else context.embeddings[index]  # N x 256 x h x w
+        sparse, dense = self.encode_prompts(
+            prompts.is_point, prompts.boxes, prompts.points, embeddings.device, prompts.clicks
+        )
         sagd_sparse = sawd_sparse = sparse
         run_sawd = semantic and self.sawd is not None
         if self.t2vse is not None:
-            if text is None:
-                raise ValueError("this model has T2VSE: pass the class text embeddings (C x d_text)")
-            token = self.t2vse(per_image, image_pe, text)  # B x 1 x D: once per image
-            if image_index is not None:
-                token = token[image_index]
+            token = context.t2vse_token
+            if token is None:
+                token = self._t2vse_token(context.embeddings, context.image_pe, text)
+            if index is not None:
+                token = token[index]
             sagd_sparse = torch.cat([sparse, token], dim=1)
             if self.t2vse_to_sawd and run_sawd:
                 sawd_sparse = sagd_sparse
 
         masks, iou = self.mask_decoder(
             image_embeddings=embeddings,
-            image_pe=image_pe,
+            image_pe=context.image_pe,
             sparse_prompt_embeddings=sagd_sparse,
             dense_prompt_embeddings=dense,
             multimask_output=False,
         )
         out = ModelOutput(masks=self._upsample(masks), iou=iou)
         if run_sawd:
-            sem = self.sawd(per_image, image_pe, sawd_sparse, dense, image_index=image_index)
+            sem = self.sawd(
+                context.embeddings,
+                context.image_pe,
+                sawd_sparse,
+                dense,
+                image_index=index,
+                unprompted=context.sawd_unprompted,
+            )
             out.sem_masks = None if sem.mask is None else self._upsample(sem.mask)
             out.class_logits = sem.class_logits
             out.presence_logits = sem.presence_logits

@@ -58,6 +58,26 @@ def test_unprompted_branch_ignores_prompts():
     assert not torch.allclose(a.mask, b.mask)
 
 
+@pytest.mark.parametrize("semantic", [False, True])
+def test_unprompted_branch_once_per_image_is_what_forward_computes(semantic):
+    sawd = _sawd(semantic_unprompted=semantic)
+    image, pe, sparse, dense = _inputs()
+    index = torch.tensor([2, 0, 2])
+    with torch.inference_mode():
+        per_image = sawd.unprompted_branch(image, pe)
+        inside = sawd(image, pe, sparse, dense, image_index=index)
+        given = sawd(image, pe, sparse, dense, image_index=index, unprompted=per_image)
+    assert (per_image.presence_logits if not semantic else per_image.class_masks).shape[0] == N  # one per image
+    assert per_image.mask is None and per_image.class_logits is None
+    for field in ("mask", "class_logits", "presence_logits", "class_masks"):
+        a, b = getattr(inside, field), getattr(given, field)
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), field
+    with pytest.raises(ValueError, match="not one per image"):
+        sawd(image, pe, sparse, dense, image_index=index, unprompted=sawd.unprompted_branch(image[:1], pe))
+    with pytest.raises(ValueError, match="without its unprompted branch"):
+        _sawd(unprompted=False).unprompted_branch(image, pe)
+
+
 def test_presence_heads_are_one_linear_head_per_class():
     sawd = _sawd()
     captured = {}

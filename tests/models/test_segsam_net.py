@@ -8,7 +8,7 @@ import torch
 
 from segsam.methods import get_method
 from segsam.models.build import build_model, with_backbone
-from segsam.models.segsam_net import ModelOutput, PromptableModel
+from segsam.models.segsam_net import ImageContext, ModelOutput, PromptableModel, Prompts
 from segsam.models.vit import ViTGeometry
 
 C, TEXT = 6, 384
@@ -98,6 +98,79 @@ def test_one_embedding_per_image_with_an_index_equals_one_per_prompt(method):
     assert grads[0].keys() == grads[1].keys() and any(name.startswith("sawd.co_") for name in grads[0])
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def _passes(model: PromptableModel, source, is_point, boxes, points, text, size: int) -> ModelOutput:
+    """The prompts of one image decoded ``size`` at a time (as evaluation does), from embeddings or a context."""
+    parts = [
+        model(
+            source,
+            is_point[i : i + size],
+            boxes[i : i + size],
+            points[i : i + size],
+            text,
+            image_index=np.zeros(len(is_point[i : i + size]), np.int64),
+        )
+        for i in range(0, len(is_point), size)
+    ]
+    return ModelOutput.concatenate(parts)
+
+
+@pytest.mark.parametrize("method", ["segsam", "sawd_sem", "t2vse_v1"])
+def test_passes_sharing_an_image_context_equal_one_pass_per_prompt(method):
+    """T2VSE's token and SAWD's unprompted branch, computed once per slice, serve every pass of its prompts."""
+    model = _build(method).eval()
+    g = torch.Generator().manual_seed(2)
+    embedding = torch.randn(1, 256, 16, 16, generator=g)
+    text = torch.randn(C, TEXT, generator=g)
+    is_point = torch.arange(20) % 3 == 0
+    corner = torch.rand(20, 2, generator=g) * 200
+    boxes, points = torch.cat([corner, corner + 40], dim=1), corner + 20
+    with torch.inference_mode():
+        context = model.image_context(embedding, text)
+        shared = _passes(model, context, is_point, boxes, points, None, 8)  # the context holds the text's token
+        per_pass = _passes(model, embedding, is_point, boxes, points, text, 8)  # context recomputed in each pass
+        single = [model(embedding, is_point[i : i + 1], boxes[i : i + 1], points[i : i + 1], text) for i in range(20)]
+    single = ModelOutput.concatenate(single)
+    assert (context.t2vse_token is None) == (model.t2vse is None) and context.sawd_unprompted is not None
+    for field in ("masks", "iou", "sem_masks", "class_logits", "presence_logits", "class_masks"):
+        a, b, c = getattr(shared, field), getattr(per_pass, field), getattr(single, field)
+        assert (a is None) == (b is None) == (c is None), field
+        if a is not None:
+            assert torch.equal(a, b), field  # the same numbers as recomputing it
+            torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4, msg=field)
+
+
+def test_image_context_fields_and_validation(segsam):
+    embeddings, *_, text = _batch()
+    binary = segsam.image_context(embeddings[:2], text, semantic=False)
+    assert isinstance(binary, ImageContext) and binary.sawd_unprompted is None
+    assert binary.image_pe.shape == (1, 256, 16, 16) and binary.t2vse_token.shape == (2, 1, 256)
+    assert _build("ft_decoder").image_context(embeddings[:2]).t2vse_token is None
+    with pytest.raises(ValueError, match="class text embeddings"):
+        segsam.image_context(embeddings[:2])
+    with pytest.raises(ValueError, match="N x 256 x 16 x 16"):
+        segsam.image_context(embeddings[:2, :, :8], text)
+    with pytest.raises(ValueError, match="prompt-free"):
+        _build("unet").image_context(embeddings[:2])
+
+
+def test_prompts_coerce_numpy_to_typed_tensors():
+    is_point = np.array([True, False, True])
+    is_point.setflags(write=False)  # as pandas .to_numpy() gives
+    prompts = Prompts.coerce(
+        is_point,
+        np.zeros((3, 4), np.float64),
+        np.ones((3, 2), np.float32),
+        images=2,
+        device=torch.device("cpu"),
+        image_index=np.array([0, 1, 1]),
+        clicks=(np.zeros((3, 1, 2)), np.full((3, 1), -1)),
+    )
+    assert len(prompts) == 3 and prompts.is_point.dtype == torch.bool and prompts.boxes.dtype == torch.float32
+    assert prompts.image_index.dtype == torch.int64 and prompts.clicks[1].dtype == torch.int64
+    with pytest.raises(ValueError, match="no prompts"):
+        Prompts.coerce(np.zeros(0, bool), np.zeros((0, 4)), np.zeros((0, 2)), images=1, device=torch.device("cpu"))
 
 
 def test_image_index_validation(segsam):
