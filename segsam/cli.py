@@ -3,6 +3,7 @@
 segsam methods            # trainable / frozen parameter counts per method (Markdown)
 segsam check-config FILE  # validate config/config.yaml + FILE overlays, print the config hash
 segsam random-vit-b PATH  # a random SAM ViT-B in the official layout (offline stand-in), prints its sha256
+segsam accept-descriptions [CLASS ...]  # move reviewed LLM descriptions into the committed file
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
     return "\n".join(lines)
 
 
+#: Where rule describe_classes puts the LLM's replies (workflow/rules/text.smk).
+GENERATED_DESCRIPTIONS = "results/cache/llm_descriptions.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="segsam", description="SEG-SAM reproduction workflow utilities")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     stand_in.add_argument("path")
     stand_in.add_argument("--seed", type=int, default=0)
+    accept = sub.add_parser(
+        "accept-descriptions",
+        help="after reading them, move LLM-written class descriptions into the reviewed description file",
+    )
+    accept.add_argument("classes", nargs="*", help="class names (default: every generated entry)")
+    accept.add_argument("--generated", default=GENERATED_DESCRIPTIONS)
+    accept.add_argument("--reviewed", default="config/descriptions/vocabulary_descriptions.json")
     args = parser.parse_args(argv)
     try:
         if args.command == "methods":
@@ -82,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             from segsam.models.stand_in import write_random_sam_vit_b
 
             print(write_random_sam_vit_b(args.path, seed=args.seed))
+        elif args.command == "accept-descriptions":
+            from segsam.text.cache import accept_descriptions
+
+            keys = accept_descriptions(args.generated, args.reviewed, args.classes or None)
+            print(f"accepted {len(keys)} description(s) into {args.reviewed}: {', '.join(k.class_name for k in keys)}")
         else:
             from segsam.config import config_hash, load_config
 

@@ -436,3 +436,36 @@ def load_class_embeddings(path: str | os.PathLike[str], vocabulary: Vocabulary) 
     if missing:
         raise DataError(f"{path}: no text embedding for class ids {missing}; rerun the embed_text rule")
     return np.stack([np.asarray(table.loc[c, "vector"], dtype=np.float32) for c in vocabulary.ids])
+
+
+def accept_descriptions(
+    generated: str | os.PathLike[str], reviewed: str | os.PathLike[str], classes: list[str] | None = None
+) -> list[DescriptionKey]:
+    """Move LLM-written entries a person has read into the reviewed description file.
+
+    The workflow never writes the reviewed (committed) file itself; this is the
+    explicit step that does, entry by entry, keeping each entry's provenance.
+
+    Args:
+        generated: The generated cache (``results/cache/llm_descriptions.json``).
+        reviewed: The reviewed file (``text.descriptions_file``).
+        classes: Class names to accept; None accepts every generated entry.
+
+    Returns:
+        The keys added to (or replaced in) the reviewed file.
+
+    Raises:
+        DataError: A named class has no generated entry, or a file is invalid.
+    """
+    source = load_descriptions(generated)
+    wanted = set(classes) if classes is not None else {key.class_name for key in source.entries}
+    missing = sorted(wanted - {key.class_name for key in source.entries})
+    if missing:
+        raise DataError(f"{generated}: no generated description for class(es) {', '.join(missing)}")
+    picked = [entry for key, entry in sorted(source.entries.items()) if key.class_name in wanted]
+    with file_lock(reviewed):
+        target = load_descriptions(reviewed)
+        for entry in picked:
+            target.entries[entry.key] = entry
+        write_json(reviewed, target.to_dict())
+    return [entry.key for entry in picked]

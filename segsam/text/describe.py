@@ -1,6 +1,6 @@
 """Class descriptions (texture, shape, position) from an OpenAI-compatible chat endpoint.
 
-SEG-SAM's T2VSE module (SPEC §2, §4) embeds, for every vocabulary class, an LLM
+SEG-SAM's T2VSE module (docs/methods.md#t2vse, docs/class_knowledge.md) embeds, for every vocabulary class, an LLM
 description of the class's texture, shape and position in medical images; the
 paper asked GPT-4 with a fixed template and showed it an example slice with the
 class highlighted. This module:
@@ -17,6 +17,11 @@ class highlighted. This module:
   (:func:`call_endpoint`, with the shared :mod:`segsam.retry` policy:
   exponential back-off with jitter, ``Retry-After`` honoured) with the
   ``openai`` client's own retries switched off;
+* stops asking after the endpoint refuses the credentials (HTTP 401/403):
+  the other classes would be refused too;
+* never writes the reviewed, committed description file: replies go to a
+  generated cache under ``results/``, and a person moves entries into the
+  reviewed file with ``segsam accept-descriptions`` after reading them;
 * keeps the API key out of logs, errors and files: the key is read from the
   environment variable named in the config, the ``openai``/``httpx`` loggers
   are held at WARNING, provenance records the endpoint's host only, and error
@@ -35,10 +40,11 @@ import ipaddress
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,6 +137,14 @@ class EndpointError(SegsamError):
     """An OpenAI-compatible endpoint failed (after the allowed retries, or with a non-retryable status)."""
 
 
+class AuthenticationError(EndpointError):
+    """The endpoint refused the credentials (HTTP 401 or 403): no further class is requested."""
+
+
+class NotRequested(EndpointError):
+    """A class left unrequested because the endpoint already refused the credentials."""
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     """The ``text.llm`` config section (build it with :meth:`from_mapping`: the schema checks and completes it).
@@ -191,7 +205,8 @@ def _attempt(request: Callable[[], T], what: str, secret: str | None) -> T:
         status = err.status_code
         if status != 429 and status < 500:
             detail = " ".join(redact(str(err.message), secret).split())[:200]
-            raise EndpointError(f"{what}: HTTP {status} is not retryable ({detail})") from err
+            error = AuthenticationError if status in (401, 403) else EndpointError
+            raise error(f"{what}: HTTP {status} is not retryable ({detail})") from err
         raise Retryable(f"HTTP {status}", retry_after_seconds(err.response.headers.get("retry-after"))) from err
     except openai.APITimeoutError as err:  # before APIConnectionError, its base class
         raise Retryable("timeout") from err
@@ -505,6 +520,7 @@ class Describer:
     policy: RetryPolicy
     secret: str | None = None
     sleep: Callable[[float], None] = time.sleep
+    refused: threading.Event = field(default_factory=threading.Event)
 
     def describe(self, class_name: str, example: tuple[Path, Path] | None) -> DescriptionEntry:
         """Describe one class and add it to the cache.
@@ -520,6 +536,8 @@ class Describer:
             DescriptionError: When the reply does not follow the format (nothing is cached).
             EndpointError: When the endpoint fails.
         """
+        if self.refused.is_set():
+            raise NotRequested(f"class '{class_name}': not requested, the endpoint refused the credentials")
         png = highlight_example(*example) if example is not None else None
         messages = build_messages(class_name, png)
 
@@ -528,7 +546,11 @@ class Describer:
                 model=self.cfg.model, messages=messages, temperature=self.cfg.temperature
             )
 
-        response = call_endpoint(request, f"class '{class_name}'", self.policy, self.secret, self.sleep)
+        try:
+            response = call_endpoint(request, f"class '{class_name}'", self.policy, self.secret, self.sleep)
+        except AuthenticationError:
+            self.refused.set()  # every other class would be refused too
+            raise
         if not response.choices:
             raise DescriptionError(f"class '{class_name}': the LLM reply has no choices")
         fields = parse_reply(class_name, response.choices[0].message.content)
@@ -568,13 +590,18 @@ def _generate(
         }
     results: dict[str, DescriptionEntry] = {}
     errors: list[BaseException] = []
+    skipped = 0
     for name, future in futures.items():
         error = future.exception()
         if error is None:
             results[name] = future.result()
+        elif isinstance(error, NotRequested):
+            skipped += 1
         else:
             logger.error("%s: %s", type(error).__name__, error)
             errors.append(error)
+    if skipped:
+        logger.error("the endpoint refused the credentials: %d more class(es) were not requested", skipped)
     if errors:
         raise errors[0]
     return results
@@ -582,21 +609,23 @@ def _generate(
 
 def describe_vocabulary(
     vocabulary_csv: Path,
-    cache_file: Path,
+    reviewed_file: Path,
     out_json: Path,
     llm_cfg: Mapping[str, Any],
     examples: dict[str, tuple[Path, Path]] | None = None,
     *,
+    generated_file: Path,
     mask_index: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Workflow stage: a description for every vocabulary class, from the cache or the LLM.
 
-    Each class takes its cached entry when one matches (see :func:`lookup_keys`);
-    otherwise, when ``llm_cfg["enabled"]``, the endpoint is asked and each valid
-    reply is added to ``cache_file`` as soon as it arrives (a class whose reply
-    fails never touches the cache); otherwise the stage fails listing the
-    missing classes.
+    Each class takes its entry from the reviewed file when one matches (see
+    :func:`lookup_keys`), else from the generated cache; otherwise, when
+    ``llm_cfg["enabled"]``, the endpoint is asked and each valid reply is added
+    to ``generated_file`` as soon as it arrives (a class whose reply fails never
+    touches it); otherwise the stage fails listing the missing classes. The
+    reviewed file is only read.
 
     With ``attach_image``, each class's example slice is the largest mask of the
     class in the dataset's index (:func:`pick_examples`). A vocabulary class the
@@ -606,7 +635,8 @@ def describe_vocabulary(
 
     Args:
         vocabulary_csv: Global vocabulary (:class:`segsam.data.vocabulary.Vocabulary`).
-        cache_file: Description cache (the committed file in the workflow).
+        reviewed_file: The reviewed description cache (the committed file); only read.
+        generated_file: The cache the LLM's replies go to (under ``results/``).
         out_json: Output: ``{class name: {class_id, texture, shape, position, provenance}}``.
         llm_cfg: The ``text.llm`` config section.
         examples: ``{class name: (image png, mask png)}`` for ``attach_image``.
@@ -622,7 +652,8 @@ def describe_vocabulary(
     """
     cfg = LLMConfig.from_mapping(llm_cfg)
     vocabulary = Vocabulary.read(vocabulary_csv)
-    cache = load_descriptions(cache_file)
+    generated, reviewed = load_descriptions(generated_file), load_descriptions(reviewed_file)
+    cache = DescriptionCache(reviewed.provenance, {**generated.entries, **reviewed.entries})
     if cfg.attach_image and examples is None:
         if mask_index is None:
             raise ConfigError(
@@ -644,14 +675,21 @@ def describe_vocabulary(
         if entry is not None:
             chosen[name] = entry
     missing = [name for name in vocabulary.names if name not in chosen]
-    logger.info("%d of %d class descriptions found in %s", len(chosen), len(vocabulary), cache_file)
+    logger.info(
+        "%d of %d class descriptions found in %s and %s", len(chosen), len(vocabulary), reviewed_file, generated_file
+    )
     if missing and not cfg.enabled:
         raise DescriptionError(
-            f"{cache_file}: no description (template {TEMPLATE_HASH}, model {cfg.model}) for class(es) "
-            f"{', '.join(missing)}; enable text.llm or add them to the cache file"
+            f"{reviewed_file}: no description (template {TEMPLATE_HASH}, model {cfg.model}) for class(es) "
+            f"{', '.join(missing)}; add them to this file (see docs/class_knowledge.md) or enable text.llm"
         )
     if missing:
-        chosen.update(_generate(missing, cfg, Path(cache_file), examples, sleep))
+        chosen.update(_generate(missing, cfg, Path(generated_file), examples, sleep))
+        logger.info(
+            "LLM descriptions are in %s; review them and move them into %s with `segsam accept-descriptions`",
+            generated_file,
+            reviewed_file,
+        )
     out = {
         name: {"class_id": class_id, **chosen[name].fields(), "provenance": chosen[name].provenance.to_dict()}
         for class_id, name in zip(vocabulary.ids, vocabulary.names, strict=True)

@@ -43,7 +43,7 @@ def test_default_config_runs_offline_from_the_committed_file(tmp_path: Path) -> 
     cache = tmp_path / "committed.json"
     cache.write_bytes(COMMITTED.read_bytes())
     out = tmp_path / "descriptions.json"
-    describe_vocabulary(VOCABULARY, cache, out, DEFAULT_LLM)
+    describe_vocabulary(VOCABULARY, cache, out, DEFAULT_LLM, generated_file=tmp_path / "generated.json")
     data = json.loads(out.read_text())
     assert len(data) == 30
     assert data["liver"]["class_id"] == 1 and data["sacrum"]["class_id"] == 30

@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from segsam.cli import GENERATED_DESCRIPTIONS
 from segsam.errors import ConfigError, DataError
-from segsam.text.cache import HUMAN_CURATED, load_descriptions
+from segsam.text.cache import HUMAN_CURATED, accept_descriptions, load_descriptions
 from segsam.text.describe import (
     TEMPLATE_HASH,
+    AuthenticationError,
     DescriptionError,
     EndpointError,
     LLMConfig,
@@ -33,8 +35,9 @@ from segsam.text.describe import (
 
 def _run(vocab: Path, tmp_path: Path, cfg: dict, sleeps: list[float] | None = None, **kwargs) -> dict:
     out = tmp_path / "descriptions.json"
+    kwargs.setdefault("generated_file", tmp_path / "cache.json")  # where the LLM's replies go
     describe_vocabulary(
-        vocab, tmp_path / "cache.json", out, cfg, sleep=(sleeps if sleeps is not None else []).append, **kwargs
+        vocab, tmp_path / "reviewed.json", out, cfg, sleep=(sleeps if sleeps is not None else []).append, **kwargs
     )
     return json.loads(out.read_text())
 
@@ -214,7 +217,9 @@ def test_concurrency_caches_every_class(fake_openai, llm_cfg, tmp_path: Path) ->
 
 
 def test_disabled_llm_lists_missing_classes(fake_openai, llm_cfg, small_vocab: Path, tmp_path: Path) -> None:
-    with pytest.raises(DescriptionError, match=r"liver, spleen, kidney_right; enable text.llm"):
+    with pytest.raises(
+        DescriptionError, match=r"liver, spleen, kidney_right; add them to this file .* or enable text.llm"
+    ):
         _run(small_vocab, tmp_path, llm_cfg(enabled=False))
     assert fake_openai.requests == []
 
@@ -332,3 +337,49 @@ def test_unreadable_mask_index(fake_openai, llm_cfg, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="masks.parquet: cannot read the mask index"):
         _run(vocab, tmp_path, llm_cfg(attach_image=True), mask_index=bad)
     assert fake_openai.requests == [] and not (tmp_path / "descriptions.json").exists()
+
+
+def test_llm_replies_never_touch_the_reviewed_file(fake_openai, llm_cfg, small_vocab: Path, tmp_path: Path) -> None:
+    reviewed = tmp_path / "reviewed.json"
+    _run(small_vocab, tmp_path, llm_cfg())  # every class described by the LLM, into the generated cache
+    assert not reviewed.exists()
+    accept_descriptions(tmp_path / "cache.json", reviewed, ["liver"])  # a person read liver's and accepted it
+    before = reviewed.read_bytes()
+    (tmp_path / "cache.json").unlink()
+    before_requests = len(fake_openai.calls("/chat/completions"))
+    out = _run(small_vocab, tmp_path, llm_cfg())  # liver from the reviewed file, the others asked again
+    assert reviewed.read_bytes() == before
+    assert len(fake_openai.calls("/chat/completions")) == before_requests + 2
+    assert {key.class_name for key in load_descriptions(reviewed).entries} == {"liver"}
+    assert sorted(out) == ["kidney_right", "liver", "spleen"]
+
+
+def test_accept_descriptions_moves_named_or_all_entries(
+    fake_openai, llm_cfg, small_vocab: Path, tmp_path: Path
+) -> None:
+    _run(small_vocab, tmp_path, llm_cfg())
+    reviewed = tmp_path / "reviewed.json"
+    with pytest.raises(DataError, match="no generated description for class.*pancreas"):
+        accept_descriptions(tmp_path / "cache.json", reviewed, ["pancreas"])
+    assert not reviewed.exists()
+    keys = accept_descriptions(tmp_path / "cache.json", reviewed)
+    assert sorted(key.class_name for key in keys) == ["kidney_right", "liver", "spleen"]
+    entries = load_descriptions(reviewed).entries
+    assert {key.class_name for key in entries} == {"kidney_right", "liver", "spleen"}
+    assert all(entry.provenance.model == "fake-gpt" for entry in entries.values())  # provenance kept
+
+
+def test_refused_credentials_stop_every_other_request(fake_openai, llm_cfg, tmp_path: Path) -> None:
+    names = [f"organ_{i}" for i in range(10)]
+    vocab = tmp_path / "v.csv"
+    vocab.write_text("class_id,name,parent\n" + "".join(f"{i + 1},{name},\n" for i, name in enumerate(names)))
+    fake_openai.push_chat(10, status=401)
+    with pytest.raises(AuthenticationError, match="HTTP 401"):
+        _run(vocab, tmp_path, llm_cfg(concurrency=1, max_retries=3))
+    assert len(fake_openai.calls("/chat/completions")) == 1  # not one request per class
+    assert not (tmp_path / "cache.json").exists()
+
+
+def test_the_workflow_and_the_cli_name_the_same_generated_cache() -> None:
+    rules = (Path(__file__).resolve().parents[2] / "workflow" / "rules" / "text.smk").read_text(encoding="utf-8")
+    assert f'generated="{GENERATED_DESCRIPTIONS}"' in rules

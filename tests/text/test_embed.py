@@ -29,7 +29,7 @@ def descriptions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = folder / "cache.json"
     cache.write_bytes((ROOT / "config/descriptions/vocabulary_descriptions.json").read_bytes())
     out = folder / "descriptions.json"
-    describe_vocabulary(ROOT / "config/vocabulary.csv", cache, out, DISABLED_LLM)
+    describe_vocabulary(ROOT / "config/vocabulary.csv", cache, out, DISABLED_LLM, generated_file=folder / "gen.json")
     return out
 
 

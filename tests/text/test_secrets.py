@@ -55,7 +55,9 @@ def test_key_never_leaves_the_authorization_header(
     }
     client = {"api_key_env": "SEGSAM_TEST_LLM_KEY", "max_retries": 2}  # text.llm's, used by the openai backend
 
-    describe_vocabulary(small_vocab, cache, out, llm_cfg(), sleep=lambda s: None)
+    describe_vocabulary(
+        small_vocab, tmp_path / "reviewed.json", out, llm_cfg(), generated_file=cache, sleep=lambda s: None
+    )
     assert "HTTP 429" in caplog.text
     # a non-retryable failure goes through run_stage into the rule log
     with pytest.raises(SystemExit):

@@ -10,7 +10,9 @@
 # nothing. With text.llm.attach_image the mask index is an input too (each class's largest
 # mask is its example slice), so the stage then runs after build_index. The API key is read
 # inside the job from the environment variable named by text.llm.api_key_env; it is never a
-# param, input, output or log line.
+# param, input, output or log line. The committed description file is only read: the LLM's
+# replies go to results/cache/llm_descriptions.json, and `segsam accept-descriptions` moves the
+# ones a person has reviewed into the committed file.
 #
 # embed_text keeps its vectors in results/cache/text_embeddings.parquet, a cache
 # and not a declared output: rerunning the rule only embeds changed texts. It reruns when the
@@ -32,6 +34,8 @@ rule describe_classes:
         "results/text/descriptions.json",
     params:
         llm_key={key: config["text"]["llm"][key] for key in DESCRIPTION_KEY},
+        # the LLM's replies: a cache, not the reviewed file (`segsam accept-descriptions` moves them there)
+        generated="results/cache/llm_descriptions.json",
         code=CODE["text"],
     threads: 1
     resources:

@@ -11,6 +11,7 @@ run_stage(
     Path(snakemake.input.cache),
     Path(snakemake.output[0]),
     dict(snakemake.config["text"]["llm"]),  # all client settings; params.llm_key holds the tracked ones
+    generated_file=Path(snakemake.params.generated),
     mask_index=Path(snakemake.input.masks) if snakemake.input.masks else None,
     log=snakemake.log[0],
 )
