@@ -227,8 +227,9 @@ _ABLATIONS = {
 }
 
 
-def _registry() -> dict[str, MethodSpec]:
-    specs = [
+def _zero_shot_and_decoder_specs() -> list[MethodSpec]:
+    """LiteMedSAM zero-shot and with its decoder fine-tuned, and SAM ViT-B zero-shot."""
+    return [
         MethodSpec(
             name="medsam_lite",
             display="LiteMedSAM (zero-shot)",
@@ -252,54 +253,71 @@ def _registry() -> dict[str, MethodSpec]:
             description="SAM ViT-B (1024-trained weights resized to 256 input), no training.",
         ),
     ]
-    for name, (display, trainable, adapter, description) in _BASELINES.items():
-        specs.append(
-            MethodSpec(
-                name=name,
-                display=display,
-                trains=True,
-                trainable=trainable,
-                encoder="vit_b",
-                adapter=adapter,
-                description=description,
-            )
-        )
-    specs.append(
+
+
+def _baseline_specs() -> list[MethodSpec]:
+    """The fine-tuned SAM ViT-B baselines of :data:`_BASELINES`, in its order."""
+    return [
         MethodSpec(
-            name="segsam",
-            display="SEG-SAM",
+            name=name,
+            display=display,
             trains=True,
-            trainable=_SEGSAM_TRAINS,
-            components=(*_SAWD, "t2vse", "cmsa"),
-            description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train "
-            "with CMSA.",
+            trainable=trainable,
+            encoder="vit_b",
+            adapter=adapter,
+            description=description,
         )
+        for name, (display, trainable, adapter, description) in _BASELINES.items()
+    ]
+
+
+def _segsam_spec() -> MethodSpec:
+    """SEG-SAM with all its components on the frozen LiteMedSAM encoder."""
+    return MethodSpec(
+        name="segsam",
+        display="SEG-SAM",
+        trains=True,
+        trainable=_SEGSAM_TRAINS,
+        components=(*_SAWD, "t2vse", "cmsa"),
+        description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train with CMSA.",
     )
-    for name, (display, trainable, adapter, _) in _BASELINES.items():
-        specs.append(
-            MethodSpec(
-                name=f"{name}+sawd",
-                display=f"{display} + SAWD",
-                trains=True,
-                trainable=(*trainable, "sawd"),
-                encoder="vit_b",
-                adapter=adapter,
-                components=_SAWD,
-                description=f"{display} with SAWD plugged in (prompted + unprompted branches); SAWD trains too.",
-            )
+
+
+def _plugin_specs() -> list[MethodSpec]:
+    """Each baseline of :data:`_BASELINES` with SAWD plugged in (``<baseline>+sawd``)."""
+    return [
+        MethodSpec(
+            name=f"{name}+sawd",
+            display=f"{display} + SAWD",
+            trains=True,
+            trainable=(*trainable, "sawd"),
+            encoder="vit_b",
+            adapter=adapter,
+            components=_SAWD,
+            description=f"{display} with SAWD plugged in (prompted + unprompted branches); SAWD trains too.",
         )
-    for name, (display, components, description) in _ABLATIONS.items():
-        specs.append(
-            MethodSpec(
-                name=name,
-                display=f"LiteMedSAM {display}",
-                trains=True,
-                trainable=_SEGSAM_TRAINS if "t2vse" in components else ("prompt_encoder", "mask_decoder", "sawd"),
-                components=components,
-                description=f"{description} Frozen LiteMedSAM encoder.",
-            )
+        for name, (display, trainable, adapter, _) in _BASELINES.items()
+    ]
+
+
+def _ablation_specs() -> list[MethodSpec]:
+    """The ablation rows of :data:`_ABLATIONS` on the frozen LiteMedSAM encoder, in its order."""
+    return [
+        MethodSpec(
+            name=name,
+            display=f"LiteMedSAM {display}",
+            trains=True,
+            trainable=_SEGSAM_TRAINS if "t2vse" in components else ("prompt_encoder", "mask_decoder", "sawd"),
+            components=components,
+            description=f"{description} Frozen LiteMedSAM encoder.",
         )
-    specs.append(
+        for name, (display, components, description) in _ABLATIONS.items()
+    ]
+
+
+def _network_specs() -> list[MethodSpec]:
+    """The prompt-free networks of table 2."""
+    return [
         MethodSpec(
             name="unet",
             display="nnU-Net (2D)",
@@ -308,9 +326,7 @@ def _registry() -> dict[str, MethodSpec]:
             encoder=None,
             network="unet",
             description="Prompt-free nnU-Net-style 2-D U-Net (MONAI DynUNet) with a C+1 class head, trained on images.",
-        )
-    )
-    specs.append(
+        ),
         MethodSpec(
             name="unetr",
             display="UNETR (2D)",
@@ -319,8 +335,20 @@ def _registry() -> dict[str, MethodSpec]:
             encoder=None,
             network="unetr",
             description="Prompt-free 2-D UNETR (MONAI) with a C+1 class head, trained on images.",
-        )
-    )
+        ),
+    ]
+
+
+def _registry() -> dict[str, MethodSpec]:
+    """Every method by name, the families in a fixed order: the order of METHODS and of ``get_method``'s message."""
+    specs = [
+        *_zero_shot_and_decoder_specs(),
+        *_baseline_specs(),
+        _segsam_spec(),
+        *_plugin_specs(),
+        *_ablation_specs(),
+        *_network_specs(),
+    ]
     return {spec.name: spec for spec in specs}
 
 

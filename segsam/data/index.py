@@ -23,7 +23,8 @@ import os
 import shutil
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,72 @@ def _read_summary(folder: Path) -> dict[str, Any]:
         raise DataError(f"{path}: unreadable slice summary ({err})") from err
 
 
+@dataclass
+class _Manifests:
+    """The per-case manifests of the slice stage, read: the kept ones and the cases left out (and why)."""
+
+    frames: list[pd.DataFrame]  # one per case with masks; paths relative to the working directory
+    skipped: dict[str, str]  # case -> why the slice stage skipped it
+    no_masks: list[str]  # cases the slice stage kept no mask of
+
+
+def _read_manifests(slice_dirs: Sequence[str | Path]) -> _Manifests:
+    """Read each case folder's manifest, with its image and mask paths prefixed by the folder.
+
+    Raises:
+        DataError: a manifest is missing.
+    """
+    read = _Manifests(frames=[], skipped={}, no_masks=[])
+    for folder in map(Path, slice_dirs):
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            raise DataError(f"{manifest}: slice manifest not found (did the slice stage finish?)")
+        summary = _read_summary(folder)
+        frame = pd.read_parquet(manifest)
+        if summary.get("skipped"):
+            read.skipped[str(summary.get("case", folder.name))] = str(summary["skipped"])
+            continue
+        if frame.empty:
+            read.no_masks.append(str(summary.get("case", folder.name)))
+            continue
+        frame["image"] = [str(folder / p) for p in frame["image"]]
+        frame["mask"] = [str(folder / p) for p in frame["mask"]]
+        read.frames.append(frame)
+    return read
+
+
+def images_table(masks: pd.DataFrame) -> pd.DataFrame:
+    """The images table (:data:`IMAGE_COLUMNS`) of a masks table with splits: one row per image, its mask count."""
+    return (
+        masks.groupby(
+            ["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False
+        )
+        .size()
+        .rename(columns={"size": "n_masks"})[IMAGE_COLUMNS]
+    )
+
+
+def _index_summary(
+    masks: pd.DataFrame, images: pd.DataFrame, manifests: _Manifests, splits: Mapping[str, str]
+) -> dict[str, Any]:
+    """What :func:`build_index` writes to ``summary_out``: counts per split, the skipped cases and why."""
+    return {
+        "n_cases": int(masks["case"].nunique()),
+        "n_images": len(images),
+        "n_masks": len(masks),
+        "skipped": dict(sorted(manifests.skipped.items())),
+        "no_masks": sorted(manifests.no_masks),
+        "splits": {
+            split: {
+                "cases": sorted(c for c, s in splits.items() if s == split),
+                "images": int((images["split"] == split).sum()),
+                "masks": int((masks["split"] == split).sum()),
+            }
+            for split in SPLITS
+        },
+    }
+
+
 def build_index(
     slice_dirs: Sequence[str | Path],
     masks_out: str | Path,
@@ -133,42 +200,20 @@ def build_index(
         DataError: a manifest is missing, ``assign`` names an unknown case, or
             no masks at all were kept.
     """
-    frames = []
-    skipped: dict[str, str] = {}
-    no_masks: list[str] = []
-    for folder in map(Path, slice_dirs):
-        manifest = folder / MANIFEST
-        if not manifest.is_file():
-            raise DataError(f"{manifest}: slice manifest not found (did the slice stage finish?)")
-        summary = _read_summary(folder)
-        frame = pd.read_parquet(manifest)
-        if summary.get("skipped"):
-            skipped[str(summary.get("case", folder.name))] = str(summary["skipped"])
-            continue
-        if frame.empty:
-            no_masks.append(str(summary.get("case", folder.name)))
-            continue
-        frame["image"] = [str(folder / p) for p in frame["image"]]
-        frame["mask"] = [str(folder / p) for p in frame["mask"]]
-        frames.append(frame)
-    for case, reason in sorted(skipped.items()):
+    manifests = _read_manifests(slice_dirs)
+    for case, reason in sorted(manifests.skipped.items()):
         log.warning("index: case %s skipped by the slice stage (%s)", case, reason)
-    for case in no_masks:
+    for case in manifests.no_masks:
         log.warning("index: case %s kept no mask (all below slicing.min_mask_fraction?)", case)
-    masks = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    masks = pd.concat(manifests.frames, ignore_index=True) if manifests.frames else pd.DataFrame()
     if masks.empty:
         raise DataError("no masks survived slicing and filtering: check slicing.min_mask_fraction and the label maps")
-    assign = {c: s for c, s in (assign or {}).items() if c not in skipped and c not in no_masks}
+    left_out = set(manifests.skipped) | set(manifests.no_masks)
+    assign = {c: s for c, s in (assign or {}).items() if c not in left_out}
     splits = split_cases(masks[["case", "modality"]].drop_duplicates(), test_fraction, seed, assign)
     masks["split"] = masks["case"].map(splits)
     masks = masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)
-    images = (
-        masks.groupby(
-            ["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False
-        )
-        .size()
-        .rename(columns={"size": "n_masks"})[IMAGE_COLUMNS]
-    )
+    images = images_table(masks)
     for split in SPLITS:
         if split not in set(splits.values()):
             log.warning("index: the %s split is empty (see split.test_fraction / split.assign)", split)
@@ -176,31 +221,14 @@ def build_index(
         with atomic_path(out) as tmp:
             table.to_parquet(tmp, index=False)
     if summary_out is not None:
-        write_json(
-            summary_out,
-            {
-                "n_cases": int(masks["case"].nunique()),
-                "n_images": len(images),
-                "n_masks": len(masks),
-                "skipped": dict(sorted(skipped.items())),
-                "no_masks": sorted(no_masks),
-                "splits": {
-                    split: {
-                        "cases": sorted(c for c, s in splits.items() if s == split),
-                        "images": int((images["split"] == split).sum()),
-                        "masks": int((masks["split"] == split).sum()),
-                    }
-                    for split in SPLITS
-                },
-            },
-        )
+        write_json(summary_out, _index_summary(masks, images, manifests, splits))
     log.info(
         "index: %d cases, %d images, %d masks; test cases: %s; skipped: %d",
         masks["case"].nunique(),
         len(images),
         len(masks),
         sorted(c for c, s in splits.items() if s == "test"),
-        len(skipped),
+        len(manifests.skipped),
     )
     return masks, images
 
@@ -231,6 +259,61 @@ PARTITION_COLUMNS = ("modality", "dataset")
 
 def _partition_dir(columns: Sequence[str], values: Sequence[Any]) -> str:
     return "/".join(f"{c}={urllib.parse.quote(str(v), safe='')}" for c, v in zip(columns, values))
+
+
+class _PartitionWriters:
+    """The part files of a hive-partitioned dataset being written, and the rows buffered per partition.
+
+    A partition's rows are buffered until ``buffer_rows``, then written as one
+    row group to the partition's open file. At most ``max_open_files`` files are
+    open: the least recently used one is closed, and its partition continues in
+    a new part file (``part-<n>.parquet``).
+    """
+
+    def __init__(self, folder: Path, partitioning: Sequence[str], buffer_rows: int, max_open_files: int) -> None:
+        self.folder = folder
+        self.partitioning = list(partitioning)
+        self.buffer_rows = buffer_rows
+        self.max_open_files = max_open_files
+        self.schema = pa.schema([f for f in MASK_SCHEMA if f.name not in self.partitioning])
+        self.writers: OrderedDict[tuple[Any, ...], pq.ParquetWriter] = OrderedDict()  # most recently used last
+        self.parts: dict[tuple[Any, ...], int] = {}
+        self.buffers: dict[tuple[Any, ...], list[pa.Table]] = {}
+        self.buffered: dict[tuple[Any, ...], int] = {}
+
+    def add(self, key: tuple[Any, ...], rows: pa.Table) -> None:
+        """Buffer rows of one partition (without the partition columns); write them once enough are buffered."""
+        self.buffers.setdefault(key, []).append(rows)
+        self.buffered[key] = self.buffered.get(key, 0) + rows.num_rows
+        if self.buffered[key] >= self.buffer_rows:
+            self.flush(key)
+
+    def flush(self, key: tuple[Any, ...]) -> None:
+        """Write a partition's buffered rows as one row group, opening its file if it is not open."""
+        table = pa.concat_tables(self.buffers.pop(key))
+        self.buffered.pop(key)
+        writer = self.writers.pop(key, None)
+        if writer is None:
+            if len(self.writers) >= self.max_open_files:
+                _, oldest = self.writers.popitem(last=False)
+                oldest.close()
+            folder = self.folder / _partition_dir(self.partitioning, key)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parts[key] = self.parts.get(key, -1) + 1
+            writer = pq.ParquetWriter(folder / f"part-{self.parts[key]}.parquet", self.schema)
+        writer.write_table(table, row_group_size=max(self.buffer_rows, table.num_rows))
+        self.writers[key] = writer
+
+    def flush_all(self) -> None:
+        """Write every partition's buffered rows."""
+        for key in list(self.buffers):
+            self.flush(key)
+
+    def close(self) -> None:
+        """Close the open files (buffered rows not yet flushed are dropped)."""
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
 
 
 def write_index_dataset(
@@ -274,28 +357,8 @@ def write_index_dataset(
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     partitioning = list(partitioning)
-    file_schema = pa.schema([f for f in MASK_SCHEMA if f.name not in partitioning])
-    writers: OrderedDict[tuple[Any, ...], pq.ParquetWriter] = OrderedDict()
-    parts: dict[tuple[Any, ...], int] = {}
-    buffers: dict[tuple[Any, ...], list[pa.Table]] = {}
-    buffered: dict[tuple[Any, ...], int] = {}
+    writers = _PartitionWriters(tmp, partitioning, buffer_rows, max_open_files)
     total = 0
-
-    def flush(key: tuple[Any, ...]) -> None:
-        table = pa.concat_tables(buffers.pop(key))
-        buffered.pop(key)
-        writer = writers.pop(key, None)
-        if writer is None:
-            if len(writers) >= max_open_files:
-                _, oldest = writers.popitem(last=False)
-                oldest.close()
-            folder = tmp / _partition_dir(partitioning, key)
-            folder.mkdir(parents=True, exist_ok=True)
-            parts[key] = parts.get(key, -1) + 1
-            writer = pq.ParquetWriter(folder / f"part-{parts[key]}.parquet", file_schema)
-        writer.write_table(table, row_group_size=max(buffer_rows, table.num_rows))
-        writers[key] = writer  # most recently used last
-
     try:
         for chunk in chunks:
             table = _normalise_chunk(chunk, splits)
@@ -305,23 +368,15 @@ def write_index_dataset(
             keys = table.select(partitioning).to_pandas()
             for key, rows in keys.groupby(partitioning, sort=False).indices.items():
                 key = key if isinstance(key, tuple) else (key,)
-                part = table.take(pa.array(rows)).drop_columns(partitioning)
-                buffers.setdefault(key, []).append(part)
-                buffered[key] = buffered.get(key, 0) + part.num_rows
-                if buffered[key] >= buffer_rows:
-                    flush(key)
-        for key in list(buffers):
-            flush(key)
-        for writer in writers.values():
-            writer.close()
-        writers.clear()
+                writers.add(key, table.take(pa.array(rows)).drop_columns(partitioning))
+        writers.flush_all()
+        writers.close()
         tmp.mkdir(parents=True, exist_ok=True)  # an empty index is still a (empty) dataset
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
     except BaseException:
-        for writer in writers.values():
-            writer.close()
+        writers.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("index dataset %s: %d mask rows", out_dir, total)
@@ -382,17 +437,18 @@ def build_index_dataset(
         raise DataError("no masks survived slicing and filtering: check slicing.min_mask_fraction and the label maps")
     assign = {c: s for c, s in (assign or {}).items() if c in set(cases["case"])}
     splits = split_cases(cases, test_fraction, seed, assign)
+    return write_index_dataset(_manifest_chunks(folders), out_dir, splits=splits)
 
-    def chunks() -> Iterable[pd.DataFrame]:
-        for folder in folders:
-            frame = pd.read_parquet(folder / MANIFEST)
-            if frame.empty:
-                continue
-            frame["image"] = [str(folder / p) for p in frame["image"]]
-            frame["mask"] = [str(folder / p) for p in frame["mask"]]
-            yield frame[MASK_COLUMNS]
 
-    return write_index_dataset(chunks(), out_dir, splits=splits)
+def _manifest_chunks(folders: Sequence[Path]) -> Iterator[pd.DataFrame]:
+    """Each case folder's manifest with folder-prefixed paths (:data:`MASK_COLUMNS`), one at a time."""
+    for folder in folders:
+        frame = pd.read_parquet(folder / MANIFEST)
+        if frame.empty:
+            continue
+        frame["image"] = [str(folder / p) for p in frame["image"]]
+        frame["mask"] = [str(folder / p) for p in frame["mask"]]
+        yield frame[MASK_COLUMNS]
 
 
 def count_masks(

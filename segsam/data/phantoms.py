@@ -352,12 +352,73 @@ def _direction(seed: int) -> np.ndarray:
     return _ODD_DIRECTIONS[(seed // 2) % len(_ODD_DIRECTIONS)]
 
 
-def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[int, int, int]) -> None:
-    """Fill ``canvas.tissue`` with the abdomen; all positions in nominal LPS millimetres."""
-    x, y, z = canvas.x, canvas.y, canvas.z
-    all_idx = np.arange(x.size)
+@dataclass
+class _Drawing:
+    """What every organ group of :func:`_draw_anatomy` draws with: the canvas, the random stream, the grid.
 
-    # Body outline: superellipse, flatter at the back; subcutaneous fat, then a muscle wall.
+    The groups take their random draws from ``rng`` one after the other, in the
+    order :func:`_draw_anatomy` calls them, so that order fixes the phantom.
+    """
+
+    canvas: _Canvas
+    rng: np.random.Generator
+    shape_zyx: tuple[int, int, int]
+    all_idx: np.ndarray  # 0 .. n_voxels - 1: flat indices of every voxel
+
+
+@dataclass
+class _BodyWall:
+    """Voxel masks (flat) of the body outline and its layers, and the body's antero-posterior centre."""
+
+    body: np.ndarray  # inside the skin
+    muscle_zone: np.ndarray  # inside the subcutaneous fat
+    cavity: np.ndarray  # inside the muscle wall
+    y_mid: float  # mm
+
+
+@dataclass
+class _SpineAxis:
+    """Where the vertebral bodies lie, for the great vessels in front of them."""
+
+    y_vert: np.ndarray  # per voxel: y (mm) of the vertebral body's centre at the voxel's height
+    vb_b: float  # antero-posterior semi-axis of the vertebral body, mm
+
+
+def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[int, int, int]) -> None:
+    """Fill ``canvas.tissue`` with the abdomen; all positions in nominal LPS millimetres.
+
+    The groups are drawn in priority order (module docstring): the body wall and
+    spine paint the tissue map directly and open the free cavity; every later
+    structure only takes voxels that are still free.
+    """
+    drawing = _Drawing(canvas, rng, shape_zyx, np.arange(canvas.x.size))
+    wall = _draw_body_wall(drawing)
+    _draw_ribs(drawing, wall)
+    spine = _draw_spine(drawing, wall)
+    _draw_great_vessels(drawing, spine)
+    _draw_thorax(drawing)
+    _draw_kidneys(drawing)
+    _draw_gallbladder(drawing)
+    _draw_spleen(drawing)
+    _draw_liver(drawing)
+    _draw_stomach(drawing)
+    _draw_pancreas(drawing)
+    _draw_bowel(drawing)
+
+
+def _body_ring(
+    x: np.ndarray, y: np.ndarray, half_w: float, half_y: np.ndarray, y_mid: float, shrink: float
+) -> np.ndarray:
+    """Voxels inside the body outline (a superellipse, flatter at the back) moved ``shrink`` mm inwards."""
+    u = np.abs(x) / (half_w - shrink)
+    v = np.abs(y - y_mid) / (half_y - shrink)
+    return u**2.4 + v**2.0 <= 1.0
+
+
+def _draw_body_wall(drawing: _Drawing) -> _BodyWall:
+    """Body outline: subcutaneous fat, then a muscle wall around the visceral-fat cavity."""
+    canvas, rng = drawing.canvas, drawing.rng
+    x, y, z = canvas.x, canvas.y, canvas.z
     half_w = 160.0 * rng.uniform(0.9, 1.05)
     half_ant = 118.0 * rng.uniform(0.9, 1.05)
     half_post = 110.0 * rng.uniform(0.92, 1.05)
@@ -366,29 +427,35 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     wall = rng.uniform(9.0, 14.0)
     belly = 1.0 + 0.05 * np.cos((z + 40.0) / 160.0 * np.pi)  # anterior bulge below the ribs
     half_y = np.where(y < y_mid, half_ant * belly, half_post)
-
-    def ring(shrink: float) -> np.ndarray:
-        u = np.abs(x) / (half_w - shrink)
-        v = np.abs(y - y_mid) / (half_y - shrink)
-        return u**2.4 + v**2.0 <= 1.0
-
-    body = ring(0.0)
-    muscle_zone = ring(fat)
-    cavity = ring(fat + wall)
+    body = _body_ring(x, y, half_w, half_y, y_mid, 0.0)
+    muscle_zone = _body_ring(x, y, half_w, half_y, y_mid, fat)
+    cavity = _body_ring(x, y, half_w, half_y, y_mid, fat + wall)
     canvas.tissue[body] = _T["subcutaneous_fat"]
     canvas.tissue[muscle_zone] = _T["muscle"]
     canvas.tissue[cavity] = _T["visceral_fat"]
+    return _BodyWall(body=body, muscle_zone=muscle_zone, cavity=cavity, y_mid=y_mid)
 
-    # Ribs in the muscle wall above the costal margin (sloping down anteriorly).
+
+def _draw_ribs(drawing: _Drawing, wall: _BodyWall) -> None:
+    """Ribs in the muscle wall above the costal margin (sloping down anteriorly)."""
+    canvas, rng = drawing.canvas, drawing.rng
+    x, y, z = canvas.x, canvas.y, canvas.z
     rib_period = rng.uniform(28.0, 34.0)
     rib_phase = rng.uniform(0.0, rib_period)
-    from_back = np.arctan2(np.abs(x), y - y_mid) / np.pi  # 0 at the back, 1 at the front
+    from_back = np.arctan2(np.abs(x), y - wall.y_mid) / np.pi  # 0 at the back, 1 at the front
     rib_level = np.mod(z + 110.0 * from_back - rib_phase, rib_period) < 8.0
     costal = z > -40.0 + 120.0 * from_back
     lateral = (np.abs(x) > 30.0) | (y > 20.0)
-    canvas.tissue[muscle_zone & ~cavity & rib_level & costal & lateral] = _T["rib"]
+    canvas.tissue[wall.muscle_zone & ~wall.cavity & rib_level & costal & lateral] = _T["rib"]
 
-    # Spine: vertebral bodies with discs, canal, posterior arch; paraspinal and psoas muscles.
+
+def _draw_spine(drawing: _Drawing, wall: _BodyWall) -> _SpineAxis:
+    """Spine: vertebral bodies with discs, canal, posterior arch; paraspinal and psoas muscles.
+
+    Then opens the cavity: the visceral fat left inside it is what later structures may take.
+    """
+    canvas, rng = drawing.canvas, drawing.rng
+    x, y, z = canvas.x, canvas.y, canvas.z
     lordosis = rng.uniform(6.0, 12.0)
     y_vert = 36.0 - lordosis * np.exp(-(((z + 70.0) / 70.0) ** 2))
     vb_a, vb_b = 22.0 * rng.uniform(0.9, 1.1), 17.0 * rng.uniform(0.9, 1.1)
@@ -411,7 +478,7 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     paraspinal = ((np.abs(x) - 38.0) / 30.0) ** 2 + ((y - canal_y - 18.0) / 24.0) ** 2 <= 1.0
     psoas_r = np.clip(5.0 + 0.2 * (-10.0 - z), 0.0, 24.0)
     psoas = (z < -10.0) & ((np.abs(x) - (vb_a + 0.6 * psoas_r + 2.0)) ** 2 + (y - y_vert + 2.0) ** 2 <= psoas_r**2)
-    in_body = body & ~(canvas.tissue == _T["rib"])
+    in_body = wall.body & ~(canvas.tissue == _T["rib"])
     canvas.tissue[in_body & (paraspinal | psoas) & ~(vert_body | canal | posterior)] = _T["muscle"]
     canvas.tissue[in_body & canal] = _T["spinal_canal"]
     canvas.tissue[in_body & vert_body & is_disc] = _T["disc"]
@@ -419,17 +486,22 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     canvas.tissue[in_body & vert_body & ~is_disc & cortex] = _T["vertebra_cortex"]
     canvas.tissue[in_body & vert_body & ~is_disc & ~cortex] = _T["vertebra_marrow"]
     canvas.tissue[in_body & posterior] = _T["vertebra_cortex"]
-    canvas.free[:] = cavity & (canvas.tissue == _T["visceral_fat"])
+    canvas.free[:] = wall.cavity & (canvas.tissue == _T["visceral_fat"])
+    return _SpineAxis(y_vert=y_vert, vb_b=vb_b)
 
-    # Great vessels along z: aorta left-anterior of the spine, flattened IVC to its right.
+
+def _draw_great_vessels(drawing: _Drawing, spine: _SpineAxis) -> None:
+    """Great vessels along z: aorta left-anterior of the spine, flattened IVC to its right, iliac vessels below."""
+    canvas, rng, all_idx = drawing.canvas, drawing.rng, drawing.all_idx
+    x, y, z = canvas.x, canvas.y, canvas.z
     bif_aorta = -105.0 + rng.normal(0.0, 8.0)
     aorta_x = 18.0 + rng.normal(0.0, 3.0) + 3.0 * np.sin(z / 90.0)
-    aorta_y = y_vert - vb_b - 12.0
+    aorta_y = spine.y_vert - spine.vb_b - 12.0
     aorta_r = (11.5 + 0.012 * (z - bif_aorta)) * rng.uniform(0.9, 1.1)
     aorta = (z > bif_aorta) & ((x - aorta_x) ** 2 + (y - aorta_y) ** 2 <= aorta_r**2)
     canvas.take(all_idx[aorta], "aorta")
     ivc_x = -22.0 + rng.normal(0.0, 3.0)
-    ivc_y = y_vert - vb_b - 14.0 + 0.08 * np.clip(z, 0.0, None)
+    ivc_y = spine.y_vert - spine.vb_b - 14.0 + 0.08 * np.clip(z, 0.0, None)
     ivc_a, ivc_b = 15.0 * rng.uniform(0.85, 1.15), 9.0 * rng.uniform(0.85, 1.15)
     bif_ivc = bif_aorta - 10.0
     ivc = (z > bif_ivc) & (((x - ivc_x) / ivc_a) ** 2 + ((y - ivc_y) / ivc_b) ** 2 <= 1.0)
@@ -446,7 +518,11 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
         )
         canvas.take(all_idx[vein], "iliac_vein")
 
-    # Thorax above the dome-shaped diaphragm: heart anteriorly, lung bases elsewhere.
+
+def _draw_thorax(drawing: _Drawing) -> None:
+    """Thorax above the dome-shaped diaphragm: heart anteriorly, lung bases elsewhere."""
+    canvas, rng, all_idx = drawing.canvas, drawing.rng, drawing.all_idx
+    x, y, z = canvas.x, canvas.y, canvas.z
     dome_r = 124.0 + rng.normal(0.0, 6.0)
     dome_l = dome_r - rng.uniform(4.0, 14.0)
     dome = np.where(x < 0.0, dome_r, dome_l) + 12.0 * np.exp(-((np.abs(x) - 60.0) ** 2) / (2.0 * 45.0**2))
@@ -458,7 +534,10 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     canvas.take(all_idx[thorax & heart_mask], "heart")
     canvas.take(all_idx[thorax], "lung")
 
-    # Kidneys (retroperitoneal, right one lower), with medulla and a fatty hilum notch.
+
+def _draw_kidneys(drawing: _Drawing) -> None:
+    """Kidneys (retroperitoneal, right one lower), with medulla and a fatty hilum notch."""
+    canvas, rng = drawing.canvas, drawing.rng
     for name, sx, zc in (("kidney_right", -1.0, -48.0), ("kidney_left", 1.0, -38.0)):
         center = (sx * 72.0, 42.0, zc)
         outer, rho = _superellipsoid(canvas, rng, center, (27.0, 24.0, 52.0), (-12.0, sx * 12.0, sx * -20.0))
@@ -474,11 +553,18 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
         canvas.take(outer[rho < 0.62], f"{name}_medulla")
         canvas.take(outer, name)
 
-    # Gallbladder under the liver (taken before the liver, so the liver wraps it).
-    gb, _ = _superellipsoid(canvas, rng, (-48.0, -42.0, 8.0), (17.0, 19.0, 38.0), (35.0, -15.0, 0.0), lumpiness=0.04)
-    canvas.take(gb, "gallbladder")
 
-    # Spleen: a crescent against the left posterolateral wall.
+def _draw_gallbladder(drawing: _Drawing) -> None:
+    """Gallbladder under the liver (drawn before the liver, so the liver wraps it)."""
+    gb, _ = _superellipsoid(
+        drawing.canvas, drawing.rng, (-48.0, -42.0, 8.0), (17.0, 19.0, 38.0), (35.0, -15.0, 0.0), lumpiness=0.04
+    )
+    drawing.canvas.take(gb, "gallbladder")
+
+
+def _draw_spleen(drawing: _Drawing) -> None:
+    """Spleen: a crescent against the left posterolateral wall."""
+    canvas, rng = drawing.canvas, drawing.rng
     spleen, _ = _superellipsoid(
         canvas, rng, (92.0, 40.0, 62.0), (26.0, 62.0, 55.0), (10.0, 0.0, 35.0), exponent=2.3, lumpiness=0.05
     )
@@ -488,7 +574,10 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     spleen_only = np.setdiff1d(spleen, notch, assume_unique=True)
     canvas.take(spleen_only, "spleen")
 
-    # Liver: right lobe plus left lobe, with hepatic and portal veins inside.
+
+def _draw_liver(drawing: _Drawing) -> None:
+    """Liver: right lobe plus left lobe, with hepatic and portal veins inside."""
+    canvas, rng = drawing.canvas, drawing.rng
     right_lobe, _ = _superellipsoid(
         canvas, rng, (-68.0, 5.0, 58.0), (72.0, 80.0, 92.0), (0.0, 0.0, 0.0), lumpiness=0.05, size_jitter=0.06
     )
@@ -497,7 +586,7 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     )
     liver = np.union1d(right_lobe, left_lobe)
     liver_taken = canvas.take(liver, "liver")
-    liver_mask = np.zeros(x.size, dtype=bool)
+    liver_mask = np.zeros(canvas.x.size, dtype=bool)
     liver_mask[liver_taken] = True
     confluence = (-20.0, 18.0, 112.0)
     for tip in ((-120.0, -10.0, 70.0), (-40.0, -60.0, 80.0), (40.0, -50.0, 85.0), (-70.0, 40.0, 20.0)):
@@ -505,7 +594,10 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
         vessel = vessel[liver_mask[vessel]]
         canvas.tissue[vessel] = _T["liver_vessel"]
 
-    # Stomach: a J-shaped tube from the fundus (touching the spleen) to the pylorus.
+
+def _draw_stomach(drawing: _Drawing) -> None:
+    """Stomach: a J-shaped tube from the fundus (touching the spleen) to the pylorus; gas above the fluid."""
+    canvas, rng = drawing.canvas, drawing.rng
     stomach, depth = _tube(
         canvas,
         rng,
@@ -521,10 +613,12 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     canvas.take(stomach[lumen & ~gas], "stomach_fluid")
     canvas.take(stomach[~lumen], "stomach_wall")
 
-    # Pancreas: head by the IVC, body across the aorta, tail into the splenic hilum.
+
+def _draw_pancreas(drawing: _Drawing) -> None:
+    """Pancreas: head by the IVC, body across the aorta, tail into the splenic hilum."""
     pancreas, _ = _tube(
-        canvas,
-        rng,
+        drawing.canvas,
+        drawing.rng,
         (
             (-38.0, -8.0, 2.0),
             (-8.0, -22.0, 10.0),
@@ -536,9 +630,12 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
         (18.0, 13.0, 12.0, 11.0, 10.0, 8.0),
         jitter_mm=3.0,
     )
-    canvas.take(pancreas, "pancreas")
+    drawing.canvas.take(pancreas, "pancreas")
 
-    # Colon frame with gas and stool, then small-bowel loops filling the lower abdomen.
+
+def _draw_bowel(drawing: _Drawing) -> None:
+    """Colon frame with gas and stool, then small-bowel loops filling the lower abdomen."""
+    canvas, rng, all_idx = drawing.canvas, drawing.rng, drawing.all_idx
     colon, colon_depth = _tube(
         canvas,
         rng,
@@ -557,9 +654,9 @@ def _draw_anatomy(canvas: _Canvas, rng: np.random.Generator, shape_zyx: tuple[in
     stool = rng.standard_normal(colon.size) > 0.3
     canvas.take(colon[(colon_depth > 3.0) & ~stool], "bowel_gas")
     canvas.take(colon, "bowel")
-    loops = ndimage.gaussian_filter(rng.standard_normal(shape_zyx, dtype=np.float32), 1.6).ravel()
+    loops = ndimage.gaussian_filter(rng.standard_normal(drawing.shape_zyx, dtype=np.float32), 1.6).ravel()
     loop_thr = np.quantile(loops, rng.uniform(0.35, 0.5))
-    low = canvas.free & (z < 30.0 - 0.3 * y) & (y < 40.0)
+    low = canvas.free & (canvas.z < 30.0 - 0.3 * canvas.y) & (canvas.y < 40.0)
     bowel = low & (loops > loop_thr)
     canvas.take(all_idx[bowel & (loops > loops.std() * 2.2 + loop_thr)], "bowel_gas")
     canvas.take(all_idx[bowel], "bowel")

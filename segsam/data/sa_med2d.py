@@ -69,7 +69,7 @@ import numpy as np
 import pandas as pd
 
 from segsam.atomic import atomic_path, write_json
-from segsam.data.index import IMAGE_COLUMNS, SPLITS, split_cases
+from segsam.data.index import SPLITS, images_table, split_cases, write_index_dataset
 from segsam.data.slicing import MASK_COLUMNS
 from segsam.data.vocabulary import Vocabulary
 from segsam.errors import DataError
@@ -450,6 +450,77 @@ class _ReleaseReader:
         }
 
 
+def _release_rows(reader: _ReleaseReader, files: Sequence[tuple[str | Path, str | None, str]]) -> list[dict[str, Any]]:
+    """Index rows (with ``split``) of every mask the pairing files name, each mask once; skipped classes left out."""
+    seen_masks: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    for image_rel, mask_rel, split, where in _pairs(reader.root, files):
+        if mask_rel in seen_masks:
+            continue
+        seen_masks.add(mask_rel)
+        row = reader.row(image_rel, mask_rel, where)
+        if row is not None:
+            rows.append({**row, "split": split})
+    return rows
+
+
+def _fill_splits(masks: pd.DataFrame, root: Path, test_fraction: float, seed: int) -> pd.Series:
+    """The split of every row: as the pairing files give it, else drawn by case, per modality.
+
+    Raises:
+        DataError: a case is in both splits (it would leak).
+    """
+    given = masks.dropna(subset=["split"]).groupby("case")["split"].nunique()
+    leaking = sorted(given[given > 1].index)
+    if leaking:
+        raise DataError(f"{root}: cases in both train and test pairing files (they would leak): {leaking[:10]}")
+    fixed = masks.dropna(subset=["split"]).drop_duplicates("case").set_index("case")["split"].to_dict()
+    open_cases = masks.loc[masks["split"].isna(), ["case", "modality"]].drop_duplicates()
+    open_cases = open_cases[~open_cases["case"].isin(fixed)]
+    drawn = split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}
+    return masks["case"].map({**drawn, **fixed})
+
+
+def _renumber_instances(masks: pd.DataFrame) -> pd.DataFrame:
+    """Instances per (image, class), largest first (release order when areas are not measured); index order."""
+    masks = masks.sort_values(
+        ["image", "class_id", "area_fraction", "instance", "mask"],
+        ascending=[True, True, False, True, True],
+        na_position="last",
+    )
+    masks["instance"] = masks.groupby(["image", "class_id"]).cumcount()
+    return masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)[
+        [*MASK_COLUMNS, "split"]
+    ]
+
+
+def _skipped_counts(reader: _ReleaseReader) -> dict[str, Any]:
+    """The summary's counts of masks left out: unknown and ignored classes, masks below the area threshold."""
+    return {
+        "skipped_unknown_classes": dict(sorted(reader.mapper.unknown_counts.items())),
+        "skipped_ignored_classes": dict(sorted(reader.mapper.ignored_counts.items())),
+        "dropped_small_masks": reader.dropped_small,
+    }
+
+
+def _release_summary(reader: _ReleaseReader, masks: pd.DataFrame, images: pd.DataFrame) -> dict[str, Any]:
+    """:func:`import_release`'s summary: what was indexed per split, and what was left out."""
+    return {
+        "root": str(reader.root),
+        "n_cases": int(masks["case"].nunique()),
+        "n_images": len(images),
+        "n_masks": len(masks),
+        "splits": {
+            s: {
+                "cases": int(masks.loc[masks["split"] == s, "case"].nunique()),
+                "masks": int((masks["split"] == s).sum()),
+            }
+            for s in SPLITS
+        },
+        **_skipped_counts(reader),
+    }
+
+
 def import_release(
     root: str | Path,
     *,
@@ -494,63 +565,16 @@ def import_release(
     files = [(n, s, "image_to_masks") for n, s in image_to_masks] + [(n, s, "mask_to_image") for n, s in mask_to_image]
     if not files:
         raise DataError(f"{root}: no pairing json files given")
-    seen_masks: set[str] = set()
-    rows: list[dict[str, Any]] = []
-    for image_rel, mask_rel, split, where in _pairs(reader.root, files):
-        if mask_rel in seen_masks:
-            continue
-        seen_masks.add(mask_rel)
-        row = reader.row(image_rel, mask_rel, where)
-        if row is not None:
-            rows.append({**row, "split": split})
-    mapper, dropped_small, root = reader.mapper, reader.dropped_small, reader.root
+    rows = _release_rows(reader, files)
+    mapper, root = reader.mapper, reader.root
     mapper.check(str(root))
     if not rows:
         raise DataError(f"{root}: no mask maps into the vocabulary (see the class map)")
     masks = pd.DataFrame(rows)
-    # a case must not sit in two splits; cases without a split are drawn by case, per modality
-    given = masks.dropna(subset=["split"]).groupby("case")["split"].nunique()
-    leaking = sorted(given[given > 1].index)
-    if leaking:
-        raise DataError(f"{root}: cases in both train and test pairing files (they would leak): {leaking[:10]}")
-    fixed = masks.dropna(subset=["split"]).drop_duplicates("case").set_index("case")["split"].to_dict()
-    open_cases = masks.loc[masks["split"].isna(), ["case", "modality"]].drop_duplicates()
-    open_cases = open_cases[~open_cases["case"].isin(fixed)]
-    drawn = split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}
-    masks["split"] = masks["case"].map({**drawn, **fixed})
-    # instances: per (image, class), largest first (release order when areas are not measured)
-    masks = masks.sort_values(
-        ["image", "class_id", "area_fraction", "instance", "mask"],
-        ascending=[True, True, False, True, True],
-        na_position="last",
-    )
-    masks["instance"] = masks.groupby(["image", "class_id"]).cumcount()
-    masks = masks.sort_values(["case", "axis", "slice", "class_id", "instance"]).reset_index(drop=True)[
-        [*MASK_COLUMNS, "split"]
-    ]
-    images = (
-        masks.groupby(
-            ["image", "dataset", "modality", "case", "axis", "slice", "height", "width", "split"], as_index=False
-        )
-        .size()
-        .rename(columns={"size": "n_masks"})[IMAGE_COLUMNS]
-    )
-    summary = {
-        "root": str(root),
-        "n_cases": int(masks["case"].nunique()),
-        "n_images": len(images),
-        "n_masks": len(masks),
-        "splits": {
-            s: {
-                "cases": int(masks.loc[masks["split"] == s, "case"].nunique()),
-                "masks": int((masks["split"] == s).sum()),
-            }
-            for s in SPLITS
-        },
-        "skipped_unknown_classes": dict(sorted(mapper.unknown_counts.items())),
-        "skipped_ignored_classes": dict(sorted(mapper.ignored_counts.items())),
-        "dropped_small_masks": dropped_small,
-    }
+    masks["split"] = _fill_splits(masks, root, test_fraction, seed)
+    masks = _renumber_instances(masks)
+    images = images_table(masks)
+    summary = _release_summary(reader, masks, images)
     log.info(
         "%s: %d masks of %d images (%d cases) imported; %d unknown and %d ignored class masks skipped",
         root,
@@ -582,6 +606,71 @@ def import_sa_med2d(
     if summary_out is not None:
         write_json(summary_out, summary)
     return masks, images
+
+
+def _stream_splits(
+    reader: _ReleaseReader, image_to_masks: Sequence[tuple[str, str | None]], test_fraction: float, seed: int
+) -> dict[str, str]:
+    """``{case: split}`` of every case the pairing files name (their image names only): given, else drawn.
+
+    Raises:
+        DataError: a case is in both splits (it would leak).
+    """
+    given: dict[str, str] = {}
+    modality: dict[str, str] = {}
+    for name, split in image_to_masks:
+        for image_rel, _ in iter_json_object(reader.root / name):
+            info = parse_image_stem(Path(image_rel).stem)
+            modality[info.case] = info.modality
+            if split is not None:
+                if given.setdefault(info.case, split) != split:
+                    raise DataError(
+                        f"{reader.root}: case {info.case} is in both train and test pairing files (it would leak)"
+                    )
+    open_cases = pd.DataFrame([(c, m) for c, m in modality.items() if c not in given], columns=["case", "modality"])
+    return {**(split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}), **given}
+
+
+def _entry_rows(reader: _ReleaseReader, path: Path, image_rel: str, masks: Any) -> list[dict[str, Any]]:
+    """Index rows of one ``{image: [masks]}`` entry, instances renumbered per class.
+
+    Instances per (image, class): largest first, else the release's order.
+
+    Raises:
+        DataError: the entry's value is not a list of mask paths, or as :meth:`_ReleaseReader.row`.
+    """
+    if not isinstance(masks, list):
+        raise DataError(f"{path}: {image_rel}: expected a list of mask paths")
+    rows = [r for r in (reader.row(image_rel, str(m), path) for m in masks) if r is not None]
+    rows.sort(
+        key=lambda r: (
+            r["class_id"],
+            -r["area_fraction"] if r["area_fraction"] == r["area_fraction"] else 0.0,
+            r["instance"],
+            r["mask"],
+        )
+    )
+    counter: dict[int, int] = {}
+    for row in rows:
+        row["instance"] = counter.get(row["class_id"], 0)
+        counter[row["class_id"]] = row["instance"] + 1
+    return rows
+
+
+def _release_chunks(
+    reader: _ReleaseReader, image_to_masks: Sequence[tuple[str, str | None]], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The release's index rows (:data:`MASK_COLUMNS`) in chunks of at least ``chunk_rows`` (the last one fewer)."""
+    buffer: list[dict[str, Any]] = []
+    for name, _ in image_to_masks:
+        path = reader.root / name
+        for image_rel, masks in iter_json_object(path):
+            buffer.extend(_entry_rows(reader, path, image_rel, masks))
+            if len(buffer) >= chunk_rows:
+                yield pd.DataFrame(buffer, columns=MASK_COLUMNS)
+                buffer = []
+    if buffer:
+        yield pd.DataFrame(buffer, columns=MASK_COLUMNS)
 
 
 def import_release_dataset(
@@ -616,56 +705,13 @@ def import_release_dataset(
     Raises:
         DataError: as :func:`import_release`.
     """
-    from segsam.data.index import write_index_dataset
-
     reader = _ReleaseReader(
         root, vocabulary_csv, classmap_json, class_mapping_json, unknown_classes, measure_area, min_mask_fraction
     )
     if not image_to_masks:
         raise DataError(f"{reader.root}: no pairing json files given")
-    given: dict[str, str] = {}
-    modality: dict[str, str] = {}
-    for name, split in image_to_masks:
-        for image_rel, _ in iter_json_object(reader.root / name):
-            info = parse_image_stem(Path(image_rel).stem)
-            modality[info.case] = info.modality
-            if split is not None:
-                if given.setdefault(info.case, split) != split:
-                    raise DataError(
-                        f"{reader.root}: case {info.case} is in both train and test pairing files (it would leak)"
-                    )
-    open_cases = pd.DataFrame([(c, m) for c, m in modality.items() if c not in given], columns=["case", "modality"])
-    splits = {**(split_cases(open_cases, test_fraction, seed) if not open_cases.empty else {}), **given}
-
-    def chunks() -> Iterator[pd.DataFrame]:
-        buffer: list[dict[str, Any]] = []
-        for name, _ in image_to_masks:
-            path = reader.root / name
-            for image_rel, masks in iter_json_object(path):
-                if not isinstance(masks, list):
-                    raise DataError(f"{path}: {image_rel}: expected a list of mask paths")
-                rows = [r for r in (reader.row(image_rel, str(m), path) for m in masks) if r is not None]
-                # instances per (image, class): largest first, else the release's order
-                rows.sort(
-                    key=lambda r: (
-                        r["class_id"],
-                        -r["area_fraction"] if r["area_fraction"] == r["area_fraction"] else 0.0,
-                        r["instance"],
-                        r["mask"],
-                    )
-                )
-                counter: dict[int, int] = {}
-                for row in rows:
-                    row["instance"] = counter.get(row["class_id"], 0)
-                    counter[row["class_id"]] = row["instance"] + 1
-                buffer.extend(rows)
-                if len(buffer) >= chunk_rows:
-                    yield pd.DataFrame(buffer, columns=MASK_COLUMNS)
-                    buffer = []
-        if buffer:
-            yield pd.DataFrame(buffer, columns=MASK_COLUMNS)
-
-    written = write_index_dataset(chunks(), out_dir, splits=splits)
+    splits = _stream_splits(reader, image_to_masks, test_fraction, seed)
+    written = write_index_dataset(_release_chunks(reader, image_to_masks, chunk_rows), out_dir, splits=splits)
     try:
         reader.mapper.check(str(reader.root))
     except DataError:
@@ -673,12 +719,10 @@ def import_release_dataset(
         raise
     summary = {
         "root": str(reader.root),
-        "n_cases": len(modality),
+        "n_cases": len(splits),
         "n_masks": written,
         "splits": {s: sum(1 for v in splits.values() if v == s) for s in SPLITS},
-        "skipped_unknown_classes": dict(sorted(reader.mapper.unknown_counts.items())),
-        "skipped_ignored_classes": dict(sorted(reader.mapper.ignored_counts.items())),
-        "dropped_small_masks": reader.dropped_small,
+        **_skipped_counts(reader),
     }
     log.info("%s: %d masks streamed into %s", reader.root, written, out_dir)
     return summary

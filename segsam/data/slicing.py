@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,143 @@ def _plane_indices(shape: Sequence[int], axis: str, stride: int) -> range:
     return range(0, shape["zyx".index(axis)], stride)
 
 
+@dataclass
+class _CaseVolumes:
+    """One case ready to slice: Z x Y x X arrays (LPS, isotropic voxels)."""
+
+    classes: np.ndarray  # vocabulary class ids (0 = background)
+    pixels: np.ndarray | None  # uint8 intensities; None when ``classes`` is empty (nothing to slice)
+    spacing: float  # the voxel side, mm: the pixel side of every plane
+
+
+@dataclass
+class _PlaneMask:
+    """One connected component of a class in a plane, kept as a mask."""
+
+    class_id: int
+    instance: int  # rank by size within its class in the plane, largest first
+    mask: np.ndarray  # H x W bool
+    fraction: float  # its share of the plane's pixels
+
+
+def _load_volumes(
+    image_path: str | Path, label_path: str | Path, labelmap: LabelMap, modality: str, slicing: Mapping[str, Any]
+) -> _CaseVolumes:
+    """Read, check, reorient and resample a case; map its labels into the vocabulary; normalise its intensities.
+
+    Raises:
+        DataError: a bad volume or label values missing from the label map.
+    """
+    image, label = read_case(image_path, label_path)
+    image, label = resample_isotropic(image, label)
+    spacing = float(image.GetSpacing()[0])  # isotropic: the pixel side of every plane, mm
+    # memory: work on views of the ITK buffers and drop each volume as soon as it is used
+    labels = sitk.GetArrayViewFromImage(label)
+    lut = labelmap.lookup_table(np.unique(labels), where=str(label_path))
+    if lut.max(initial=0) <= np.iinfo(np.uint8).max:
+        lut = lut.astype(np.uint8)
+    classes = lut[labels]
+    del labels, label
+    pixels = (
+        None
+        if not classes.any()
+        else normalise_intensity(
+            sitk.GetArrayViewFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"]
+        )
+    )
+    del image
+    return _CaseVolumes(classes=classes, pixels=pixels, spacing=spacing)
+
+
+def _plane_masks(label_plane: np.ndarray, min_fraction: float) -> list[_PlaneMask]:
+    """The connected components of each class in a plane, largest first, those below ``min_fraction`` dropped."""
+    kept: list[_PlaneMask] = []
+    for class_id in np.unique(label_plane):
+        if class_id == 0:
+            continue
+        components, count = ndimage.label(label_plane == class_id)
+        sizes = ndimage.sum_labels(np.ones_like(components), components, index=np.arange(1, count + 1))
+        order = np.argsort(-sizes, kind="stable")
+        instance = 0
+        for index in order:
+            fraction = float(sizes[index]) / label_plane.size
+            if fraction < min_fraction:
+                continue
+            kept.append(_PlaneMask(int(class_id), instance, components == index + 1, fraction))
+            instance += 1
+    return kept
+
+
+def _write_plane_masks(
+    folder: Path, name: SliceName, kept: Sequence[_PlaneMask], class_names: Mapping[int, str], spacing: float
+) -> list[dict[str, Any]]:
+    """Write a plane's mask PNGs (0/255) into ``folder/masks``; return their manifest rows."""
+    rows = []
+    for plane_mask in kept:
+        height, width = plane_mask.mask.shape
+        mask_file = name.mask_file(plane_mask.class_id, plane_mask.instance)
+        write_png(folder / "masks" / mask_file, plane_mask.mask.astype(np.uint8) * 255)
+        rows.append(
+            {
+                "image": f"images/{name.image_file}",
+                "mask": f"masks/{mask_file}",
+                "dataset": name.dataset,
+                "modality": name.modality,
+                "case": name.case,
+                "axis": name.axis,
+                "slice": name.slice,
+                "class_id": plane_mask.class_id,
+                "class_name": class_names[plane_mask.class_id],
+                "instance": plane_mask.instance,
+                "area_fraction": plane_mask.fraction,
+                "height": height,
+                "width": width,
+                "spacing_mm": spacing,
+            }
+        )
+    return rows
+
+
+def _write_slices(
+    folder: Path,
+    volumes: _CaseVolumes,
+    slicing: Mapping[str, Any],
+    *,
+    case: str,
+    modality: str,
+    dataset: str,
+    class_names: Mapping[int, str],
+) -> list[dict[str, Any]]:
+    """Cut the planes of every configured axis, write the image and mask PNGs of those with masks into ``folder``.
+
+    Returns:
+        The manifest rows (:data:`MASK_COLUMNS`), one per mask written.
+
+    Raises:
+        ValueError: a name part (``case``, ...) that file names cannot hold.
+    """
+    if volumes.pixels is None:
+        return []
+    min_fraction = float(slicing["min_mask_fraction"])
+    jobs = [
+        (axis, k)
+        for axis in slicing["axes"]
+        for k in _plane_indices(volumes.classes.shape, axis, int(slicing["stride"][axis]))
+    ]
+    rows: list[dict[str, Any]] = []
+    for axis, k in tqdm(jobs, desc=f"slice {case}", unit="slice", mininterval=2.0):
+        label_plane = _plane(volumes.classes, axis, k)
+        if min(label_plane.shape) < int(slicing["min_slice_side"]):
+            continue
+        name = SliceName(modality, dataset, case, axis, k)
+        kept = _plane_masks(label_plane, min_fraction)
+        if not kept:
+            continue
+        write_png(folder / "images" / name.image_file, _plane(volumes.pixels, axis, k))
+        rows.extend(_write_plane_masks(folder, name, kept, class_names, volumes.spacing))
+    return rows
+
+
 def slice_case(
     image_path: str | Path,
     label_path: str | Path,
@@ -184,90 +322,20 @@ def slice_case(
     vocabulary = Vocabulary.read(vocabulary_csv)
     labelmap = LabelMap.read(labelmap_json, vocabulary)
     class_names = dict(zip(vocabulary.ids, vocabulary.names))
-    image, label = read_case(image_path, label_path)
-    image, label = resample_isotropic(image, label)
-    spacing = float(image.GetSpacing()[0])  # isotropic: the pixel side of every plane, mm
-    # memory: work on views of the ITK buffers and drop each volume as soon as it is used
-    labels = sitk.GetArrayViewFromImage(label)
-    lut = labelmap.lookup_table(np.unique(labels), where=str(label_path))
-    if lut.max(initial=0) <= np.iinfo(np.uint8).max:
-        lut = lut.astype(np.uint8)
-    classes = lut[labels]
-    del labels, label
+    volumes = _load_volumes(image_path, label_path, labelmap, modality, slicing)
     summary: dict[str, Any] = {"case": case, "dataset": dataset, "modality": modality, "skipped": None}
-    empty = not classes.any()
-    if empty:
+    if volumes.pixels is None:
         log.warning("%s: label volume is empty after mapping into the vocabulary: case %s skipped", label_path, case)
         summary.update(skipped=SKIPPED_EMPTY, detail=f"{label_path}: no voxel maps to a vocabulary class")
-    pixels = (
-        None
-        if empty
-        else normalise_intensity(
-            sitk.GetArrayViewFromImage(image), modality, slicing["ct_window"], slicing["mr_percentiles"]
-        )
-    )
-    del image
 
     tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     (tmp_dir / "images").mkdir(parents=True)
     (tmp_dir / "masks").mkdir()
-    rows: list[dict[str, Any]] = []
-    min_fraction = float(slicing["min_mask_fraction"])
     try:
-        jobs = (
-            []
-            if empty
-            else [
-                (axis, k)
-                for axis in slicing["axes"]
-                for k in _plane_indices(classes.shape, axis, int(slicing["stride"][axis]))
-            ]
+        rows = _write_slices(
+            tmp_dir, volumes, slicing, case=case, modality=modality, dataset=dataset, class_names=class_names
         )
-        for axis, k in tqdm(jobs, desc=f"slice {case}", unit="slice", mininterval=2.0):
-            label_plane = _plane(classes, axis, k)
-            height, width = label_plane.shape
-            if min(height, width) < int(slicing["min_slice_side"]):
-                continue
-            name = SliceName(modality, dataset, case, axis, k)
-            kept: list[tuple[int, int, np.ndarray, float]] = []
-            for class_id in np.unique(label_plane):
-                if class_id == 0:
-                    continue
-                components, count = ndimage.label(label_plane == class_id)
-                sizes = ndimage.sum_labels(np.ones_like(components), components, index=np.arange(1, count + 1))
-                order = np.argsort(-sizes, kind="stable")
-                instance = 0
-                for index in order:
-                    fraction = float(sizes[index]) / label_plane.size
-                    if fraction < min_fraction:
-                        continue
-                    kept.append((int(class_id), instance, components == index + 1, fraction))
-                    instance += 1
-            if not kept:
-                continue
-            write_png(tmp_dir / "images" / name.image_file, _plane(pixels, axis, k))
-            for class_id, instance, mask, fraction in kept:
-                mask_file = name.mask_file(class_id, instance)
-                write_png(tmp_dir / "masks" / mask_file, mask.astype(np.uint8) * 255)
-                rows.append(
-                    {
-                        "image": f"images/{name.image_file}",
-                        "mask": f"masks/{mask_file}",
-                        "dataset": dataset,
-                        "modality": modality,
-                        "case": case,
-                        "axis": axis,
-                        "slice": k,
-                        "class_id": class_id,
-                        "class_name": class_names[class_id],
-                        "instance": instance,
-                        "area_fraction": fraction,
-                        "height": height,
-                        "width": width,
-                        "spacing_mm": spacing,
-                    }
-                )
         manifest = pd.DataFrame(rows, columns=MASK_COLUMNS)
         manifest.to_parquet(tmp_dir / MANIFEST, index=False)
         summary.update(n_slices=int(manifest["image"].nunique()), n_masks=len(manifest))

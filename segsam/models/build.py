@@ -153,6 +153,59 @@ def build_image_encoder(encoder: str, weights: Path | str) -> nn.Module:
     return module.eval()
 
 
+def _vit_geometry(spec: MethodSpec, text_dim: int | None, vit_geometry: ViTGeometry | None) -> ViTGeometry:
+    """Check the arguments of a promptable method; return the ViT geometry its ``vit_b`` encoder gets.
+
+    Raises:
+        ValueError: ``text_dim`` missing for T2VSE, a geometry for a non-ViT method,
+            or a geometry without 256 input and 256 output channels.
+    """
+    if spec.has_t2vse and (text_dim is None or text_dim < 1):
+        raise ValueError(f"method {spec.name!r} has T2VSE: pass text_dim (the width of the class text embeddings)")
+    if vit_geometry is not None and spec.encoder != "vit_b":
+        raise ValueError(f"vit_geometry applies to vit_b methods, not {spec.name!r} ({spec.encoder})")
+    geometry = vit_geometry or VIT_B
+    if geometry.image_size != IMAGE_SIZE or geometry.out_chans != EMBED_DIM:
+        raise ValueError(f"the ViT must take {IMAGE_SIZE} x {IMAGE_SIZE} input and give {EMBED_DIM} channels")
+    return geometry
+
+
+def _method_image_encoder(spec: MethodSpec, geometry: ViTGeometry, with_image_encoder: bool) -> nn.Module | None:
+    """The method's image encoder (with its adapters), or None when it is frozen and not asked for."""
+    if not (with_image_encoder or not spec.encoder_frozen):
+        return None
+    if spec.encoder == "tiny_vit":
+        return build_tiny_vit()
+    image_encoder = build_sam_vit(geometry)
+    if spec.adapter is not None:
+        add_adapters(image_encoder, spec.adapter)
+    return image_encoder
+
+
+def _method_sawd(spec: MethodSpec, num_classes: int) -> SemanticAwareDecoder | None:
+    """SAWD with the branches of the method's components (None without SAWD)."""
+    if not spec.has_sawd:
+        return None
+    parts = set(spec.components)
+    prompted = "sawd_pmt" in parts
+    return SemanticAwareDecoder(
+        num_classes=num_classes,
+        transformer=_two_way_transformer() if prompted else None,
+        transformer_dim=EMBED_DIM,
+        prompted=prompted,
+        unprompted=bool({"sawd_unpmt", "sawd_sem"} & parts),
+        semantic_unprompted="sawd_sem" in parts,
+    )
+
+
+def _prompt_free_model(spec: MethodSpec, num_classes: int) -> PromptableModel:
+    """A prompt-free method: only its ``semantic_net``, in eval mode, trainable parameters set."""
+    network = build_conventional(spec.network, num_classes, image_size=IMAGE_SIZE)
+    model = PromptableModel(num_classes=num_classes, semantic_net=network, image_size=IMAGE_SIZE)
+    set_trainable(model, spec)
+    return model.eval()
+
+
 def build_model(
     method: str | MethodSpec,
     *,
@@ -195,42 +248,13 @@ def build_model(
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     if spec.prompt_free:
-        network = build_conventional(spec.network, num_classes, image_size=IMAGE_SIZE)
-        model = PromptableModel(num_classes=num_classes, semantic_net=network, image_size=IMAGE_SIZE)
-        set_trainable(model, spec)
-        return model.eval()
-    if spec.has_t2vse and (text_dim is None or text_dim < 1):
-        raise ValueError(f"method {spec.name!r} has T2VSE: pass text_dim (the width of the class text embeddings)")
-    if vit_geometry is not None and spec.encoder != "vit_b":
-        raise ValueError(f"vit_geometry applies to vit_b methods, not {spec.name!r} ({spec.encoder})")
-
-    geometry = vit_geometry or VIT_B
-    if geometry.image_size != IMAGE_SIZE or geometry.out_chans != EMBED_DIM:
-        raise ValueError(f"the ViT must take {IMAGE_SIZE} x {IMAGE_SIZE} input and give {EMBED_DIM} channels")
+        return _prompt_free_model(spec, num_classes)
+    geometry = _vit_geometry(spec, text_dim, vit_geometry)
     embedding = EMBEDDING_SIZE["tiny_vit"] if spec.encoder == "tiny_vit" else geometry.embedding_size
-    image_encoder: nn.Module | None = None
-    if with_image_encoder or not spec.encoder_frozen:
-        if spec.encoder == "tiny_vit":
-            image_encoder = build_tiny_vit()
-        else:
-            image_encoder = build_sam_vit(geometry)
-            if spec.adapter is not None:
-                add_adapters(image_encoder, spec.adapter)
-
-    parts = set(spec.components)
-    sawd = None
-    if spec.has_sawd:
-        prompted = "sawd_pmt" in parts
-        sawd = SemanticAwareDecoder(
-            num_classes=num_classes,
-            transformer=_two_way_transformer() if prompted else None,
-            transformer_dim=EMBED_DIM,
-            prompted=prompted,
-            unprompted=bool({"sawd_unpmt", "sawd_sem"} & parts),
-            semantic_unprompted="sawd_sem" in parts,
-        )
+    # built in this order: the random initialisation draws follow it
+    image_encoder = _method_image_encoder(spec, geometry, with_image_encoder)
+    sawd = _method_sawd(spec, num_classes)
     t2vse = TextToVisionEnhancement(text_dim, EMBED_DIM) if spec.has_t2vse else None
-
     model = PromptableModel(
         num_classes=num_classes,
         image_encoder=image_encoder,
@@ -243,8 +267,8 @@ def build_model(
         mask_decoder=_sagd(),
         sawd=sawd,
         t2vse=t2vse,
-        t2vse_to_sawd="t2vse_v1" in parts,
-        cmsa="cmsa" in parts,
+        t2vse_to_sawd="t2vse_v1" in spec.components,
+        cmsa="cmsa" in spec.components,
         image_size=IMAGE_SIZE,
     )
     if encoder_weights is not None:

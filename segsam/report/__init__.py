@@ -1,6 +1,10 @@
 """Tables and figures of the paper, from the evaluation outputs.
 
-The table builders (:mod:`segsam.report.tables`) and the figures
+One module per table: :mod:`segsam.report.table1` (binary DSC),
+:mod:`segsam.report.semantic` (tables 2, 4 and 5/7) and
+:mod:`segsam.report.cross` (table 3), sharing the wide layout and its Markdown
+(:mod:`segsam.report.render`), the inputs (:mod:`segsam.report.inputs`) and the
+paper's side (:mod:`segsam.report.paper`). The table builders and the figures
 (:mod:`segsam.report.figures`) do not know each other; the functions here are
 what the report rules call, each writing a table and the figure drawn from it.
 """
@@ -41,7 +45,7 @@ def make_table1_with_figure(
 ) -> None:
     """Table 1 (CSV, Markdown, provenance JSON) and its bar chart."""
     from segsam.report.figures import modality_bars
-    from segsam.report.tables import make_table1
+    from segsam.report.table1 import make_table1
 
     weights = evaluated_weights(per_mask_files)
     table = make_table1(per_mask_files, out_csv, out_md, out_json, config=config, weights=weights)
@@ -58,10 +62,10 @@ def make_table3_with_figure(
     config: Mapping[str, Any],
     per_case_files: Mapping[str, Sequence[str | Path]] | None = None,
 ) -> None:
-    """Table 3 (cross-dataset mDSC, :func:`segsam.report.tables.make_table3`) and its bar chart."""
+    """Table 3 (cross-dataset mDSC, :func:`segsam.report.cross.make_table3`) and its bar chart."""
+    from segsam.report.cross import make_table3
     from segsam.report.figures import modality_bars
     from segsam.report.paper import CROSS_DATASET_NAMES
-    from segsam.report.tables import make_table3
 
     table = make_table3(
         per_mask_files, train_masks_parquet, out_csv, out_md, config=config, per_case_files=per_case_files

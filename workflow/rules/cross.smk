@@ -1,7 +1,7 @@
 # Cross-dataset evaluation (the paper's table 3): the models trained on the training dataset,
 # scored zero-shot on each dataset of cross.datasets (KiTS23, BTCV, AMOS in config/cross.yaml).
 # Code: segsam/data (slicing, index), segsam/embed/, segsam/evaluate/,
-# segsam/report/tables.py (make_table3).
+# segsam/report/cross.py (make_table3).
 #
 # Per dataset, under results/cross/<dataset>/, the same stages as the training data, reused
 # with `use rule`: its volumes come through the download stage (data.smk, {dataset} wildcard),
@@ -11,7 +11,7 @@
 #   cross_prompts        -> eval/prompts.parquet       (cross.prompts: box, as in the paper)
 #   evaluate_cross       -> eval/<method>/             (every configured method)
 # and rule table3 scores mDSC per dataset (the methods with a semantic output), with the rule for classes unseen in training
-# (segsam/report/tables.py, README "Metrics"), beside the paper's cells.
+# (segsam/report/cross.py, README "Metrics"), beside the paper's cells.
 
 
 use rule slice_volume as slice_cross_volume with:

@@ -1,8 +1,8 @@
 """Rule semantic_tables: results/table2.csv (semantic mDSC), table4.csv (ablation) and table5.csv (SAWD plugged
-into the baselines, with the cross datasets' rows when configured) (segsam.report.tables)."""
+into the baselines, with the cross datasets' rows when configured) (segsam.report.semantic)."""
 
 from segsam.errors import run_stage
-from segsam.report.tables import make_semantic_tables
+from segsam.report.semantic import make_semantic_tables
 
 run_stage(
     make_semantic_tables,

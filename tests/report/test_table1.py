@@ -1,4 +1,4 @@
-"""Tests of results table 1 and its figure (segsam.report, segsam.report.tables)."""
+"""Tests of results table 1 and its figure (segsam.report, segsam.report.table1)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from segsam.config import config_hash
 from segsam.errors import ConfigError
 from segsam.methods import METHODS
 from segsam.report import make_table1_with_figure
-from segsam.report.tables import binary_table
+from segsam.report.table1 import binary_table
 
 # masks per modality differ (5 CT, 2 MR), so avg (mean of modality means) != mean over masks
 CT_DSC = [0.95, 0.90, 0.85, 0.92, 0.88]

@@ -1,4 +1,4 @@
-"""Tests of results table 5/7: SAM baselines before and after plugging in SAWD (segsam.report.tables)."""
+"""Tests of results table 5/7: SAM baselines before and after plugging in SAWD (segsam.report.semantic)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from segsam.report.tables import make_semantic_tables
+from segsam.report.semantic import make_semantic_tables
 
 HEADER = [
     "baseline",

@@ -1,4 +1,4 @@
-"""Tests of results table 3: cross-dataset semantic mDSC and the unseen-class rule (segsam.report.tables)."""
+"""Tests of results table 3: cross-dataset semantic mDSC and the unseen-class rule (segsam.report.cross)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from segsam.errors import DataError
 from segsam.report import make_table3_with_figure
-from segsam.report.tables import make_table3
+from segsam.report.cross import make_table3
 
 # (modality, class_id, class_name, sem_dsc) per test mask. Classes 1 and 2 are in the training
 # split; class 3 occurs only in the training dataset's test split, so it is unseen in training.
