@@ -607,6 +607,31 @@ def _generate(
     return results
 
 
+def _example_slices(
+    names: list[str], examples: dict[str, tuple[Path, Path]] | None, mask_index: Path | None
+) -> dict[str, tuple[Path, Path]]:
+    """The example slice of each class (``attach_image``): given, or the largest mask of the index.
+
+    Raises:
+        ConfigError: neither examples nor a mask index.
+    """
+    if examples is None:
+        if mask_index is None:
+            raise ConfigError(
+                "text.llm.attach_image: no example slices; pass a mask index (rule build_index) "
+                "or set attach_image: false"
+            )
+        examples = examples_from_index(Path(mask_index), names)
+    without = [name for name in names if name not in examples]
+    if without:
+        logger.warning(
+            "no example slice in the dataset for %d class(es), described from text alone: %s",
+            len(without),
+            ", ".join(without),
+        )
+    return examples
+
+
 def describe_vocabulary(
     vocabulary_csv: Path,
     reviewed_file: Path,
@@ -654,21 +679,8 @@ def describe_vocabulary(
     vocabulary = Vocabulary.read(vocabulary_csv)
     generated, reviewed = load_descriptions(generated_file), load_descriptions(reviewed_file)
     cache = DescriptionCache(reviewed.provenance, {**generated.entries, **reviewed.entries})
-    if cfg.attach_image and examples is None:
-        if mask_index is None:
-            raise ConfigError(
-                "text.llm.attach_image: no example slices; pass a mask index (rule build_index) "
-                "or set attach_image: false"
-            )
-        examples = examples_from_index(Path(mask_index), vocabulary.names)
     if cfg.attach_image:
-        without = [name for name in vocabulary.names if name not in examples]
-        if without:
-            logger.warning(
-                "no example slice in the dataset for %d class(es), described from text alone: %s",
-                len(without),
-                ", ".join(without),
-            )
+        examples = _example_slices(vocabulary.names, examples, mask_index)
     chosen: dict[str, DescriptionEntry] = {}
     for name in vocabulary.names:
         entry = _find(cache, name, cfg, with_image=cfg.attach_image and name in (examples or {}))

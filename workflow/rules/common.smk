@@ -25,7 +25,7 @@ COMMON_CODE = ("errors", "atomic", "logs")
 # the segsam.data modules slicing imports (not download/registry/archive: a change there
 # must not re-slice every case)
 SLICE_CODE = ("data.io", "data.slicing", "data.naming", "data.vocabulary")
-# The `code` param of each stage (a rule and its cross-dataset twin share one): a hash of the
+# The `code` param of each stage, shared by a rule and its cross-dataset twin. It is a hash of the
 # segsam modules it runs, followed through their imports (segsam.config.code_hash).
 CODE = {
     "demo_phantom": code_hash("data.phantoms", *COMMON_CODE),
