@@ -2,7 +2,10 @@
 
 Every stage writes its outputs through these helpers so that a crash, a
 ``SIGKILL`` or a validation error never leaves a partial file behind that a
-later run (or Snakemake) could mistake for a finished one.
+later run (or Snakemake) could mistake for a finished one. A temporary carries
+the writing process's id in its name (``.<name>.<pid>.*``); the next write of
+the same destination removes the temporaries of processes that are gone, so a
+killed job leaves nothing behind once its rerun has run.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +40,10 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
     if suffix is None:
         suffix = "".join(final.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -47,6 +53,58 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of ``final`` (files or folders) left by processes that no longer run.
+
+    Returns:
+        What was removed.
+    """
+    final = Path(final)
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(?:tmp-)?(\d+)(?:\.|$)")
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for entry in final.parent.iterdir():
+        match = pattern.match(entry.name)
+        if match and int(match[1]) != os.getpid() and not _alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; put it in place of ``path`` on success.
+
+    Raises:
+        Whatever the body raises; the temporary folder is removed and ``path`` is left untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from segsam.atomic import atomic_path, write_bytes, write_json, write_text
+from segsam.atomic import atomic_dir, atomic_path, write_bytes, write_json, write_text
 
 
 def _umask() -> int:
@@ -94,3 +96,44 @@ def test_files_get_the_umask_mode_not_0600(tmp_path: Path) -> None:
     assert _mode(plain) == expected
     if not _umask() & 0o044:  # the usual 022 / 002: others may read the results
         assert expected != 0o600
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_writer_leaves_nothing_once_the_destination_is_written_again(tmp_path: Path) -> None:
+    final = tmp_path / "out.npy"
+    dead = _dead_pid()
+    stale_file = tmp_path / f".out.npy.{dead}.x1y2.tmp.npy"
+    stale_file.write_bytes(b"half written")
+    stale_dir = tmp_path / f".out.npy.tmp-{dead}"
+    stale_dir.mkdir()
+    (stale_dir / "part.png").write_bytes(b"x")
+    live = tmp_path / f".out.npy.{os.getppid()}.abcd.tmp.npy"  # a process that still runs: left alone
+    live.write_bytes(b"in progress")
+    other = tmp_path / f".other.npy.{dead}.zz.tmp.npy"  # another destination's: not this write's business
+    other.write_bytes(b"x")
+    write_bytes(final, b"done")
+    assert final.read_bytes() == b"done"
+    assert not stale_file.exists() and not stale_dir.exists()
+    assert live.exists() and other.exists()
+
+
+def test_atomic_dir_replaces_the_folder_only_on_success(tmp_path: Path) -> None:
+    out = tmp_path / "case"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["case"]  # no temporary left
+    with atomic_dir(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["case"]

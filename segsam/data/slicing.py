@@ -20,8 +20,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from segsam.atomic import write_json
+from segsam.atomic import atomic_dir, write_json
 from segsam.data.io import read_case, resample_isotropic, write_png
 from segsam.data.naming import SliceName
 from segsam.data.vocabulary import LabelMap, Vocabulary
@@ -328,11 +326,9 @@ def slice_case(
         log.warning("%s: label volume is empty after mapping into the vocabulary: case %s skipped", label_path, case)
         summary.update(skipped=SKIPPED_EMPTY, detail=f"{label_path}: no voxel maps to a vocabulary class")
 
-    tmp_dir = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    (tmp_dir / "images").mkdir(parents=True)
-    (tmp_dir / "masks").mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp_dir:
+        (tmp_dir / "images").mkdir()
+        (tmp_dir / "masks").mkdir()
         rows = _write_slices(
             tmp_dir, volumes, slicing, case=case, modality=modality, dataset=dataset, class_names=class_names
         )
@@ -340,11 +336,5 @@ def slice_case(
         manifest.to_parquet(tmp_dir / MANIFEST, index=False)
         summary.update(n_slices=int(manifest["image"].nunique()), n_masks=len(manifest))
         write_json(tmp_dir / SUMMARY, summary)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     log.info("%s: %d slices, %d masks kept", case, manifest["image"].nunique(), len(manifest))
     return manifest
