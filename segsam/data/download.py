@@ -118,8 +118,13 @@ def _total_from_content_range(value: str | None) -> int | None:
 
 def _attempt(
     url: str, part: Path, timeout: float, progress: bool, opener: Callable[..., http.client.HTTPResponse]
-) -> None:
-    """One request: append the rest of ``url`` to ``part`` (or restart it)."""
+) -> int | None:
+    """One request: append the rest of ``url`` to ``part`` (or restart it).
+
+    Returns:
+        The file's length in bytes when the server said it (``Content-Length`` or
+        ``Content-Range``), reached by ``part``; None when the server did not say.
+    """
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
@@ -135,7 +140,7 @@ def _attempt(
             if total is not None and total != offset:
                 part.unlink()
                 raise Retryable(f"HTTP 416 with {offset} bytes kept of {total}: restarting") from err
-            return
+            return total
         retry_after = retry_after_seconds(err.headers.get("Retry-After")) if err.headers else None
         err.close()
         if err.code in RETRY_STATUS:
@@ -184,6 +189,7 @@ def _attempt(
             bar.close()
     if expected_end is not None and received < expected_end:
         raise Retryable(f"connection dropped after {received} of {expected_end} bytes")
+    return total
 
 
 def download(
@@ -227,14 +233,18 @@ def download(
     part = part_path(dest)
     attempt = functools.partial(_attempt, url, part, policy.timeout_s, progress, opener)
     try:
-        call_with_retries(attempt, policy, url, sleep=sleep)
+        length = call_with_retries(attempt, policy, url, sleep=sleep)
     except RetriesExhausted as err:
-        raise DownloadError(
-            f"{url}: giving up after {err.attempts} attempts ({err.reason}); "
-            f"{part.stat().st_size if part.exists() else 0} bytes kept in {part} for the next run"
-        ) from err
+        kept = f"{part.stat().st_size} bytes kept in {part} for the next run" if part.exists() else "nothing kept"
+        raise DownloadError(f"{url}: giving up after {err.attempts} attempts ({err.reason}); {kept}") from err
     if not part.exists():
-        part.touch()  # an empty body: the checksum decides whether that is right
+        part.touch()  # an empty body: the checksum (or the announced length) decides whether that is right
+    if sha256 is None and length is None:
+        raise DownloadError(
+            f"{url}: the server sent no length and the registry has no sha256, so a cut-short transfer cannot be "
+            f"told from a complete one ({part.stat().st_size} bytes kept in {part}); add the file's sha256 to "
+            "the dataset registry, or put the file in the dataset's mirror folder"
+        )
     verify_file(part, sha256, source=url)
     os.replace(part, dest)
     log.info("%s -> %s (%d bytes, sha256 verified: %s)", url, dest, dest.stat().st_size, sha256 is not None)

@@ -48,6 +48,7 @@ class Behaviour:
     fail: list[int] = field(default_factory=list)  # per request: answer this status instead
     retry_after: str | None = None
     ignore_range: bool = False
+    no_length: bool = False  # send no Content-Length: the end of the body is the connection's close
 
 
 class Server:
@@ -93,7 +94,11 @@ class Server:
                 else:
                     self.send_response(200)
                 chunk = body[start:]
-                self.send_header("Content-Length", str(len(chunk)))
+                if behaviour.no_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(chunk)))
                 self.end_headers()
                 limit = behaviour.drop_after.pop(0) if behaviour.drop_after else None
                 if limit is not None:
@@ -212,6 +217,7 @@ def test_503_forever_gives_up_with_one_line(server: Server, tmp_path: Path) -> N
             server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False, sleep=lambda s: None
         )
     assert server.url("/f.bin") in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).endswith("nothing kept")  # no .part was ever written
     assert len(server.requests) == 4
     assert not (tmp_path / "f.bin").exists()
 
@@ -265,6 +271,22 @@ def test_unpublished_checksum_is_logged(server: Server, tmp_path: Path, caplog: 
     finally:
         logger.propagate = propagate
     assert DIGEST in caplog.text
+
+
+@pytest.mark.parametrize("cut_short", [True, False])
+def test_no_length_and_no_checksum_is_never_taken_as_complete(server: Server, tmp_path: Path, cut_short: bool) -> None:
+    server.paths["/f.bin"] = Behaviour(no_length=True, drop_after=[1000] if cut_short else [])
+    with pytest.raises(DownloadError, match="no length and the registry has no sha256") as info:
+        download(server.url("/f.bin"), tmp_path / "f.bin", sha256=None, policy=FAST, progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "f.bin").exists()  # only the .part, for a later run that learns the length
+    assert _no_leftovers(tmp_path) == ["f.bin.part"]
+
+
+def test_no_length_with_a_checksum_is_decided_by_the_checksum(server: Server, tmp_path: Path) -> None:
+    server.paths["/f.bin"] = Behaviour(no_length=True)
+    download(server.url("/f.bin"), tmp_path / "f.bin", sha256=DIGEST, policy=FAST, progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
 
 
 def test_only_http_urls(tmp_path: Path) -> None:
