@@ -30,6 +30,7 @@ from segsam.data.vocabulary import Vocabulary
 from segsam.methods import get_method
 from segsam.models.build import build_model, with_backbone
 from segsam.models.litemedsam import build_litemedsam
+from segsam.models.losses import MethodLoss
 from segsam.models.method_model import build_method_model
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.vit import VIT_B, build_sam_vit
@@ -111,6 +112,7 @@ def measure(
     """Time one optimiser step with and without the cache for each masks-per-image setting."""
     model = _model(encoder_name, method, config, text.shape[1]).train()
     optimiser = make_optimiser([p for p in model.parameters() if p.requires_grad], 1e-4)
+    loss_fn = MethodLoss.for_model(model, config["loss"])  # built once, as training does
     for k in args.masks:
         n = args.images * k
         boxes = np.tile(np.array([[40, 50, 160, 170]], np.float32), (n, 1))
@@ -125,7 +127,7 @@ def measure(
 
         def step(embeddings: torch.Tensor) -> None:
             out = model(embeddings, is_point, boxes, points, text, image_index=image_index)
-            loss = model.loss(out, target, classes, presence, weights=config["loss"])["loss"]
+            loss = loss_fn(out, target, classes, presence)["loss"]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -25,6 +25,7 @@ from segsam.config import load_config
 from segsam.data.vocabulary import Vocabulary
 from segsam.methods import METHODS
 from segsam.models.build import build_model, parameter_counts
+from segsam.models.losses import MethodLoss
 from segsam.runtime import keep_large_allocations
 from segsam.train.loop import make_optimiser
 
@@ -67,12 +68,13 @@ def main() -> None:
         ).train()
         trainable, _ = parameter_counts(model)
         optimiser = make_optimiser([p for p in model.parameters() if p.requires_grad], 1e-4)
+        loss_fn = MethodLoss.for_model(model, config["loss"])  # built once, as training does
         cached = torch.randn(args.images, 256, 16, 16)  # one embedding per image, as training reads them
 
         def step() -> None:
             source = cached if spec.encoder_frozen else images
             out = model(source, is_point, boxes, points, image_index=index)
-            loss = model.loss(out, target, classes, presence, weights=config["loss"])["loss"]
+            loss = loss_fn(out, target, classes, presence)["loss"]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

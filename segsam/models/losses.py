@@ -18,17 +18,25 @@ All terms are finite for empty masks.
 
 Prompt-free networks (U-Net, UNETR) use :class:`SemanticLoss`: cross-entropy
 + soft-max dice over C + 1 classes (0 = background).
+
+A training run builds its loss once, from the model's parts and the ``loss``
+config section: :class:`MethodLoss` (``MethodLoss.for_model``) for a
+promptable model's :class:`~segsam.models.segsam_net.ModelOutput`, or
+:class:`PromptFreeLoss` for a prompt-free network's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.losses import DiceLoss, FocalLoss
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from segsam.models.segsam_net import ModelOutput, PromptableModel
 
 __all__ = [
     "LOSS_DEFAULTS",
@@ -38,6 +46,8 @@ __all__ = [
     "SagdLoss",
     "SawdLoss",
     "SemanticLoss",
+    "MethodLoss",
+    "PromptFreeLoss",
 ]
 
 #: Default loss weights; a config mapping overrides any of them.
@@ -307,3 +317,136 @@ class SemanticLoss(nn.Module):
         dice = self.dice(logits, labels.unsqueeze(1))
         w = self.weights
         return {"loss": w["semantic_ce_weight"] * ce + w["semantic_dice_weight"] * dice, "ce": ce, "dice": dice}
+
+
+class MethodLoss(nn.Module):
+    """A promptable method's training loss: ``L_SAGD (+ L_SAWD + lambda_cmsa * L_CMSA)``.
+
+    Built once per training run for the parts the model has
+    (:meth:`for_model`); the terms of absent parts are not computed.
+
+    Args:
+        sawd (bool): The model has SAWD: add L_SAWD of the predictions it makes.
+        cmsa (bool): Add ``lambda_cmsa * L_CMSA`` (needs SAWD's prompted mask).
+        weights (Mapping[str, Any] | None): Loss weights (defaults when None).
+
+    Raises:
+        ValueError: CMSA without SAWD, or invalid weights (:func:`loss_weights`).
+    """
+
+    def __init__(self, *, sawd: bool, cmsa: bool = False, weights: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if cmsa and not sawd:
+            raise ValueError("the CMSA term needs SAWD's prompted mask: build the loss with sawd=True")
+        self.weights = loss_weights(weights)
+        self.sagd_loss = SagdLoss(self.weights)
+        self.sawd_loss = SawdLoss(self.weights) if sawd else None
+        self.cmsa = cmsa
+
+    @classmethod
+    def for_model(cls, model: PromptableModel, weights: Mapping[str, Any] | None = None) -> MethodLoss:
+        """The loss of ``model``'s parts (SAWD present? CMSA on?).
+
+        Args:
+            model (PromptableModel): A promptable model.
+            weights (Mapping[str, Any] | None): Loss weights (the ``loss`` config section).
+
+        Raises:
+            ValueError: For a prompt-free model (it trains with :class:`PromptFreeLoss`).
+        """
+        if model.prompt_free:
+            raise ValueError("a prompt-free model is trained with PromptFreeLoss (CE + dice of its label map)")
+        return cls(sawd=model.sawd is not None, cmsa=model.cmsa, weights=weights)
+
+    def forward(
+        self,
+        out: ModelOutput,
+        masks: torch.Tensor,
+        classes: torch.Tensor,
+        presence: torch.Tensor,
+        class_masks: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Computes the loss of N prompts.
+
+        Args:
+            out (ModelOutput): The model's output for N prompts.
+            masks (torch.Tensor): N x 1 x 256 x 256 prompted-object masks {0, 1}.
+            classes (torch.Tensor): N long, class index in ``[0, C)`` of each
+              prompted object.
+            presence (torch.Tensor): N x C {0, 1}: classes present among the
+              image's objects that were NOT prompted.
+            class_masks (torch.Tensor | None): N x C x 256 x 256 {0, 1}
+              full-image masks per class (every object of class k in the
+              prompt's image); required by ``sawd_sem`` only.
+
+        Returns:
+            dict[str, torch.Tensor]: ``loss`` (the total) and every term
+              (``sagd``, ``focal``, ``dice``, ``iou_mse``, ``sawd``,
+              ``class_ce``, ``mask_bce``, ``mask_dice``, ``presence_bce``,
+              ``class_mask_bce``, ``class_mask_dice``, ``cmsa``) it computed.
+
+        Raises:
+            ValueError: For a prompt-free network's output (use
+              :class:`PromptFreeLoss`), an output without SAWD predictions,
+              or inconsistent shapes.
+        """
+        if out.masks is None or out.iou is None:
+            raise ValueError("the output has no SAGD masks: a prompt-free model is trained with PromptFreeLoss")
+        if (
+            self.sawd_loss is not None
+            and out.class_logits is None
+            and out.presence_logits is None
+            and out.class_masks is None
+        ):
+            raise ValueError("the output has no SAWD predictions (forward(..., semantic=False)); the loss needs them")
+        terms = self.sagd_loss(out.masks, out.iou, masks)
+        total = terms["sagd"]
+        if self.sawd_loss is not None:
+            sawd_terms = self.sawd_loss(
+                target=masks,
+                classes=classes.to(out.masks.device),
+                presence=presence.to(out.masks.device),
+                mask_logits=out.sem_masks,
+                class_logits=out.class_logits,
+                presence_logits=out.presence_logits,
+                class_mask_logits=out.class_masks,
+                class_masks=class_masks,
+            )
+            terms.update(sawd_terms)
+            total = total + sawd_terms["sawd"]
+        if self.cmsa:
+            terms["cmsa"] = cmsa_loss(out.sem_masks, out.masks)
+            total = total + self.weights["lambda_cmsa"] * terms["cmsa"]
+        terms["loss"] = total
+        return terms
+
+
+class PromptFreeLoss(nn.Module):
+    """A prompt-free network's training loss: :class:`SemanticLoss` of its output's ``semantic`` logits.
+
+    Args:
+        weights (Mapping[str, Any] | None): Loss weights (defaults when None).
+    """
+
+    def __init__(self, weights: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.semantic_loss = SemanticLoss(weights)
+
+    def forward(self, out: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Computes CE + dice over C + 1 classes.
+
+        Args:
+            out (ModelOutput): A prompt-free network's output (``semantic``:
+              B x (C + 1) x S x S logits).
+            labels (torch.Tensor): B x S x S label map, 0 = background,
+              k + 1 = class k.
+
+        Returns:
+            dict[str, torch.Tensor]: ``loss``, ``ce``, ``dice``.
+
+        Raises:
+            ValueError: For a promptable model's output, or labels that do not fit.
+        """
+        if out.semantic is None:
+            raise ValueError("PromptFreeLoss needs a prompt-free model's output (out.semantic)")
+        return self.semantic_loss(out.semantic, labels.to(out.semantic.device))

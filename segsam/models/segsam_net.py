@@ -34,7 +34,6 @@ decoder's resolution to bound memory.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from segsam.models.litemedsam import PairedMaskDecoder
-from segsam.models.losses import SagdLoss, SawdLoss, SemanticLoss, cmsa_loss, loss_weights
 from segsam.models.sam_compat import PromptEncoder
 from segsam.models.sawd import SawdOutput, SemanticAwareDecoder
 from segsam.models.t2vse import TextToVisionEnhancement
@@ -233,7 +231,7 @@ class PromptableModel(nn.Module):
         t2vse (TextToVisionEnhancement | None): Text-to-vision module.
         t2vse_to_sawd (bool): Also append the T2VSE token to SAWD's prompt
           tokens (variant ``t2vse_v1``).
-        cmsa (bool): Add the CMSA term to :meth:`loss`.
+        cmsa (bool): Train with the CMSA term (:class:`~segsam.models.losses.MethodLoss`).
         semantic_net (nn.Module | None): A prompt-free network
           (B x 3 x S x S -> B x (C+1) x S x S); excludes every other module.
         image_size (int): S, the model-frame side (256).
@@ -569,89 +567,3 @@ class PromptableModel(nn.Module):
             out.presence_logits = sem.presence_logits
             out.class_masks = sem.class_masks
         return out
-
-    def loss(
-        self,
-        out: ModelOutput,
-        masks: torch.Tensor,
-        classes: torch.Tensor,
-        presence: torch.Tensor,
-        weights: Mapping[str, Any] | None = None,
-        class_masks: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """``L_SAGD + L_SAWD + lambda_cmsa * L_CMSA`` for the parts this model has.
-
-        Args:
-            out (ModelOutput): :meth:`forward`'s output for N prompts.
-            masks (torch.Tensor): N x 1 x 256 x 256 prompted-object masks {0, 1}.
-            classes (torch.Tensor): N long, class index in ``[0, C)`` of each
-              prompted object.
-            presence (torch.Tensor): N x C {0, 1}: classes present among the
-              image's objects that were NOT prompted.
-            weights (Mapping[str, Any] | None): Loss weights
-              (:data:`segsam.models.losses.LOSS_DEFAULTS` keys).
-            class_masks (torch.Tensor | None): N x C x 256 x 256 {0, 1}
-              full-image masks per class (every object of class k in the
-              prompt's image); required by ``sawd_sem`` only.
-
-        Returns:
-            dict[str, torch.Tensor]: ``loss`` (the total) and every term
-              (``sagd``, ``focal``, ``dice``, ``iou_mse``, ``sawd``,
-              ``class_ce``, ``mask_bce``, ``mask_dice``, ``presence_bce``,
-              ``class_mask_bce``, ``class_mask_dice``, ``cmsa``) it computed.
-
-        Raises:
-            ValueError: For a prompt-free model (use :meth:`semantic_loss`),
-              an output without SAWD predictions, or inconsistent shapes.
-        """
-        if self.prompt_free:
-            raise ValueError("a prompt-free model is trained with semantic_loss(out, labels, weights)")
-        if (
-            self.sawd is not None
-            and out.class_logits is None
-            and out.presence_logits is None
-            and out.class_masks is None
-        ):
-            raise ValueError("the output has no SAWD predictions (forward(..., semantic=False)); the loss needs them")
-        merged = loss_weights(weights)
-        terms = SagdLoss(merged)(out.masks, out.iou, masks)
-        total = terms["sagd"]
-        if self.sawd is not None:
-            sawd_terms = SawdLoss(merged)(
-                target=masks,
-                classes=classes.to(out.masks.device),
-                presence=presence.to(out.masks.device),
-                mask_logits=out.sem_masks,
-                class_logits=out.class_logits,
-                presence_logits=out.presence_logits,
-                class_mask_logits=out.class_masks,
-                class_masks=class_masks,
-            )
-            terms.update(sawd_terms)
-            total = total + sawd_terms["sawd"]
-        if self.cmsa:
-            terms["cmsa"] = cmsa_loss(out.sem_masks, out.masks)
-            total = total + merged["lambda_cmsa"] * terms["cmsa"]
-        terms["loss"] = total
-        return terms
-
-    def semantic_loss(
-        self, out: ModelOutput, labels: torch.Tensor, weights: Mapping[str, Any] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Loss of a prompt-free network: CE + dice over C + 1 classes.
-
-        Args:
-            out (ModelOutput): :meth:`forward`'s output (``semantic`` set).
-            labels (torch.Tensor): B x S x S label map, 0 = background,
-              k + 1 = class k.
-            weights (Mapping[str, Any] | None): Loss weights.
-
-        Returns:
-            dict[str, torch.Tensor]: ``loss``, ``ce``, ``dice``.
-
-        Raises:
-            ValueError: If the model is promptable.
-        """
-        if out.semantic is None:
-            raise ValueError("semantic_loss needs a prompt-free model's output (out.semantic)")
-        return SemanticLoss(weights)(out.semantic, labels.to(out.semantic.device))

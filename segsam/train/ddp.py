@@ -1,9 +1,11 @@
 """Distributed training: one process per GPU (or CPU rank) through ``torchrun``.
 
-* :func:`launch` is what the ``train`` rule calls. With one process it trains
-  in-process; with more it starts ``python -m torch.distributed.run`` (the
-  ``torchrun`` entry point) with ``--nproc_per_node`` processes running
-  :func:`main`, and the rendezvous settings of ``train.distributed``.
+* :func:`launch` is what the ``train`` rule calls, with a
+  :class:`~segsam.train.job.TrainJob`. With one process it trains
+  in-process; with more it writes the job as JSON and starts
+  ``python -m torch.distributed.run`` (the ``torchrun`` entry point) with
+  ``--nproc_per_node`` processes running :func:`main` on that file, and the
+  rendezvous settings of ``train.distributed``.
 * Backend: NCCL on CUDA, gloo on CPU. Only rank 0 writes checkpoints and
   logs to MLflow (:func:`segsam.tracking.is_rank0`).
 * Data: every rank draws the same global batch with the same generator and
@@ -17,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -32,6 +33,8 @@ import torch.distributed as dist
 
 from segsam.errors import SegsamError
 from segsam.train.dist import DistContext
+from segsam.train.job import TrainJob
+from segsam.train.loop import train
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ def nproc_for(gpus: int, cpu_ranks: int) -> int:
     return max(1, int(gpus)) if torch.cuda.is_available() and gpus > 0 else max(1, int(cpu_ranks))
 
 
-def torchrun_command(nproc: int, distributed: Mapping[str, Any], args_file: Path) -> list[str]:
+def torchrun_command(nproc: int, distributed: Mapping[str, Any], job_file: Path) -> list[str]:
     """The ``torchrun`` command line for this job (documented multi-node settings)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     nnodes = int(distributed.get("nnodes", 1))
@@ -56,87 +59,54 @@ def torchrun_command(nproc: int, distributed: Mapping[str, Any], args_file: Path
         ]
     else:
         cmd += ["--standalone"]
-    return [*cmd, "-m", "segsam.train.ddp", str(args_file)]
+    return [*cmd, "-m", "segsam.train.ddp", str(job_file)]
 
 
-def launch(
-    method: str,
-    masks_parquet: str | Path,
-    cache_dir: str | Path | None,
-    out_checkpoint: str | Path,
-    out_summary: str | Path,
-    *,
-    config: Mapping[str, Any],
-    nproc: int,
-    threads: int = 1,
-    state_dir: str | Path | None = None,
-    code: str = "",
-    text_parquet: str | Path | None = None,
-) -> None:
-    """Train ``method`` with ``nproc`` processes (see the module docstring).
+def launch(job: TrainJob, nproc: int) -> None:
+    """Train ``job`` with ``nproc`` processes (see the module docstring).
 
-    The resume state (``state_dir``) is keyed by a fingerprint of the train and
-    encoder settings, the training code (``code``, the rule's code hash) and
-    the index's content, so only an identical job resumes from it.
+    With one process on one node it trains in-process; otherwise it writes
+    the job as JSON to a temporary folder and starts ``torchrun``, whose
+    ranks each read it back (:func:`main`).
+
+    Args:
+        job: The training job (its fingerprint keys the resume state:
+            :meth:`TrainJob.create`).
+        nproc: Processes on this node (:func:`nproc_for`).
 
     Raises:
         SegsamError: when a distributed run fails (its ranks' output is in the log).
     """
-    from segsam.hashing import sha256_of, stable_hash
-    from segsam.train.loop import train_method
-
-    fingerprint = stable_hash(
-        {
-            "train": config["train"],
-            "encoder": config["encoder"],
-            "loss": config["loss"],
-            "code": code,
-            "index": sha256_of(masks_parquet),
-            "text": sha256_of(text_parquet) if text_parquet else None,
-        }
-    )
-    kwargs = dict(
-        method=method,
-        masks_parquet=str(masks_parquet),
-        cache_dir=str(cache_dir) if cache_dir else None,
-        out_checkpoint=str(out_checkpoint),
-        out_summary=str(out_summary),
-        config=dict(config),
-        threads=threads,
-        state_dir=str(state_dir) if state_dir else None,
-        fingerprint=fingerprint,
-        text_parquet=str(text_parquet) if text_parquet else None,
-    )
-    if nproc <= 1 and int(config["train"]["distributed"]["nnodes"]) <= 1:
-        train_method(**kwargs)
+    distributed = job.config["train"]["distributed"]
+    if nproc <= 1 and int(distributed["nnodes"]) <= 1:
+        train(job)
         return
     with tempfile.TemporaryDirectory(prefix="segsam-ddp-") as tmp:
-        args_file = Path(tmp) / "args.json"
-        args_file.write_text(json.dumps(kwargs), encoding="utf-8")
-        cmd = torchrun_command(nproc, config["train"]["distributed"], args_file)
+        job_file = Path(tmp) / "job.json"
+        job_file.write_text(job.to_json(), encoding="utf-8")
+        cmd = torchrun_command(nproc, distributed, job_file)
         log.info("launching: %s", " ".join(cmd))
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // max(nproc, 1)))}
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, job.threads // max(nproc, 1)))}
         proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise SegsamError(f"torchrun with {nproc} processes failed for method {method!r} (exit {proc.returncode})")
+        raise SegsamError(f"torchrun with {nproc} processes failed for method {job.method!r} (exit {proc.returncode})")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of each torchrun process: read the job's arguments, train."""
+    """Entry point of each torchrun process: read the job, train."""
     from segsam.logs import setup_logging
     from segsam.runtime import keep_large_allocations
-    from segsam.train.loop import train_method
 
     parser = argparse.ArgumentParser(description="one rank of a segsam training job (started by torchrun)")
-    parser.add_argument("args_file")
+    parser.add_argument("job_file", help="the job as JSON (segsam.train.job.TrainJob.to_json)")
     args = parser.parse_args(argv)
     setup_logging(None)
     keep_large_allocations()  # a new process: the launcher's setting does not carry over
-    kwargs = json.loads(Path(args.args_file).read_text(encoding="utf-8"))
+    job = TrainJob.from_json(Path(args.job_file).read_text(encoding="utf-8"))
     context = DistContext.from_env()
     context.init()
     try:
-        train_method(**kwargs)
+        train(job)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -4,15 +4,17 @@ Per step: ``batch_size`` training slices (the global batch over all
 processes; each process runs its share ``micro_batch`` images at a time and
 accumulates the gradients, so memory grows with the micro-batch, not the
 batch). For each slice, up to ``masks_per_image`` of its masks, each prompted
-by a box (tight box + jitter) or, with probability ``point_fraction``, one
-random foreground point. The classes of the image's masks that were *not*
-prompted are the presence targets of SAWD's unprompted branch. With
-``train.iterative_clicks`` = R > 0, each prompt is followed by R corrective
-clicks (:func:`add_error_clicks`) and the loss is the mean over the R + 1
-rounds. Every method is a :class:`~segsam.models.segsam_net.PromptableModel`;
-its ``loss`` is SPEC §2's ``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the
-weights of the ``loss`` config section. Adam (:func:`make_optimiser`) with
-the lr halved (``lr_gamma``) after each epoch in ``lr_milestones``.
+by a box or a point (:func:`segsam.train.batch.simulate_prompts`); the classes
+of the image's masks that were *not* prompted are the presence targets of
+SAWD's unprompted branch. With ``train.iterative_clicks`` = R > 0, each prompt
+is followed by R corrective clicks
+(:func:`segsam.train.prompts.add_error_clicks`) and the loss is the mean over
+the R + 1 rounds. Every method is a
+:class:`~segsam.models.segsam_net.PromptableModel`; its loss
+(:class:`~segsam.models.losses.MethodLoss`, built once) is SPEC §2's
+``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the weights of the ``loss``
+config section. Adam (:func:`make_optimiser`) with the lr halved
+(``lr_gamma``) after each epoch in ``lr_milestones``.
 
 Methods whose image encoder trains (SAM-Med2D and Med-SA adapters, MedSAM's
 whole encoder) read each slice's image (:func:`~segsam.models.preprocess.encoder_input`)
@@ -22,8 +24,13 @@ prompts; the trained encoder parameters are saved with the checkpoint.
 Prompt-free networks (``unet``, ``unetr``: the conventional rows of table 2)
 go through the same loop, batches, DDP, resume and tracking, but read each
 slice's image (:func:`~segsam.models.preprocess.prepare_image`) instead of a
-cached embedding and learn its label map (:func:`label_map`) with
-CE + dice over C + 1 classes; they draw no prompts.
+cached embedding and learn its label map (:func:`~segsam.train.batch.label_map`)
+with CE + dice over C + 1 classes (:class:`~segsam.models.losses.PromptFreeLoss`);
+they draw no prompts.
+
+:func:`train` runs a :class:`~segsam.train.job.TrainJob` through a
+:class:`Trainer`, in named steps: set-up (its constructor), :meth:`Trainer.step`,
+:meth:`Trainer.end_epoch` and :meth:`Trainer.finish`.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,54 +50,25 @@ from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
 from segsam.data.io import read_png
-from segsam.data.prompts import jitter_box, mask_box, random_point
 from segsam.data.vocabulary import Vocabulary
 from segsam.embed.store import EmbeddingStore
 from segsam.errors import ConfigError, DataError
 from segsam.methods import MethodSpec, get_method
 from segsam.models.build import parameter_counts
+from segsam.models.losses import MethodLoss, PromptFreeLoss
 from segsam.models.method_model import build_method_model, trained_state
-from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
-from segsam.models.segsam_net import PromptableModel
+from segsam.models.preprocess import encoder_input, prepare_image
 from segsam.text.cache import load_class_embeddings
 from segsam.tracking import start_run
+from segsam.train.batch import PromptBatch, PromptSet, TrainImage, label_map, load_train_images, simulate_prompts
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.train.dist import DistContext
-from segsam.train.prompts import NO_CLICK, error_clicks
+from segsam.train.job import TrainJob
+from segsam.train.prompts import add_error_clicks
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class TrainImage:
-    """One training slice: its cached-embedding key, its masks in the model frame and their classes."""
-
-    image: str
-    masks: torch.Tensor  # M x 256 x 256 bool
-    classes: np.ndarray  # M class indices (vocabulary order, 0..C-1)
-
-
-def load_train_images(masks_table: pd.DataFrame, vocabulary: Vocabulary, size: int = 256) -> list[TrainImage]:
-    """Group the train split's masks by image and resize them into the model frame."""
-    index = vocabulary.class_index
-    items = []
-    for image, group in masks_table.groupby("image", sort=True):
-        info = ResizeInfo.for_shape(int(group["height"].iloc[0]), int(group["width"].iloc[0]), size)
-        masks = np.stack([read_png(path) > 0 for path in group["mask"]])
-        classes = np.array([index[int(c)] for c in group["class_id"]], dtype=np.int64)
-        items.append(TrainImage(image=str(image), masks=info.mask_to_model(masks), classes=classes))
-    return items
-
-
-def label_map(item: TrainImage) -> torch.Tensor:
-    """S x S long label map of one slice: 0 = background, k + 1 where an object of class k lies.
-
-    The objects of a slice come from one label volume, so they do not overlap.
-    """
-    labels = torch.zeros(item.masks.shape[-2:], dtype=torch.long)
-    for mask, k in zip(item.masks, item.classes):
-        labels[mask] = int(k) + 1
-    return labels
+__all__ = ["TrainSettings", "EpochTally", "Trainer", "make_optimiser", "train"]
 
 
 def make_optimiser(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -108,94 +85,69 @@ def make_optimiser(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
-def simulate_prompts(
-    masks: torch.Tensor, k: int, jitter: int, point_fraction: float, rng: np.random.Generator
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pick up to ``k`` masks of one image and prompt each.
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` config section, typed (see ``config/config.yaml`` for each key)."""
 
-    Returns:
-        (chosen masks K x 256 x 256, is_point K bool, boxes K x 4, points K x 2,
-        indices K of the chosen masks).
+    seed: int
+    epochs: int
+    batch_size: int
+    micro_batch: int
+    masks_per_image: int
+    box_jitter_px: int
+    point_fraction: float
+    iterative_clicks: int
+    lr: float
+    lr_milestones: tuple[int, ...]
+    lr_gamma: float
+    grad_clip: float | None
+    bf16: bool
+    checkpoint_every: int
+
+    @classmethod
+    def from_config(cls, train: Mapping[str, Any]) -> TrainSettings:
+        """Read the validated ``train`` section."""
+        return cls(
+            seed=int(train["seed"]),
+            epochs=int(train["epochs"]),
+            batch_size=int(train["batch_size"]),
+            micro_batch=int(train["micro_batch"]),
+            masks_per_image=int(train["masks_per_image"]),
+            box_jitter_px=int(train["box_jitter_px"]),
+            point_fraction=float(train["point_fraction"]),
+            iterative_clicks=int(train["iterative_clicks"]),
+            lr=float(train["lr"]),
+            lr_milestones=tuple(train["lr_milestones"]),
+            lr_gamma=float(train["lr_gamma"]),
+            grad_clip=float(train["grad_clip"]) if train["grad_clip"] else None,
+            bf16=bool(train["bf16"]),
+            checkpoint_every=int(train["checkpoint_every"]),
+        )
+
+
+@dataclass
+class EpochTally:
+    """The running loss sums of an epoch and the time it started.
+
+    Attributes:
+        sums: Each loss term summed over the epoch's prompts (images, when
+            prompt-free), weighted by their number; ``_prompts``: that number.
+        start: ``time.perf_counter()`` at the epoch's start, less the time of
+            the steps run before a resume.
     """
-    chosen = rng.choice(masks.shape[0], size=min(k, masks.shape[0]), replace=False)
-    is_point = rng.random(len(chosen)) < point_fraction
-    boxes = np.zeros((len(chosen), 4), np.float32)
-    points = np.zeros((len(chosen), 2), np.float32)
-    size = masks.shape[-2:]
-    for i, index in enumerate(chosen):
-        mask = masks[index].numpy()
-        if is_point[i]:
-            points[i] = random_point(mask, rng)
-        else:
-            boxes[i] = jitter_box(mask_box(mask), jitter, tuple(size), rng)
-    return masks[torch.from_numpy(chosen)], is_point, boxes, points, chosen
 
+    sums: dict[str, float]
+    start: float
 
-def presence_targets(item: TrainImage, chosen: np.ndarray, num_classes: int) -> torch.Tensor:
-    """K x C: the classes of the image's masks that were not prompted (same row for every prompt)."""
-    rest = np.setdiff1d(np.arange(len(item.classes)), chosen)
-    row = torch.zeros(num_classes)
-    row[torch.from_numpy(item.classes[rest])] = 1.0
-    return row.expand(len(chosen), -1)
+    def add(self, values: Mapping[str, float], count: float) -> None:
+        """Add one step's loss means over ``count`` prompts."""
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v * count
+        self.sums["_prompts"] = self.sums.get("_prompts", 0.0) + count
 
-
-def add_error_clicks(
-    model: PromptableModel,
-    embeddings: torch.Tensor,
-    is_point: np.ndarray,
-    boxes: np.ndarray,
-    points: np.ndarray,
-    targets: torch.Tensor,
-    text: torch.Tensor | None,
-    rounds: int,
-    image_index: torch.Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Simulate ``rounds`` interactive corrections of N prompts (SAM-style clicks).
-
-    Round r predicts with the clicks of rounds < r (without gradients), then
-    adds one click at the centre of the largest error
-    (:func:`segsam.train.prompts.error_click`). Clicks not yet placed are
-    "not a point" tokens (label -1), so every round has the same number of
-    tokens and all rounds go through one batched forward pass for the loss.
-
-    Args:
-        model: The model being trained (not a DDP wrapper).
-        embeddings: N x 256 x h x w, or B x 256 x h x w with ``image_index``.
-        is_point: N bool.
-        boxes: N x 4.
-        points: N x 2.
-        targets: N x 1 x S x S float ground truth.
-        text: C x d_text class text embeddings, or None.
-        rounds: R >= 1.
-        image_index: N long, the image of each prompt (see
-            :meth:`PromptableModel.forward`), or None.
-
-    Returns:
-        ((R + 1) N x R x 2 click coordinates, (R + 1) N x R labels): round 0
-        (no click) first, then each round's prompts with their clicks so far.
-    """
-    num = len(is_point)
-    coords = np.zeros((num, rounds, 2), np.float32)
-    labels = np.full((num, rounds), NO_CLICK, np.int64)
-    truth = targets[:, 0].detach().cpu().numpy() > 0.5
-    all_coords, all_labels = [coords.copy()], [labels.copy()]
-    with torch.no_grad():
-        for r in range(rounds):
-            out = model(
-                embeddings,
-                is_point,
-                boxes,
-                points,
-                text,
-                semantic=False,
-                clicks=(coords, labels),
-                image_index=image_index,
-            )
-            predicted = out.masks[:, 0].float().cpu().numpy() > 0
-            coords[:, r], labels[:, r] = error_clicks(predicted, truth)
-            all_coords.append(coords.copy())
-            all_labels.append(labels.copy())
-    return np.concatenate(all_coords), np.concatenate(all_labels)
+    def means(self) -> dict[str, float]:
+        """Each loss term's mean over the epoch's prompts."""
+        return {k: v / max(self.sums["_prompts"], 1.0) for k, v in self.sums.items() if k != "_prompts"}
 
 
 def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
@@ -203,303 +155,401 @@ def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
     return list(range(rank, len(batch), world))
 
 
-def train_method(
-    method: str,
-    masks_parquet: str | Path,
-    cache_dir: str | Path | None,
-    out_checkpoint: str | Path,
-    out_summary: str | Path,
-    *,
-    config: Mapping[str, Any],
-    threads: int = 1,
-    state_dir: str | Path | None = None,
-    fingerprint: str = "",
-    text_parquet: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train one method on the train split (1..N processes).
+class Trainer:
+    """One process's part of a training job: set-up here, then :meth:`run`.
+
+    Set-up joins the process group, reads the train split, the embedding
+    cache and the class text, builds the model, its loss, the optimiser, the
+    lr schedule and the DDP wrapper, and loads the resume state when one
+    matches the job's fingerprint.
 
     Args:
-        method: Method name (must train; see :mod:`segsam.methods`).
-        masks_parquet: The index's masks table.
-        cache_dir: Embedding cache folder of the method's frozen encoder;
-            None for a method that reads the slices' images (its encoder
-            trains, or a prompt-free network).
-        out_checkpoint: State dict of the trained sub-modules (atomic write).
-        out_summary: JSON with losses, timings, parameter counts, MLflow run id.
-        config: The whole validated config.
-        threads: torch intra-op threads.
-        state_dir: Folder of the resume state (written every
-            ``train.checkpoint_every`` steps and at each epoch's end; removed
-            when training finishes). ``None``: no resume.
-        fingerprint: Identifies the settings and code of this training; a
-            saved state with another fingerprint is ignored.
-        text_parquet: Class text embeddings (``embed_text``), for methods with T2VSE.
+        job: What to train and where the results go.
+        spec: The job's method (it trains).
+
+    Raises:
+        ConfigError: A global batch not divisible by the number of processes.
+        DataError: An empty train split, or no cache for a frozen-encoder method.
+    """
+
+    def __init__(self, job: TrainJob, spec: MethodSpec) -> None:
+        self.job = job
+        self.spec = spec
+        self.settings = TrainSettings.from_config(job.config["train"])
+        self.context = DistContext.from_env()
+        self.context.init()
+        if self.settings.batch_size % self.context.world_size:
+            raise ConfigError(
+                f"config key 'train.batch_size': {self.settings.batch_size} images per step do not split over "
+                f"{self.context.world_size} processes"
+            )
+        torch.set_num_threads(job.threads)
+        torch.manual_seed(self.settings.seed)
+        self.rng = np.random.default_rng(self.settings.seed)
+        self.run_handle: Any = None  # the MLflow run while :meth:`run` runs (rank 0 only)
+        self._read_data()
+        self._build_model()
+        self.state = self._resume()
+
+    def _read_data(self) -> None:
+        """The train split's images and masks, the embedding cache (frozen encoder) and the class text (T2VSE)."""
+        job, spec = self.job, self.spec
+        table = pd.read_parquet(job.masks_parquet)
+        train_table = table[table["split"] == "train"]
+        if train_table.empty:
+            raise DataError(f"{job.masks_parquet}: the train split is empty")
+        vocabulary = Vocabulary.read(job.config["vocabulary"])
+        self.num_classes = len(vocabulary)
+        self.image_size = int(job.config["encoder"]["image_size"])
+        self.images = load_train_images(train_table, vocabulary, self.image_size)
+        if spec.encoder_frozen and job.cache_dir is None:
+            raise DataError(f"method {spec.name!r} trains from the embedding cache: pass its folder (cache_dir)")
+        self.store = EmbeddingStore.open(job.cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
+        self.text = None
+        if spec.has_t2vse:
+            self.text = torch.from_numpy(load_class_embeddings(job.text_parquet, vocabulary)).to(self.context.device)
+        self.steps_per_epoch = (len(self.images) + self.settings.batch_size - 1) // self.settings.batch_size
+
+    def _build_model(self) -> None:
+        """The model (seeded), its loss, Adam, the lr schedule, and the DDP wrapper with several processes."""
+        text_dim = None if self.text is None else self.text.shape[1]
+        self.model = build_method_model(self.spec, self.job.config, self.num_classes, text_dim).to(self.context.device)
+        self.n_train, self.n_frozen = parameter_counts(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimiser = make_optimiser(self.params, self.settings.lr)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimiser, milestones=list(self.settings.lr_milestones), gamma=self.settings.lr_gamma
+        )
+        self.forward_module: nn.Module = self.model  # what the forward passes go through: the model or its DDP wrapper
+        if self.context.world_size > 1:
+            self.forward_module = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
+        weights = self.job.config["loss"]
+        self.loss = PromptFreeLoss(weights) if self.spec.prompt_free else MethodLoss.for_model(self.model, weights)
+
+    def _resume(self) -> TrainState:
+        """The saved state matching the job's fingerprint, laid over the model and optimiser; else a fresh one."""
+        job = self.job
+        state = load_state(job.state_dir, job.fingerprint) if job.state_dir else None
+        if state is None:
+            return TrainState(fingerprint=job.fingerprint)
+        self.model.load_state_dict(state.model, strict=False)
+        self.optimiser.load_state_dict(state.optimiser)
+        self.scheduler.load_state_dict(state.scheduler)
+        if state.torch_rng is not None:
+            torch.set_rng_state(state.torch_rng)
+        return state
+
+    def _autocast(self) -> torch.autocast:
+        """bf16 autocast on CUDA when ``train.bf16`` is set; disabled otherwise."""
+        device = self.context.device.type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.settings.bf16 and device == "cuda")
+
+    def run(self) -> dict[str, Any]:
+        """Train the remaining epochs inside the job's MLflow run, then :meth:`finish`.
+
+        Returns:
+            The summary (:meth:`finish`).
+        """
+        state = self.state
+        with start_run(self.job.config, "train", self.job.method, run_id=state.mlflow_run_id) as run:
+            self.run_handle = run
+            self._log_params()
+            self.model.train()
+            resumed_mid_epoch = bool(state.order)
+            if state.rng_state:  # resumed: continue the prompt-sampling stream where it stopped
+                self.rng.bit_generator.state = state.rng_state
+            for epoch in range(state.epoch, self.settings.epochs):
+                self.run_epoch(epoch, resumed_mid_epoch)
+                resumed_mid_epoch = False
+            return self.finish()
+
+    def _log_params(self) -> None:
+        """Remember the MLflow run in the state; log the run's sizes once, at its start."""
+        if self.run_handle is None:
+            return
+        import mlflow
+
+        self.state.mlflow_run_id = self.run_handle.info.run_id
+        if self.state.global_step == 0:
+            mlflow.log_params(
+                {
+                    "trainable_params": self.n_train,
+                    "frozen_params": self.n_frozen,
+                    "train_images": len(self.images),
+                    "world_size": self.context.world_size,
+                }
+            )
+
+    def run_epoch(self, epoch: int, resumed: bool) -> None:
+        """Epoch ``epoch`` (0-based) from its first step, or from where a resumed state stopped."""
+        tally = self.start_epoch(epoch, resumed)
+        bar = tqdm(
+            range(self.state.step_in_epoch, self.steps_per_epoch),
+            desc=f"train {self.job.method} epoch {epoch + 1}",
+            unit="step",
+            mininterval=2.0,
+            disable=not self.context.is_main,
+        )
+        for b in bar:
+            values = self.step(b, tally)
+            bar.set_postfix(loss=f"{values['loss']:.3f}")
+        self.end_epoch(epoch, tally)
+
+    def start_epoch(self, epoch: int, resumed: bool) -> EpochTally:
+        """Draw the epoch's image order, or take up the interrupted epoch's sums and time when ``resumed``."""
+        state = self.state
+        sums: dict[str, float] = {}
+        if not resumed:
+            state.order = self.rng.permutation(len(self.images)).tolist()
+            state.step_in_epoch = 0
+            state.epoch = epoch
+            state.epoch_seconds = 0.0
+        else:
+            sums.update(state.epoch_sums)
+        return EpochTally(sums=sums, start=time.perf_counter() - state.epoch_seconds)
+
+    def step(self, b: int, tally: EpochTally) -> dict[str, float]:
+        """One optimiser step on the epoch's ``b``-th global batch; a snapshot every ``train.checkpoint_every`` steps.
+
+        Returns:
+            The step's loss terms, means over the global batch's prompts (images, when prompt-free).
+        """
+        step_start = time.perf_counter()
+        settings, state = self.settings, self.state
+        batch = [self.images[i] for i in state.order[b * settings.batch_size : (b + 1) * settings.batch_size]]
+        prompts = self.draw_prompts(batch)
+        if self.spec.prompt_free:  # whole label maps, no prompts: the loss is a mean over images
+            n_global = len(batch)
+        else:
+            n_global = sum(len(p) for p in prompts) * (settings.iterative_clicks + 1)
+        weighted, n_mine = self.accumulate_gradients(batch, prompts, n_global)
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip)
+        self.optimiser.step()
+        values, n_all = self.reduce_losses(weighted, n_mine)
+        tally.add(values, n_all)
+        state.step_in_epoch = b + 1
+        state.global_step += 1
+        self._log_step(values, len(batch), step_start)
+        every = settings.checkpoint_every
+        if every and state.global_step % every == 0 and state.step_in_epoch < self.steps_per_epoch:
+            state.epoch_sums = dict(tally.sums)
+            state.epoch_seconds = time.perf_counter() - tally.start
+            self.snapshot()
+        return values
+
+    def draw_prompts(self, batch: list[TrainImage]) -> list[PromptSet]:
+        """The prompts of each image of the global batch (every rank draws all of them); none when prompt-free."""
+        if self.spec.prompt_free:
+            return []
+        s = self.settings
+        return [
+            simulate_prompts(item.masks, s.masks_per_image, s.box_jitter_px, s.point_fraction, self.rng)
+            for item in batch
+        ]
+
+    def accumulate_gradients(
+        self, batch: list[TrainImage], prompts: list[PromptSet], n_global: int
+    ) -> tuple[dict[str, float], int]:
+        """This rank's share of the batch, ``micro_batch`` images at a time, gradients accumulated.
+
+        DDP all-reduces after the last micro-batch only (``no_sync`` before).
+        Each micro-batch's mean loss is scaled so that the sum over
+        micro-batches and DDP's average over ranks give the gradient of the
+        mean over the global batch (``n_global`` prompts, or images).
+
+        Returns:
+            (each loss term summed over this rank's prompts, weighted by their
+            number; that number).
+        """
+        world = self.context.world_size
+        mine = _shard(batch, self.context.rank, world)
+        self.optimiser.zero_grad(set_to_none=True)
+        weighted: dict[str, float] = {}
+        n_mine = 0
+        micro = self.settings.micro_batch
+        chunks = [mine[i : i + micro] for i in range(0, len(mine), micro)]
+        for c, chunk in enumerate(chunks):
+            last = c == len(chunks) - 1
+            with contextlib.nullcontext() if last or world == 1 else self.forward_module.no_sync():
+                losses, n = self.chunk_loss(batch, prompts, chunk)
+                (losses["loss"] * (n * world / n_global)).backward()
+            for k, v in losses.items():
+                weighted[k] = weighted.get(k, 0.0) + float(v.detach()) * n
+            n_mine += n
+        return weighted, n_mine
+
+    def chunk_loss(
+        self, batch: list[TrainImage], prompts: list[PromptSet], chunk: list[int]
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """The loss terms (means) of the images at positions ``chunk`` of the batch, and their prompt count."""
+        items = [batch[i] for i in chunk]
+        if self.spec.prompt_free:
+            return self._prompt_free_loss(items)
+        return self._prompted_loss(items, [prompts[i] for i in chunk])
+
+    def _prompt_free_loss(self, items: list[TrainImage]) -> tuple[dict[str, torch.Tensor], int]:
+        """CE + dice of the images' label maps; the count is the number of images."""
+        device = self.context.device
+        pixels = torch.stack([prepare_image(read_png(item.image), self.image_size)[0] for item in items]).to(device)
+        labels = torch.stack([label_map(item) for item in items]).to(device)
+        with self._autocast():
+            out = self.forward_module(pixels)
+        return self.loss(out, labels), len(items)
+
+    def _prompted_loss(self, items: list[TrainImage], prompts: list[PromptSet]) -> tuple[dict[str, torch.Tensor], int]:
+        """The method's loss of the images' prompts (R + 1 rounds stacked with corrective clicks)."""
+        inputs = PromptBatch.gather(items, prompts, self.num_classes).to(self.context.device)
+        embeddings = self._embeddings(items)
+        clicks = None
+        rounds = self.settings.iterative_clicks
+        if rounds:
+            # R + 1 rounds stacked: the loss is the mean over rounds, in one pass through DDP
+            clicks = self._error_clicks(embeddings, inputs)
+            inputs = inputs.repeat(rounds + 1)
+        with self._autocast():
+            out = self.forward_module(
+                embeddings,
+                inputs.is_point,
+                inputs.boxes,
+                inputs.points,
+                self.text,
+                clicks=clicks,
+                image_index=inputs.image_index,
+            )
+        return self.loss(out, inputs.targets, inputs.classes, inputs.presence), len(inputs)
+
+    def _embeddings(self, items: list[TrainImage]) -> torch.Tensor:
+        """One entry per image: the cached embeddings (frozen encoder), or the images to encode in the forward pass."""
+        if self.store is not None:
+            return self.store.get([item.image for item in items]).to(self.context.device)
+        return torch.stack(
+            [encoder_input(read_png(item.image), self.image_size, self.spec.encoder)[0] for item in items]
+        ).to(self.context.device)
+
+    def _error_clicks(self, embeddings: torch.Tensor, inputs: PromptBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The corrective clicks of ``train.iterative_clicks`` rounds (no gradients; images encoded once)."""
+        with self._autocast():
+            click_embeddings = embeddings
+            if self.store is None:
+                with torch.no_grad():
+                    click_embeddings = self.model.encode(embeddings)
+            return add_error_clicks(
+                self.model,
+                click_embeddings,
+                inputs.is_point,
+                inputs.boxes,
+                inputs.points,
+                inputs.targets,
+                self.text,
+                self.settings.iterative_clicks,
+                inputs.image_index,
+            )
+
+    def reduce_losses(self, weighted: Mapping[str, float], n_mine: int) -> tuple[dict[str, float], float]:
+        """The step's loss means over all ranks, and the global prompt count."""
+        names = sorted(weighted)
+        terms = torch.tensor([weighted[k] for k in names] + [n_mine], dtype=torch.float64)
+        terms = self.context.all_reduce_sum(terms)
+        return {k: float(terms[i] / terms[-1]) for i, k in enumerate(names)}, float(terms[-1])
+
+    def _log_step(self, values: Mapping[str, float], n_images: int, step_start: float) -> None:
+        """The step's losses and throughput in MLflow (rank 0)."""
+        if self.run_handle is None:
+            return
+        import mlflow
+
+        mlflow.log_metrics(
+            {f"step/{k}": v for k, v in values.items()}
+            | {"step/images_per_s": n_images / max(time.perf_counter() - step_start, 1e-9)},
+            step=self.state.global_step,
+        )
+
+    def snapshot(self) -> None:
+        """Save the resume state (rank 0, when the job has a state folder); every rank waits for it."""
+        state = self.state
+        state.rng_state = self.rng.bit_generator.state
+        state.torch_rng = torch.get_rng_state()
+        state.model = trained_state(self.model)
+        state.optimiser = self.optimiser.state_dict()
+        state.scheduler = self.scheduler.state_dict()
+        if self.context.is_main and self.job.state_dir:
+            save_state(self.job.state_dir, state)
+        self.context.barrier()
+
+    def end_epoch(self, epoch: int, tally: EpochTally) -> None:
+        """Record the epoch (history, MLflow, log), step the lr schedule and save a snapshot."""
+        state = self.state
+        epoch_time = time.perf_counter() - tally.start
+        state.seconds += epoch_time
+        record = tally.means()
+        record.update(
+            {
+                "epoch": epoch + 1,
+                "lr": self.optimiser.param_groups[0]["lr"],
+                "images_per_s": len(self.images) / max(epoch_time, 1e-9),
+            }
+        )
+        state.history.append(record)
+        if self.run_handle is not None:
+            import mlflow
+
+            mlflow.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
+        self.scheduler.step()
+        state.epoch = epoch + 1
+        state.order = []
+        state.step_in_epoch = 0
+        state.epoch_sums, state.epoch_seconds = {}, 0.0
+        self.snapshot()
+
+    def finish(self) -> dict[str, Any]:
+        """Write the checkpoint and summary, log them to MLflow and remove the resume state (rank 0).
+
+        Returns:
+            The summary: losses per epoch, timings, parameter counts, MLflow run id.
+        """
+        job, state = self.job, self.state
+        summary = {
+            "method": job.method,
+            "train_images": len(self.images),
+            "steps": state.global_step,
+            "seconds": state.seconds,
+            "world_size": self.context.world_size,
+            "trainable_params": self.n_train,
+            "frozen_params": self.n_frozen,
+            "history": state.history,
+            "mlflow_run_id": state.mlflow_run_id,
+        }
+        if self.context.is_main:
+            with atomic_path(job.checkpoint) as tmp:
+                torch.save(trained_state(self.model), tmp)
+            if self.run_handle is not None:
+                import mlflow
+
+                mlflow.log_artifact(str(job.checkpoint), artifact_path="checkpoint")
+                mlflow.log_dict(dict(job.config), "config.json")
+            write_json(job.summary, summary)
+            if job.state_dir:
+                clear_state(job.state_dir)
+        self.context.barrier()
+        return summary
+
+
+def train(job: TrainJob) -> dict[str, Any]:
+    """Train one method on the train split (this process's part of a 1..N process job).
+
+    Args:
+        job: The method, its inputs and outputs, the config and the resume settings.
 
     Returns:
-        The summary.
+        The summary (:meth:`Trainer.finish`).
 
     Raises:
         DataError: zero-shot method, empty train split, or no cache for a frozen-encoder method.
         ConfigError: a global batch not divisible by the number of processes.
     """
-    spec: MethodSpec = get_method(method)
+    spec = get_method(job.method)
     if not spec.trains:
-        raise DataError(f"method {method!r} is zero-shot and has no train stage")
-    cfg = config["train"]
-    context = DistContext.from_env()
-    context.init()
-    batch_size = int(cfg["batch_size"])
-    if batch_size % context.world_size:
-        raise ConfigError(
-            f"config key 'train.batch_size': {batch_size} images per step do not split over "
-            f"{context.world_size} processes"
-        )
-    torch.set_num_threads(max(1, threads))
-    torch.manual_seed(int(cfg["seed"]))
-    rng = np.random.default_rng(int(cfg["seed"]))
-
-    table = pd.read_parquet(masks_parquet)
-    train_table = table[table["split"] == "train"]
-    if train_table.empty:
-        raise DataError(f"{masks_parquet}: the train split is empty")
-    vocabulary = Vocabulary.read(config["vocabulary"])
-    num_classes = len(vocabulary)
-    size = int(config["encoder"]["image_size"])
-    images = load_train_images(train_table, vocabulary, size)
-    prompt_free = spec.prompt_free
-    if spec.encoder_frozen and cache_dir is None:
-        raise DataError(f"method {method!r} trains from the embedding cache: pass its folder (cache_dir)")
-    store = EmbeddingStore.open(cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
-    text = (
-        torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)).to(context.device) if spec.has_t2vse else None
-    )
-
-    model = build_method_model(spec, config, num_classes, None if text is None else text.shape[1]).to(context.device)
-    n_train, n_frozen = parameter_counts(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = make_optimiser(params, float(cfg["lr"]))
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimiser, milestones=list(cfg["lr_milestones"]), gamma=float(cfg["lr_gamma"])
-    )
-    forward: nn.Module = model
-    if context.world_size > 1:
-        forward = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    steps_per_epoch = (len(images) + batch_size - 1) // batch_size
-    every = int(cfg["checkpoint_every"])
-    clicks_per_prompt = int(cfg["iterative_clicks"])
-    micro_batch = int(cfg["micro_batch"])
-    autocast = torch.autocast(
-        context.device.type, dtype=torch.bfloat16, enabled=bool(cfg["bf16"]) and context.device.type == "cuda"
-    )
-
-    state = load_state(state_dir, fingerprint) if state_dir else None
-    if state is not None:
-        model.load_state_dict(state.model, strict=False)
-        optimiser.load_state_dict(state.optimiser)
-        scheduler.load_state_dict(state.scheduler)
-        if state.torch_rng is not None:
-            torch.set_rng_state(state.torch_rng)
-    else:
-        state = TrainState(fingerprint=fingerprint)
-
-    def trained_weights() -> dict[str, torch.Tensor]:
-        return trained_state(model)
-
-    def snapshot() -> None:
-        state.rng_state = rng.bit_generator.state
-        state.torch_rng = torch.get_rng_state()
-        state.model = trained_weights()
-        state.optimiser = optimiser.state_dict()
-        state.scheduler = scheduler.state_dict()
-        if context.is_main and state_dir:
-            save_state(state_dir, state)
-        context.barrier()
-
-    def semantic_chunk_loss(batch: list[TrainImage], chunk: list[int]) -> tuple[dict[str, torch.Tensor], int]:
-        """Prompt-free: the loss terms (means) of the images at positions ``chunk``, and their number."""
-        pixels = torch.stack([prepare_image(read_png(batch[i].image), size)[0] for i in chunk]).to(context.device)
-        labels = torch.stack([label_map(batch[i]) for i in chunk]).to(context.device)
-        with autocast:
-            out = forward(pixels)
-        return model.semantic_loss(out, labels, weights=config["loss"]), len(chunk)
-
-    def chunk_loss(
-        batch: list[TrainImage], prompts: list[tuple], chunk: list[int]
-    ) -> tuple[dict[str, torch.Tensor], int]:
-        """The loss terms (means) of the prompts of the images at positions ``chunk``, and their number."""
-        if prompt_free:
-            return semantic_chunk_loss(batch, chunk)
-        targets = torch.cat([prompts[i][0] for i in chunk]).unsqueeze(1).float().to(context.device)
-        kinds = np.concatenate([prompts[i][1] for i in chunk])
-        classes = torch.from_numpy(np.concatenate([batch[i].classes[prompts[i][4]] for i in chunk])).to(context.device)
-        presence = torch.cat([presence_targets(batch[i], prompts[i][4], num_classes) for i in chunk]).to(context.device)
-        # one entry per image, prompt i of the chunk decodes image image_index[i]
-        image_index = torch.repeat_interleave(
-            torch.arange(len(chunk)), torch.tensor([len(prompts[i][1]) for i in chunk])
-        ).to(context.device)
-        if store is not None:  # frozen encoder: the cached embeddings
-            embeddings = store.get([batch[i].image for i in chunk]).to(context.device)
-        else:  # the encoder trains: the images, encoded inside the forward pass
-            embeddings = torch.stack(
-                [encoder_input(read_png(batch[i].image), size, spec.encoder)[0] for i in chunk]
-            ).to(context.device)
-        boxes = np.concatenate([prompts[i][2] for i in chunk])
-        points = np.concatenate([prompts[i][3] for i in chunk])
-        clicks = None
-        if clicks_per_prompt:
-            # R + 1 rounds stacked: the loss is the mean over rounds, in one pass through DDP
-            with autocast:
-                click_embeddings = embeddings
-                if store is None:
-                    with torch.no_grad():
-                        click_embeddings = model.encode(embeddings)
-                clicks = add_error_clicks(
-                    model, click_embeddings, kinds, boxes, points, targets, text, clicks_per_prompt, image_index
-                )
-            rounds = clicks_per_prompt + 1
-            image_index = image_index.repeat(rounds)
-            kinds, boxes, points = np.tile(kinds, rounds), np.tile(boxes, (rounds, 1)), np.tile(points, (rounds, 1))
-            targets, classes, presence = (
-                targets.repeat(rounds, 1, 1, 1),
-                classes.repeat(rounds),
-                presence.repeat(rounds, 1),
-            )
-        with autocast:
-            out = forward(embeddings, kinds, boxes, points, text, clicks=clicks, image_index=image_index)
-        return model.loss(out, targets, classes, presence, weights=config["loss"]), len(kinds)
-
-    with start_run(config, "train", method, run_id=state.mlflow_run_id) as run:
-        import mlflow
-
-        if run is not None:
-            state.mlflow_run_id = run.info.run_id
-            if state.global_step == 0:
-                mlflow.log_params(
-                    {
-                        "trainable_params": n_train,
-                        "frozen_params": n_frozen,
-                        "train_images": len(images),
-                        "world_size": context.world_size,
-                    }
-                )
-        model.train()
-        resumed_mid_epoch = bool(state.order)
-        if state.rng_state:  # resumed: continue the prompt-sampling stream where it stopped
-            rng.bit_generator.state = state.rng_state
-        for epoch in range(state.epoch, int(cfg["epochs"])):
-            sums: dict[str, float] = {}
-            if not resumed_mid_epoch:
-                state.order = rng.permutation(len(images)).tolist()
-                state.step_in_epoch = 0
-                state.epoch = epoch
-                state.epoch_seconds = 0.0
-            else:  # the running sums and time of the interrupted epoch's first steps
-                sums.update(state.epoch_sums)
-            resumed_mid_epoch = False
-            epoch_start = time.perf_counter() - state.epoch_seconds
-            bar = tqdm(
-                range(state.step_in_epoch, steps_per_epoch),
-                desc=f"train {method} epoch {epoch + 1}",
-                unit="step",
-                mininterval=2.0,
-                disable=not context.is_main,
-            )
-            for b in bar:
-                step_start = time.perf_counter()
-                batch = [images[i] for i in state.order[b * batch_size : (b + 1) * batch_size]]
-                if prompt_free:  # whole label maps, no prompts: the loss is a mean over images
-                    prompts, n_global = [], len(batch)
-                else:
-                    prompts = [
-                        simulate_prompts(
-                            item.masks,
-                            int(cfg["masks_per_image"]),
-                            int(cfg["box_jitter_px"]),
-                            float(cfg["point_fraction"]),
-                            rng,
-                        )
-                        for item in batch
-                    ]
-                    n_global = sum(len(p[1]) for p in prompts) * (clicks_per_prompt + 1)
-                mine = _shard(batch, context.rank, context.world_size)
-                optimiser.zero_grad(set_to_none=True)
-                weighted: dict[str, float] = {}
-                n_mine = 0
-                chunks = [mine[i : i + micro_batch] for i in range(0, len(mine), micro_batch)]
-                for c, chunk in enumerate(chunks):
-                    # gradients accumulate over the micro-batches; DDP all-reduces after the last one only
-                    last = c == len(chunks) - 1
-                    with contextlib.nullcontext() if last or context.world_size == 1 else forward.no_sync():
-                        losses, n = chunk_loss(batch, prompts, chunk)
-                        # each chunk's mean scaled so that the sum over chunks and DDP's average over
-                        # ranks give the mean over the global batch
-                        (losses["loss"] * (n * context.world_size / n_global)).backward()
-                    for k, v in losses.items():
-                        weighted[k] = weighted.get(k, 0.0) + float(v.detach()) * n
-                    n_mine += n
-                if cfg["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"]))
-                optimiser.step()
-                names = sorted(weighted)
-                terms = torch.tensor([weighted[k] for k in names] + [n_mine], dtype=torch.float64)
-                terms = context.all_reduce_sum(terms)
-                values = {k: float(terms[i] / terms[-1]) for i, k in enumerate(names)}
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v * float(terms[-1])
-                sums["_prompts"] = sums.get("_prompts", 0.0) + float(terms[-1])
-                state.step_in_epoch = b + 1
-                state.global_step += 1
-                if run is not None:
-                    mlflow.log_metrics(
-                        {f"step/{k}": v for k, v in values.items()}
-                        | {"step/images_per_s": len(batch) / max(time.perf_counter() - step_start, 1e-9)},
-                        step=state.global_step,
-                    )
-                bar.set_postfix(loss=f"{values['loss']:.3f}")
-                if every and state.global_step % every == 0 and state.step_in_epoch < steps_per_epoch:
-                    state.epoch_sums = dict(sums)
-                    state.epoch_seconds = time.perf_counter() - epoch_start
-                    snapshot()
-            epoch_time = time.perf_counter() - epoch_start
-            state.seconds += epoch_time
-            record = {k: v / max(sums["_prompts"], 1.0) for k, v in sums.items() if k != "_prompts"}
-            record.update(
-                {
-                    "epoch": epoch + 1,
-                    "lr": optimiser.param_groups[0]["lr"],
-                    "images_per_s": len(images) / max(epoch_time, 1e-9),
-                }
-            )
-            state.history.append(record)
-            if run is not None:
-                mlflow.log_metrics({f"epoch/{k}": v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-            scheduler.step()
-            state.epoch = epoch + 1
-            state.order = []
-            state.step_in_epoch = 0
-            state.epoch_sums, state.epoch_seconds = {}, 0.0
-            snapshot()
-
-        summary = {
-            "method": method,
-            "train_images": len(images),
-            "steps": state.global_step,
-            "seconds": state.seconds,
-            "world_size": context.world_size,
-            "trainable_params": n_train,
-            "frozen_params": n_frozen,
-            "history": state.history,
-            "mlflow_run_id": state.mlflow_run_id,
-        }
-        if context.is_main:
-            with atomic_path(out_checkpoint) as tmp:
-                torch.save(trained_weights(), tmp)
-            if run is not None:
-                mlflow.log_artifact(str(out_checkpoint), artifact_path="checkpoint")
-                mlflow.log_dict(dict(config), "config.json")
-            write_json(out_summary, summary)
-            if state_dir:
-                clear_state(state_dir)
-        context.barrier()
-    return summary
+        raise DataError(f"method {job.method!r} is zero-shot and has no train stage")
+    return Trainer(job, spec).run()

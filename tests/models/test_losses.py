@@ -9,6 +9,8 @@ import torch
 
 from segsam.models.losses import (
     LOSS_DEFAULTS,
+    MethodLoss,
+    PromptFreeLoss,
     SagdLoss,
     SawdLoss,
     SemanticLoss,
@@ -16,6 +18,7 @@ from segsam.models.losses import (
     loss_weights,
     soft_iou,
 )
+from segsam.models.segsam_net import ModelOutput
 
 N, C, S = 3, 4, 32
 
@@ -143,3 +146,58 @@ def test_semantic_loss():
     assert torch.isfinite(background["loss"])
     with pytest.raises(ValueError, match="labels must lie"):
         SemanticLoss()(logits, labels + C + 1)
+
+
+def _output(sawd: bool) -> ModelOutput:
+    g = torch.Generator().manual_seed(3)
+    out = ModelOutput(masks=torch.randn(N, 1, S, S, generator=g), iou=torch.rand(N, 1, generator=g))
+    if sawd:
+        out.sem_masks = torch.randn(N, 1, S, S, generator=g)
+        out.class_logits = torch.randn(N, C, generator=g)
+        out.presence_logits = torch.randn(N, C, generator=g)
+    return out
+
+
+def test_method_loss_adds_the_terms_of_the_parts_it_was_built_for():
+    target, classes, presence = _square(N, 4, 12), torch.tensor([0, 2, 3]), torch.zeros(N, C)
+    weights = {"lambda_cmsa": 0.5, "focal_weight": 3.0}
+    out = _output(sawd=True)
+    loss = MethodLoss(sawd=True, cmsa=True, weights=weights)
+    terms = loss(out, target, classes, presence)
+    sagd = SagdLoss(weights)(out.masks, out.iou, target)
+    sawd = SawdLoss(weights)(
+        target=target,
+        classes=classes,
+        presence=presence,
+        mask_logits=out.sem_masks,
+        class_logits=out.class_logits,
+        presence_logits=out.presence_logits,
+    )
+    cmsa = cmsa_loss(out.sem_masks, out.masks)
+    torch.testing.assert_close(terms["loss"], sagd["sagd"] + sawd["sawd"] + 0.5 * cmsa, rtol=0, atol=0)
+    torch.testing.assert_close(loss(out, target, classes, presence)["loss"], terms["loss"], rtol=0, atol=0)  # reusable
+    baseline = MethodLoss(sawd=False)(out, target, classes, presence)
+    assert set(baseline) == {"loss", "sagd", "focal", "dice", "iou_mse"}
+    with pytest.raises(ValueError, match="CMSA term needs SAWD"):
+        MethodLoss(sawd=False, cmsa=True)
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        MethodLoss(sawd=False, weights={"lamda_cmsa": 1})
+    with pytest.raises(ValueError, match="no SAWD predictions"):
+        loss(_output(sawd=False), target, classes, presence)
+
+
+def test_prompt_free_loss_is_the_semantic_loss_of_the_output():
+    logits = torch.randn(2, C + 1, S, S)
+    labels = torch.randint(0, C + 1, (2, S, S))
+    weights = {"semantic_dice_weight": 2.0}
+    terms = PromptFreeLoss(weights)(ModelOutput(masks=None, iou=None, semantic=logits), labels)
+    expected = SemanticLoss(weights)(logits, labels)
+    assert terms.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(terms[name], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="prompt-free model's output"):
+        PromptFreeLoss()(_output(sawd=False), labels)
+    with pytest.raises(ValueError, match="PromptFreeLoss"):
+        MethodLoss(sawd=False)(
+            ModelOutput(masks=None, iou=None, semantic=logits), torch.zeros(2, 1, S, S), labels, labels
+        )

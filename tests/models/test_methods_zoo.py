@@ -11,6 +11,7 @@ import torch
 
 from segsam.methods import METHODS, MethodSpec
 from segsam.models.build import build_model
+from segsam.models.losses import MethodLoss, PromptFreeLoss
 from segsam.models.vit import ViTGeometry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,10 +164,11 @@ def test_one_adam_step_changes_exactly_what_trains(name):
     batch = _batch(spec, model)
     if spec.prompt_free:
         images, labels = batch
-        terms = model.semantic_loss(model(images), labels)
+        terms = PromptFreeLoss()(model(images), labels)
     else:
         out = model(batch["embeddings"], batch["is_point"], batch["boxes"], batch["points"], batch["text"])
-        terms = model.loss(out, batch["masks"], batch["classes"], batch["presence"], class_masks=batch["class_masks"])
+        loss = MethodLoss.for_model(model)
+        terms = loss(out, batch["masks"], batch["classes"], batch["presence"], class_masks=batch["class_masks"])
     assert torch.isfinite(terms["loss"])
     optimiser.zero_grad()
     terms["loss"].backward()

@@ -8,6 +8,7 @@ import torch
 
 from segsam.methods import get_method
 from segsam.models.build import build_model, with_backbone
+from segsam.models.losses import MethodLoss, PromptFreeLoss
 from segsam.models.segsam_net import ImageContext, ModelOutput, PromptableModel, Prompts
 from segsam.models.vit import ViTGeometry
 
@@ -85,7 +86,7 @@ def test_one_embedding_per_image_with_an_index_equals_one_per_prompt(method):
         masks = torch.zeros(6, 1, 256, 256)
         masks[:, :, 40:140, 50:150] = 1
         class_masks = torch.zeros(6, C, 256, 256) if method == "sawd_sem" else None
-        model.loss(
+        MethodLoss.for_model(model)(
             out, masks, torch.arange(6) % C, (torch.arange(C) < 2).float().expand(6, -1), class_masks=class_masks
         )["loss"].backward()
         outputs.append(out)
@@ -197,7 +198,9 @@ def test_binary_only_inference_skips_sawd(segsam):
     torch.testing.assert_close(binary.masks, full.masks)
     assert binary.sem_masks is None and binary.class_logits is None and binary.presence_logits is None
     with pytest.raises(ValueError, match="no SAWD predictions"):
-        segsam.loss(binary, torch.zeros(6, 1, 256, 256), torch.zeros(6, dtype=torch.long), torch.zeros(6, C))
+        MethodLoss.for_model(segsam)(
+            binary, torch.zeros(6, 1, 256, 256), torch.zeros(6, dtype=torch.long), torch.zeros(6, C)
+        )
 
 
 def test_point_and_box_prompts_differ(segsam):
@@ -260,9 +263,10 @@ def test_sawd_sem_outputs_class_masks_and_needs_their_targets():
     out = model(embeddings, is_point, boxes, points)
     assert out.class_masks.shape == (6, C, 64, 64) and out.presence_logits is None  # decoder resolution
     masks, classes, presence = torch.zeros(6, 1, 256, 256), torch.arange(6) % C, torch.zeros(6, C)
+    loss = MethodLoss.for_model(model)
     with pytest.raises(ValueError, match="needs class_masks"):
-        model.loss(out, masks, classes, presence)
-    terms = model.loss(out, masks, classes, presence, class_masks=torch.zeros(6, C, 256, 256))
+        loss(out, masks, classes, presence)
+    terms = loss(out, masks, classes, presence, class_masks=torch.zeros(6, C, 256, 256))
     assert "class_mask_bce" in terms and "presence_bce" not in terms and "cmsa" not in terms
 
 
@@ -274,11 +278,11 @@ def test_loss_total_is_sagd_plus_sawd_plus_lambda_cmsa(segsam):
     classes = torch.tensor([0, 1, 2, 3, 4, 5])
     presence = torch.zeros(6, C)
     presence[:3, 1] = 1
-    terms = segsam.loss(out, masks, classes, presence, {"lambda_cmsa": 0.25})
+    terms = MethodLoss.for_model(segsam, {"lambda_cmsa": 0.25})(out, masks, classes, presence)
     torch.testing.assert_close(terms["loss"], terms["sagd"] + terms["sawd"] + 0.25 * terms["cmsa"])
     assert {"focal", "dice", "iou_mse", "class_ce", "mask_bce", "mask_dice", "presence_bce", "cmsa"} <= set(terms)
     baseline = _build("ft_decoder")
-    terms = baseline.loss(baseline(embeddings, is_point, boxes, points), masks, classes, presence)
+    terms = MethodLoss.for_model(baseline)(baseline(embeddings, is_point, boxes, points), masks, classes, presence)
     assert set(terms) == {"loss", "sagd", "focal", "dice", "iou_mse"}
 
 
@@ -341,7 +345,9 @@ def test_prompt_free_model():
     assert model.prompt_free and model.embedding_size is None and torch.equal(model.encode(images), images)
     out = model(images)
     assert out.semantic.shape == (1, C + 1, 256, 256) and out.masks is None
-    terms = model.semantic_loss(out, torch.randint(0, C + 1, (1, 256, 256)))
+    terms = PromptFreeLoss()(out, torch.randint(0, C + 1, (1, 256, 256)))
     assert torch.isfinite(terms["loss"])
-    with pytest.raises(ValueError, match="semantic_loss"):
-        model.loss(out, torch.zeros(1, 1, 256, 256), torch.zeros(1, dtype=torch.long), torch.zeros(1, C))
+    with pytest.raises(ValueError, match="PromptFreeLoss"):
+        MethodLoss.for_model(model)
+    with pytest.raises(ValueError, match="PromptFreeLoss"):
+        MethodLoss(sawd=False)(out, torch.zeros(1, 1, 256, 256), torch.zeros(1, dtype=torch.long), torch.zeros(1, C))

@@ -26,6 +26,7 @@ from segsam.models.weights import load_state_dict
 from segsam.tracking import init_store
 from segsam.train.checkpoint import STATE_FILE
 from segsam.train.ddp import launch, torchrun_command
+from segsam.train.job import TrainJob
 from tests.helpers import method_model
 
 pytestmark = pytest.mark.slow
@@ -92,17 +93,17 @@ def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
     weights, summaries = {}, {}
     for nproc in (1, 2):
         out = tmp_path / f"ranks{nproc}"
-        launch(
+        job = TrainJob.create(
             "ft_decoder",
             masks,
             cache,
             out / "checkpoint.pt",
             out / "summary.json",
             config=config,
-            nproc=nproc,
             threads=2,
             state_dir=out / "state",
         )
+        launch(job, nproc)
         weights[nproc] = load_state_dict(out / "checkpoint.pt")
         summaries[nproc] = json.loads((out / "summary.json").read_text())
         assert not (out / "state" / STATE_FILE).exists()  # removed once training finished
@@ -141,9 +142,10 @@ def test_two_ranks_match_one_rank_when_adapters_train_from_images(
     weights, losses = {}, {}
     for nproc in (1, 2):
         out = tmp_path / f"ranks{nproc}"
-        launch(
-            "med_sa", masks, None, out / "checkpoint.pt", out / "summary.json", config=config, nproc=nproc, threads=2
+        job = TrainJob.create(
+            "med_sa", masks, None, out / "checkpoint.pt", out / "summary.json", config=config, threads=2
         )
+        launch(job, nproc)
         summary = json.loads((out / "summary.json").read_text())
         assert summary["world_size"] == nproc
         weights[nproc], losses[nproc] = load_state_dict(out / "checkpoint.pt"), summary["history"][0]["loss"]

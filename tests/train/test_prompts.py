@@ -1,11 +1,16 @@
-"""Corrective clicks from the error region (segsam.train.prompts.error_click)."""
+"""Corrective clicks from the error region (segsam.train.prompts), and their rounds with a model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from segsam.train.prompts import NEGATIVE, NO_CLICK, POSITIVE, error_click, error_clicks
+from segsam.config import load_config
+from segsam.train.batch import simulate_prompts
+from segsam.train.prompts import NEGATIVE, NO_CLICK, POSITIVE, add_error_clicks, error_click, error_clicks
+from tests.helpers import method_model
+from tests.train.test_batch import four_masks
 
 
 def _square(y0: int, y1: int, x0: int, x1: int, size: int = 64) -> np.ndarray:
@@ -51,3 +56,21 @@ def test_batch_and_validation() -> None:
     assert coords.shape == (2, 2) and labels.tolist() == [POSITIVE, NO_CLICK]
     with pytest.raises(ValueError, match="differ in shape"):
         error_click(np.zeros((4, 4), bool), np.zeros((4, 5), bool))
+
+
+def test_add_error_clicks_rounds() -> None:
+    """Round 0 has no click; each later round keeps the earlier clicks and adds one from its error."""
+    torch.manual_seed(0)
+    model = method_model("ft_decoder", load_config(), None).train()
+    prompts = simulate_prompts(four_masks(), 3, 5, 0.5, np.random.default_rng(1))
+    targets = prompts.masks.unsqueeze(1).float()
+    embeddings = torch.randn(3, 256, 64, 64)
+    coords, labels = add_error_clicks(
+        model, embeddings, prompts.is_point, prompts.boxes, prompts.points, targets, None, rounds=2
+    )
+    assert coords.shape == (9, 2, 2) and labels.shape == (9, 2)
+    assert (labels[:3] == NO_CLICK).all()  # round 0
+    assert (labels[3:6, 1] == NO_CLICK).all() and (labels[3:6, 0] != NO_CLICK).all()  # round 1: one click
+    np.testing.assert_array_equal(labels[6:, 0], labels[3:6, 0])  # round 2 keeps round 1's click
+    for (x, y), label, target in zip(coords[3:6, 0], labels[3:6, 0], prompts.masks):
+        assert bool(target[int(y), int(x)]) == (label == POSITIVE)  # positive inside, negative outside
