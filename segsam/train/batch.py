@@ -4,7 +4,9 @@ Per image, :func:`simulate_prompts` picks up to ``masks_per_image`` of its
 masks and prompts each by a box (tight box + jitter) or, with probability
 ``point_fraction``, one random foreground point. The classes of the image's
 masks that were *not* prompted are the presence targets of SAWD's unprompted
-branch (:func:`presence_targets`). :meth:`PromptBatch.gather` concatenates the
+branch (:func:`presence_targets`); SAWD's semantic variant (``sawd_sem``) learns
+each image's full per-class masks instead (:func:`class_masks`).
+:meth:`PromptBatch.gather` concatenates the
 prompt sets of a micro-batch's images into what the model and its loss take.
 Prompt-free networks learn each slice's label map (:func:`label_map`) instead.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "PromptSet",
     "simulate_prompts",
     "presence_targets",
+    "class_masks",
     "PromptBatch",
 ]
 
@@ -131,6 +134,14 @@ def presence_targets(item: TrainImage, chosen: np.ndarray, num_classes: int) -> 
     return row.expand(len(chosen), -1)
 
 
+def class_masks(item: TrainImage, num_classes: int) -> torch.Tensor:
+    """C x S x S float {0, 1}: the union of the slice's objects of each class (empty for absent classes)."""
+    out = torch.zeros((num_classes, *item.masks.shape[-2:]))
+    for mask, k in zip(item.masks, item.classes):
+        out[int(k)][mask] = 1.0
+    return out
+
+
 @dataclass(frozen=True)
 class PromptBatch:
     """The prompts of B images, concatenated in image order: the model's inputs and the loss targets.
@@ -144,6 +155,8 @@ class PromptBatch:
         presence: N x C float, the classes of its image that were not prompted.
         image_index: N long: prompt i decodes image ``image_index[i]`` of the B
             (see :meth:`segsam.models.segsam_net.PromptableModel.forward`).
+        class_masks: N x C x S x S float {0, 1}: every object of class k in the prompt's
+            image (SAWD's ``sawd_sem`` branch); None for the methods without it.
     """
 
     targets: torch.Tensor
@@ -153,24 +166,35 @@ class PromptBatch:
     classes: torch.Tensor
     presence: torch.Tensor
     image_index: torch.Tensor
+    class_masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.is_point)
 
     @classmethod
-    def gather(cls, items: Sequence[TrainImage], prompts: Sequence[PromptSet], num_classes: int) -> PromptBatch:
+    def gather(
+        cls,
+        items: Sequence[TrainImage],
+        prompts: Sequence[PromptSet],
+        num_classes: int,
+        *,
+        with_class_masks: bool = False,
+    ) -> PromptBatch:
         """Concatenate the prompt sets of ``items`` (one each, same order).
 
         Args:
             items: B training images.
             prompts: The prompts drawn for each.
             num_classes: C, the vocabulary size.
+            with_class_masks: Also give each prompt its image's per-class masks (``sawd_sem``).
 
         Raises:
             ValueError: If ``items`` and ``prompts`` differ in length.
         """
         if len(items) != len(prompts):
             raise ValueError(f"{len(items)} images but {len(prompts)} prompt sets")
+        image_index = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor([len(p) for p in prompts]))
+        per_image = torch.stack([class_masks(item, num_classes) for item in items]) if with_class_masks else None
         return cls(
             targets=torch.cat([p.masks for p in prompts]).unsqueeze(1).float(),
             is_point=np.concatenate([p.is_point for p in prompts]),
@@ -178,14 +202,16 @@ class PromptBatch:
             points=np.concatenate([p.points for p in prompts]),
             classes=torch.from_numpy(np.concatenate([item.classes[p.chosen] for item, p in zip(items, prompts)])),
             presence=torch.cat([presence_targets(item, p.chosen, num_classes) for item, p in zip(items, prompts)]),
-            image_index=torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor([len(p) for p in prompts])),
+            image_index=image_index,
+            class_masks=None if per_image is None else per_image[image_index],
         )
 
     def to(self, device: torch.device) -> PromptBatch:
         """The batch with its tensors on ``device`` (the numpy prompts stay)."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("targets", "classes", "presence", "image_index"):
-            moved[name] = moved[name].to(device)
+        for name in ("targets", "classes", "presence", "image_index", "class_masks"):
+            if moved[name] is not None:
+                moved[name] = moved[name].to(device)
         return PromptBatch(**moved)
 
     def repeat(self, rounds: int) -> PromptBatch:
@@ -198,4 +224,5 @@ class PromptBatch:
             classes=self.classes.repeat(rounds),
             presence=self.presence.repeat(rounds, 1),
             image_index=self.image_index.repeat(rounds),
+            class_masks=None if self.class_masks is None else self.class_masks.repeat(rounds, 1, 1, 1),
         )

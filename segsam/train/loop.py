@@ -399,7 +399,9 @@ class Trainer:
 
     def _prompted_loss(self, items: list[TrainImage], prompts: list[PromptSet]) -> tuple[dict[str, torch.Tensor], int]:
         """The method's loss of the images' prompts (R + 1 rounds stacked with corrective clicks)."""
-        inputs = PromptBatch.gather(items, prompts, self.num_classes).to(self.context.device)
+        inputs = PromptBatch.gather(
+            items, prompts, self.num_classes, with_class_masks="sawd_sem" in self.spec.components
+        ).to(self.context.device)
         embeddings = self._embeddings(items)
         clicks = None
         rounds = self.settings.iterative_clicks
@@ -417,7 +419,7 @@ class Trainer:
                 clicks=clicks,
                 image_index=inputs.image_index,
             )
-        return self.loss(out, inputs.targets, inputs.classes, inputs.presence), len(inputs)
+        return self.loss(out, inputs.targets, inputs.classes, inputs.presence, inputs.class_masks), len(inputs)
 
     def _embeddings(self, items: list[TrainImage]) -> torch.Tensor:
         """One entry per image: the cached embeddings (frozen encoder), or the images to encode in the forward pass."""

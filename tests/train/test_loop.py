@@ -15,7 +15,7 @@ from segsam.methods import get_method
 from segsam.models.adapters import is_adapter_parameter
 from segsam.models.losses import MethodLoss
 from segsam.models.weights import WeightsError, load_state_dict
-from segsam.train.batch import PromptBatch, TrainImage, simulate_prompts
+from segsam.train.batch import PromptBatch, TrainImage, class_masks, simulate_prompts
 from segsam.train.job import TrainJob
 from segsam.train.loop import train
 from tests.helpers import method_model
@@ -179,3 +179,29 @@ def test_encoder_training_methods_learn_from_images_and_save_their_encoder_part(
     start = initial.state_dict()
     assert any(not torch.equal(start[k], saved[k]) for k in encoder_saved)  # the encoder part learnt
     assert all(torch.equal(start[k], saved[k]) for k in saved if k not in trainable)  # buffers, frozen prompt encoder
+
+
+def test_the_semantic_branch_variant_learns_every_class_mask_of_its_images(tmp_path: Path) -> None:
+    """sawd_sem (table 4, row 3): its unprompted branch is trained on each image's full per-class masks."""
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, cache = make_training_set(tmp_path, n_images=2)
+    config = small_config(tmp_path)
+    config["train"].update({"batch_size": 2, "micro_batch": 2})
+    summary = _train("sawd_sem", masks, cache, tmp_path / "out", config)
+    record = summary["history"][0]
+    assert {"class_mask_bce", "class_mask_dice"} <= set(record)
+    assert np.isfinite(record["class_mask_bce"]) and record["class_mask_bce"] > 0
+
+
+def test_class_masks_are_the_union_of_each_class_objects() -> None:
+    masks = four_masks()
+    item = TrainImage(image="x", masks=masks, classes=np.array([2, 0, 2, 1]))
+    per_class = class_masks(item, num_classes=4)
+    assert per_class.shape == (4, *masks.shape[-2:])
+    assert torch.equal(per_class[2].bool(), masks[0] | masks[2])
+    assert torch.equal(per_class[0].bool(), masks[1]) and not per_class[3].any()
+    prompts = simulate_prompts(masks, 2, 0, 0.0, np.random.default_rng(0))
+    batch = PromptBatch.gather([item, item], [prompts, prompts], 4, with_class_masks=True)
+    assert batch.class_masks.shape == (4, 4, *masks.shape[-2:])
+    assert torch.equal(batch.class_masks[0], per_class) and torch.equal(batch.repeat(2).class_masks[4], per_class)
