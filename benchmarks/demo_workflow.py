@@ -1,4 +1,4 @@
-"""Benchmark the demo workflow end to end (issue 2 targets).
+"""Benchmark the demo workflow end to end against its budget.
 
 Copies the workflow to a fresh folder, runs ``snakemake --cores all`` on the
 given config, samples the memory of the whole process tree every 0.5 s, then
@@ -14,7 +14,7 @@ process and so overstates the total.
     .venv/bin/python benchmarks/demo_workflow.py                   # the default demo
     .venv/bin/python benchmarks/demo_workflow.py --configfile config/tiny.yaml
 
-Targets (issue 2): demo <= 15 min wall on 2 cores, peak memory <= 4 GB,
+The demo's budget: demo <= 15 min wall on 2 cores, peak memory <= 4 GB,
 no-op ``snakemake -n`` <= 3 s.
 """
 

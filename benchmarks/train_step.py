@@ -1,4 +1,4 @@
-"""Training-step cost on CPU: from cached embeddings vs re-encoding every step (issue 6).
+"""Training-step cost on CPU: from cached embeddings vs re-encoding every step.
 
     .venv/bin/python benchmarks/train_step.py [--encoders tiny_vit vit_b] [--images 2] [--masks 1 5]
         [--threads 2] [--repeats 3]

@@ -72,7 +72,7 @@ class MethodSpec:
             ``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAGD),
             ``sawd``, ``t2vse``, ``semantic_net``); everything else is frozen
             except adapters (below).
-        description: One sentence for the README table.
+        description: One sentence saying what the method is and what trains (docs/methods.md).
         encoder: ``"tiny_vit"`` (LiteMedSAM) or ``"vit_b"`` (SAM ViT-B at
             256); None for prompt-free networks.
         adapter: ``"sam_med2d"`` or ``"med_sa"``: adapters are added to every

@@ -4,15 +4,14 @@ On CPU, a training or evaluation step allocates and frees tensors of tens of
 megabytes each time (SAM's decoder on 64 x 64 embeddings: N x 4096 x 256
 token maps, N x 32 x 256 x 256 upscaled features). glibc's ``malloc`` serves
 blocks that large with a fresh ``mmap`` and returns them with ``munmap``, so
-every step pays the kernel's page faults to zero the same memory again: on
-these machines that tripled the cost of the decoder's upscaling for 10
-prompts. :func:`keep_large_allocations` tells glibc to serve such blocks from
+every step pays the kernel's page faults to zero the same memory again.
+:func:`keep_large_allocations` tells glibc to serve such blocks from
 its heap and to keep freed memory for the next step instead (what PyTorch's
 CPU tuning guide gets from jemalloc or tcmalloc, without a new library). The
 price: a process keeps up to 1 GiB of freed memory instead of returning it,
-and its peak grows a little as freed blocks do not always fit the next
-request (the demo's SEG-SAM training: 2.8 GB -> 3.2 GB, for 144 s -> 108 s).
-The workflow's processes each run one stage and exit.
+and its peak grows somewhat, as freed blocks do not always fit the next
+request (figures in docs/performance.md). The workflow's processes each run
+one stage and exit.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The dataset index: parquet tables of masks and images, split by case (SPEC §4).
+"""The dataset index: parquet tables of masks and images, split by case (docs/data.md#index-and-splits).
 
 Splits are drawn per modality over *cases*, never slices: slices of one volume
 along three axes would otherwise leak into the test set. ``split.assign`` fixes

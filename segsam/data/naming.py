@@ -1,4 +1,4 @@
-"""Slice and mask file names (SA-Med2D-16M convention, SPEC §4). Written down once.
+"""Slice and mask file names (SA-Med2D-16M convention, docs/data.md#names). Written down once.
 
 Image: ``<modality>--<dataset>--<case>--<axis>_<slice:04d>.png``
 Mask:  ``<image stem>--<class id:04d>_<instance:03d>.png``

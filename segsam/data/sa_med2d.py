@@ -19,7 +19,7 @@ in two splits is an error (it would leak).
 
 **Names.** Two namings are understood:
 
-* the release naming (SPEC §4): image ``<modality>--<dataset>--<case>--<axis>_<slice>``,
+* the release naming (docs/data.md#names): image ``<modality>--<dataset>--<case>--<axis>_<slice>``,
   mask ``<image stem>--<class index:04d>_<instance:03d>``. The class index is
   looked up in the release's class-mapping json ``{dataset: {class name: index}}``.
   The modality prefix is reduced to the imaging modality: ``ct_00`` -> ``ct``,

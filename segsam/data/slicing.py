@@ -1,4 +1,4 @@
-"""3D -> 2D: one volume becomes SA-Med2D-style image and mask PNGs (SPEC §4).
+"""3D -> 2D: one volume becomes SA-Med2D-style image and mask PNGs (docs/data.md#conventions).
 
 Per case: read + check + reorient to LPS (:mod:`segsam.data.io`), resample to
 isotropic voxels, normalise intensities to uint8 (CT window, MR foreground
@@ -70,8 +70,8 @@ def return_large_buffers() -> bool:
     glibc raises its mmap threshold (up to 32 MB) each time a mapped buffer is
     freed; after the first freed volume, later volume-sized arrays (the uint8
     label and intensity volumes) come from the heap, which keeps them resident
-    after they are freed. On the real CT that took the stage's peak from 2.7x to
-    4.9x the float32 volume (``benchmarks/slicing_throughput.py``). A fixed
+    after they are freed, which nearly doubles the stage's peak on the real CT
+    (``benchmarks/slicing_throughput.py --compare-allocator``). A fixed
     threshold of :data:`MMAP_THRESHOLD_BYTES` keeps the peak at the live memory,
     while per-slice arrays (well under 1 MB) still reuse the heap.
 

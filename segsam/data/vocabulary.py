@@ -1,4 +1,4 @@
-"""The global class vocabulary and per-dataset label maps into it (SPEC §4)."""
+"""The global class vocabulary and per-dataset label maps into it (docs/data.md#vocabulary-and-label-maps)."""
 
 from __future__ import annotations
 

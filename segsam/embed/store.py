@@ -65,7 +65,7 @@ class EmbeddingStore:
 
     Rows are read with plain file reads, not a memory map: a training epoch
     touches every cached slice, and mapped pages would stay in the process's
-    resident memory (on the demo, about 1 GB more for SEG-SAM's training job).
+    resident memory (docs/performance.md).
 
     Attributes:
         rows: ``{image path: (case, row)}``.

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §3): DSC per prompted mask, per-modality means, ``avg``, bootstrap CIs.
+"""Metrics (docs/metrics.md): DSC per prompted mask, per-modality means, ``avg``, bootstrap CIs.
 
 Rules, written down once:
 
@@ -217,7 +217,7 @@ def class_mean(scores: np.ndarray, classes: np.ndarray) -> float:
 def semantic_summarise(per_mask: pd.DataFrame, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
     """Long table of semantic mDSC: one row per (method, prompt, modality incl. ``avg``).
 
-    The rule (SPEC §3): a prompted object's semantic prediction (SAWD mask and
+    The rule (docs/metrics.md#semantic-mdsc): a prompted object's semantic prediction (SAWD mask and
     class) counts for the class it is labelled with, and a wrong class scores 0
     (``sem_dsc``, see :mod:`segsam.evaluate.run`). mDSC of a modality = mean
     over its classes of the class's mean ``sem_dsc``; ``avg`` = mean of the

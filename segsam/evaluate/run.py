@@ -389,7 +389,7 @@ def prompted_rows(
     image only are computed once for all passes
     (:meth:`~segsam.models.segsam_net.PromptableModel.image_context`). SAGD's
     mask logits are mapped back onto the slice and thresholded there (``dsc``,
-    ``hd95_mm``). The semantic task (SPEC §3): SAWD's mask counts for the true
+    ``hd95_mm``). The semantic task (docs/metrics.md#semantic-mdsc): SAWD's mask counts for the true
     class only if its class is right, so ``sem_dsc`` is its DSC when
     ``pred_class_id`` is the true class and 0 otherwise; without SAWD,
     ``pred_class_id`` is -1 and ``sem_dsc`` NaN.

@@ -32,7 +32,7 @@ from monai.metrics import compute_hausdorff_distance
 
 from segsam.evaluate.metrics import dice_scores
 
-#: The axis whose planes are stacked (axial, SPEC §4).
+#: The axis whose planes are stacked (axial, docs/data.md#orientation).
 AXIS = "z"
 PER_CASE_COLUMNS = [
     "method",

@@ -1,4 +1,4 @@
-"""SEG-SAM's losses (SPEC §2, paper §3.3).
+"""SEG-SAM's losses (docs/methods.md#loss, paper §3.3).
 
 ``total = L_SAGD + L_SAWD + lambda_cmsa * L_CMSA`` where
 

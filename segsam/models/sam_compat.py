@@ -2,7 +2,7 @@
 
 ``segment_anything/__init__.py`` imports its predictor utilities, which import
 ``torchvision``. On CPU machines the registry's torchvision is a CUDA build that
-fails to import next to the CPU torch (SPEC §6), and we do not install it. The
+fails to import next to the CPU torch (docs/environment.md#no-torchvision), and we do not install it. The
 modelling code we need (``segment_anything.modeling``) does not use torchvision,
 so this module registers a bare package object for ``segment_anything`` (its
 ``__path__`` pointing at the installed folder) before importing ``modeling``:

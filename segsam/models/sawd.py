@@ -1,4 +1,4 @@
-"""SAWD: the semantic-aware decoder of SEG-SAM (SPEC §2, paper §3.2.1).
+"""SAWD: the semantic-aware decoder of SEG-SAM (docs/methods.md#sawd, paper §3.2.1).
 
 An independent second decoder next to SAM's own (SAGD). Two branches:
 

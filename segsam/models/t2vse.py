@@ -1,4 +1,4 @@
-"""T2VSE: text-to-vision semantic enhancement (SPEC §2, paper §3.2.2).
+"""T2VSE: text-to-vision semantic enhancement (docs/methods.md#t2vse, paper §3.2.2).
 
 The class descriptions' text embeddings E_t (C x d_text, computed once by
 :mod:`segsam.text.embed`) are projected to the decoder width D. A learnable

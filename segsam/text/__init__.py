@@ -1,4 +1,4 @@
-"""Class knowledge for T2VSE (SPEC §2, §4): LLM descriptions and their text embeddings.
+"""Class knowledge for T2VSE: LLM descriptions and their text embeddings (docs/class_knowledge.md).
 
 Modules:
     describe: prompt template and hash, OpenAI-compatible chat requests with our

@@ -1,4 +1,4 @@
-"""Text embeddings E_t of the class descriptions (SPEC §2 T2VSE), cached by (text hash, model).
+"""Text embeddings E_t of the class descriptions, cached by (text hash, model) (docs/class_knowledge.md).
 
 Each class is embedded as one string composed by :func:`compose_text`::
 

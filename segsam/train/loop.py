@@ -11,7 +11,7 @@ is followed by R corrective clicks
 (:func:`segsam.train.prompts.add_error_clicks`) and the loss is the mean over
 the R + 1 rounds. Every method is a
 :class:`~segsam.models.segsam_net.PromptableModel`; its loss
-(:class:`~segsam.models.losses.MethodLoss`, built once) is SPEC §2's
+(:class:`~segsam.models.losses.MethodLoss`, built once) is docs/methods.md#loss's
 ``L_SAGD (+ L_SAWD + lambda * L_CMSA)`` with the weights of the ``loss``
 config section. Adam (:func:`make_optimiser`) with the lr halved
 (``lr_gamma``) after each epoch in ``lr_milestones``.

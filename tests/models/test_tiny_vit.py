@@ -32,7 +32,7 @@ def test_litemedsam_encoder_weights_load_strictly(encoder_state):
     result = model.load_state_dict(encoder_state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert set(model.state_dict()) == set(encoder_state)
-    # 5.7 M parameters (SPEC §5).
+    # 5.7 M parameters (docs/data.md#data-available-offline).
     assert 5.6e6 < sum(p.numel() for p in model.parameters()) < 5.8e6
 
 

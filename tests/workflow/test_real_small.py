@@ -28,7 +28,7 @@ def test_real_small_end_to_end(tmp_path: Path) -> None:
     table = pd.read_csv(work / "results/table1.csv")
     assert "ct" in table.columns and "mr" not in table.columns  # MR trains, CT tests (split rule of real-small)
     box = table[table["prompt"] == "box"].set_index("method")
-    # LiteMedSAM zero-shot with ground-truth boxes on the real CT: about 0.9 DSC (SPEC §5)
+    # LiteMedSAM zero-shot with ground-truth boxes on the real CT: about 0.9 DSC (docs/data.md#data-available-offline)
     assert box.loc["medsam_lite", "ct"] > 75
     sidecar = (work / "results/table1.json").read_text()
     assert "totalseg_example" in sidecar

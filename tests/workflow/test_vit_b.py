@@ -1,6 +1,6 @@
 """The SAM ViT-B baselines through the workflow, on the tiny config with a random ViT-B checkpoint.
 
-No real ViT-B weights are reachable here (SPEC §5): a randomly initialised SAM ViT-B in the
+No real ViT-B weights are reachable here (docs/status.md#not-yet): a randomly initialised SAM ViT-B in the
 official key layout (``segsam.models.stand_in``) stands in for
 ``sam_vit_b_01ec64.pth``. Rule ``fetch_vit_b`` takes it from ``encoder.vit_b.mirror`` and checks
 its sha256; ``sam`` and ``ft_sam+sawd`` train and are scored from a ViT-B embedding cache, and

@@ -1,4 +1,4 @@
-# Class knowledge (SPEC §2 T2VSE, §4): a description (texture, shape, position)
+# Class knowledge (docs/class_knowledge.md, docs/methods.md#t2vse): a description (texture, shape, position)
 # of every vocabulary class, then one text embedding per class.
 # Code: segsam/text/
 #
