@@ -37,7 +37,7 @@ from segsam.models.method_model import build_method_model, load_trained, weights
 from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import ModelOutput, PromptableModel
 from segsam.text.cache import load_class_embeddings
-from segsam.tracking import start_run
+from segsam.tracking import log_index, start_run
 
 #: Prompts decoded per forward pass (bounds the memory of slices with many masks).
 PROMPTS_PER_PASS = 8
@@ -192,29 +192,25 @@ def evaluate_method(
     """
     spec = get_method(method)
     torch.set_num_threads(max(1, threads))
-    evaluation = set_up(
-        spec, config, prompts_parquet, cache_dir=cache_dir, checkpoint=checkpoint, text_parquet=text_parquet
-    )
-    examples = ExampleFolder(out_examples, example_images(evaluation.prompts))
-    start = time.perf_counter()
-    per_mask, volumes = score_slices(evaluation, examples)
-    seconds = time.perf_counter() - start
-    per_case = volumes.table()
-    summaries = summarise_method(spec, per_mask, per_case, config["evaluate"])
-    publish_results(
-        spec,
-        config,
-        per_mask,
-        per_case,
-        summaries,
-        seconds,
-        out_per_mask=out_per_mask,
-        out_per_case=out_per_case,
-        out_summary=out_summary,
-        examples=examples,
-        train_summary=train_summary,
-        eval_dataset=eval_dataset,
-    )
+    train_run = _train_run_id(train_summary)
+    tags = {"train_run_id": train_run} if train_run else {}
+    # the run spans the whole job: set-up, scoring and writing the results
+    with start_run(config, "evaluate", spec.name, extra_tags=tags, eval_dataset=eval_dataset) as run:
+        evaluation = set_up(
+            spec, config, prompts_parquet, cache_dir=cache_dir, checkpoint=checkpoint, text_parquet=text_parquet
+        )
+        if run is not None:
+            name = f"{eval_dataset or config['dataset']['name']}/test"
+            log_index(evaluation.prompts, prompts_parquet, name=name, context="evaluation")
+        examples = ExampleFolder(out_examples, example_images(evaluation.prompts))
+        start = time.perf_counter()
+        per_mask, volumes = score_slices(evaluation, examples)
+        seconds = time.perf_counter() - start
+        per_case = volumes.table()
+        summaries = summarise_method(spec, per_mask, per_case, config["evaluate"])
+        outputs = {"per_mask": out_per_mask, "per_case": out_per_case, "summary": out_summary}
+        links = {"run": run, "train_run": train_run, "eval_dataset": eval_dataset}
+        publish_results(spec, config, per_mask, per_case, summaries, seconds, outputs, examples, links)
     averages = (r for r in summaries.means.itertuples() if r.modality == "avg")
     log.info(
         "%s: %d prompts in %.1f s; %s",
@@ -471,6 +467,13 @@ def summarise_method(
     return Summaries(means=means, distances=distance_summary(per_mask), per_case_3d=case_summary(per_case))
 
 
+def _train_run_id(train_summary: str | Path | None) -> str | None:
+    """The MLflow run id of the training job behind an evaluation (None for zero-shot methods)."""
+    if train_summary is None:
+        return None
+    return json.loads(Path(train_summary).read_text(encoding="utf-8")).get("mlflow_run_id")
+
+
 def publish_results(
     spec: MethodSpec,
     config: Mapping[str, Any],
@@ -478,15 +481,11 @@ def publish_results(
     per_case: pd.DataFrame,
     summaries: Summaries,
     seconds: float,
-    *,
-    out_per_mask: str | Path,
-    out_per_case: str | Path,
-    out_summary: str | Path,
+    outputs: Mapping[str, str | Path],
     examples: ExampleFolder,
-    train_summary: str | Path | None,
-    eval_dataset: str | None,
+    links: Mapping[str, Any],
 ) -> None:
-    """Write the tables, the summary JSON and the examples, within the evaluation's MLflow run.
+    """Write the tables, the summary JSON and the examples, and log them to the evaluation's MLflow run.
 
     Args:
         spec: The method.
@@ -495,38 +494,32 @@ def publish_results(
         per_case: The per-case 3D table.
         summaries: From :func:`summarise_method`.
         seconds: Time spent scoring.
-        out_per_mask: Per-mask parquet.
-        out_per_case: Per-case parquet.
-        out_summary: Summary JSON.
+        outputs: ``per_mask`` and ``per_case`` parquet paths, ``summary`` JSON path.
         examples: The staged example PNGs (put in place last).
-        train_summary: The training job's summary (links the MLflow runs), or None.
-        eval_dataset: The cross dataset evaluated, or None (the training dataset).
+        links: ``run`` (the active MLflow run, or None on other ranks), ``train_run`` (the
+            training run's id, or None) and ``eval_dataset`` (the cross dataset, or None).
     """
-    train_run = None
-    if train_summary is not None:
-        train_run = json.loads(Path(train_summary).read_text(encoding="utf-8")).get("mlflow_run_id")
-    tags = {"train_run_id": train_run} if train_run else {}
-    with start_run(config, "evaluate", spec.name, extra_tags=tags, eval_dataset=eval_dataset) as run:
-        with atomic_path(out_per_mask) as tmp:
-            per_mask.to_parquet(tmp, index=False)
-        with atomic_path(out_per_case) as tmp:
-            per_case.to_parquet(tmp, index=False)
-        record = {
-            "method": spec.name,
-            "seconds": seconds,
-            "n_prompts": len(per_mask),
-            "means": summaries.means.to_dict(orient="records"),
-            "hd95_mm": summaries.distances.to_dict(orient="records"),
-            "per_case_3d": summaries.per_case_3d.to_dict(orient="records"),
-            "mlflow_run_id": run.info.run_id if run is not None else None,
-            "train_run_id": train_run,
-            "eval_dataset": eval_dataset or config["dataset"]["name"],
-            "weights": weights_provenance(spec, config),
-        }
-        if run is not None:
-            log_metrics(spec, summaries, seconds, out_per_mask)
-        write_json(out_summary, record)
-        examples.publish()
+    run = links["run"]
+    with atomic_path(outputs["per_mask"]) as tmp:
+        per_mask.to_parquet(tmp, index=False)
+    with atomic_path(outputs["per_case"]) as tmp:
+        per_case.to_parquet(tmp, index=False)
+    record = {
+        "method": spec.name,
+        "seconds": seconds,
+        "n_prompts": len(per_mask),
+        "means": summaries.means.to_dict(orient="records"),
+        "hd95_mm": summaries.distances.to_dict(orient="records"),
+        "per_case_3d": summaries.per_case_3d.to_dict(orient="records"),
+        "mlflow_run_id": run.info.run_id if run is not None else None,
+        "train_run_id": links["train_run"],
+        "eval_dataset": links["eval_dataset"] or config["dataset"]["name"],
+        "weights": weights_provenance(spec, config),
+    }
+    if run is not None:
+        log_metrics(spec, summaries, seconds, outputs["per_mask"])
+    write_json(outputs["summary"], record)
+    examples.publish()
 
 
 def log_metrics(spec: MethodSpec, summaries: Summaries, seconds: float, out_per_mask: str | Path) -> None:

@@ -59,7 +59,7 @@ from segsam.models.losses import MethodLoss, PromptFreeLoss
 from segsam.models.method_model import build_method_model, trained_state
 from segsam.models.preprocess import encoder_input, prepare_image
 from segsam.text.cache import load_class_embeddings
-from segsam.tracking import start_run
+from segsam.tracking import log_index, start_run
 from segsam.train.batch import PromptBatch, PromptSet, TrainImage, label_map, load_train_images, simulate_prompts
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.train.dist import DistContext
@@ -202,6 +202,7 @@ class Trainer:
         self.num_classes = len(vocabulary)
         self.image_size = int(job.config["encoder"]["image_size"])
         self.images = load_train_images(train_table, vocabulary, self.image_size)
+        self.train_table = train_table  # logged as the run's dataset
         if spec.encoder_frozen and job.cache_dir is None:
             raise DataError(f"method {spec.name!r} trains from the embedding cache: pass its folder (cache_dir)")
         self.store = EmbeddingStore.open(job.cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
@@ -279,6 +280,8 @@ class Trainer:
                     "world_size": self.context.world_size,
                 }
             )
+            name = f"{self.job.config['dataset']['name']}/train"
+            log_index(self.train_table, self.job.masks_parquet, name=name, context="training")
 
     def run_epoch(self, epoch: int, resumed: bool) -> None:
         """Epoch ``epoch`` (0-based) from its first step, or from where a resumed state stopped."""
