@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -242,5 +243,7 @@ def log_index(table: Any, path: str | Path, *, name: str, context: str) -> None:
     # a local file: named explicitly, as MLflow registers two sources that both claim local paths
     local = next(s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource")
     source = local(Path(path).resolve().as_uri())
-    dataset = from_pandas(table, source=source, name=name, digest=sha256_of(path)[:12])
+    with warnings.catch_warnings():  # MLflow's schema inference warns about integer columns: not a model input
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = from_pandas(table, source=source, name=name, digest=sha256_of(path)[:12])
     mlflow.log_input(dataset, context=context)
