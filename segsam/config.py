@@ -326,16 +326,18 @@ def dataset_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """The settings of one dataset the workflow reads: the training dataset or a cross-dataset one.
 
     The training dataset's are ``config["dataset"]``. A cross-dataset entry
-    (``cross.datasets.<name>``) gives its own ``mirror``, ``labelmap`` and
-    ``exclude`` (unset: none); the registry, the download and extract folders
-    and the download policy are shared with the training dataset.
+    (``cross.datasets.<name>``) gives its own ``mirror``, ``labelmap``,
+    ``exclude`` (unset: none) and ``resample_labels`` (unset: false); the
+    registry, the download and extract folders and the download policy are
+    shared with the training dataset.
 
     Args:
         config: The whole validated config.
         name: A dataset name (``dataset.name`` or a key of ``cross.datasets``).
 
     Returns:
-        ``{"name", "registry", "labelmap", "mirror", "download_dir", "extract_dir", "exclude", "download"}``.
+        ``{"name", "registry", "labelmap", "mirror", "download_dir", "extract_dir", "exclude", "download",
+        "resample_labels"}``.
 
     Raises:
         ConfigError: ``name`` is neither the training dataset nor a cross dataset.
@@ -349,6 +351,7 @@ def dataset_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
             "labelmap": main["labelmap"],
             "mirror": main["mirror"],
             "exclude": list(main["exclude"]),
+            "resample_labels": bool(main.get("resample_labels", False)),
         }
     cross = config["cross"]["datasets"]
     if name not in cross:
@@ -362,6 +365,7 @@ def dataset_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         "labelmap": entry.get("labelmap"),
         "mirror": entry.get("mirror"),
         "exclude": list(entry.get("exclude") or []),
+        "resample_labels": bool(entry.get("resample_labels", False)),
     }
 
 

@@ -284,3 +284,32 @@ def test_dataset_config_of_the_training_and_a_cross_dataset(config: dict[str, An
     assert dataset_config(config, "btcv")["mirror"] is None  # an entry without settings
     with pytest.raises(ConfigError, match="amos.*neither dataset.name nor one of cross.datasets"):
         dataset_config(config, "amos")
+
+
+def test_resample_labels_per_dataset(config: dict[str, Any]) -> None:
+    assert dataset_config(config, "demo")["resample_labels"] is False  # the default: a label on another grid stops
+    config["dataset"]["resample_labels"] = True
+    config["cross"]["datasets"] = {"kits23": {"resample_labels": True}, "btcv": None}
+    assert dataset_config(config, "demo")["resample_labels"] is True
+    assert dataset_config(config, "kits23")["resample_labels"] is True
+    assert dataset_config(config, "btcv")["resample_labels"] is False
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key"),
+    [
+        ({"vocabulary_extra": {"brain oedema": 31}}, "vocabulary_extra"),
+        ({"vocabulary_extra": {"brain_oedema": 0}}, "vocabulary_extra.brain_oedema"),
+        ({"dataset": {"resample_labels": "yes"}}, "dataset.resample_labels"),
+        ({"cross": {"datasets": {"kits23": {"resample_labels": 1}}}}, "cross.datasets.kits23.resample_labels"),
+    ],
+)
+def test_own_data_keys_are_checked(tmp_path: Path, overlay: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}"):
+        load_config(_overlay(tmp_path, overlay))
+
+
+@pytest.mark.parametrize("name", ["chaos.yaml", "chaos_tiny.yaml"])
+def test_chaos_configs_validate(name: str) -> None:
+    config = load_config(REPO / "config" / name)
+    assert config["dataset"]["name"] == "chaos_t2" and config["methods"] == ["medsam_lite", "ft_decoder", "segsam"]

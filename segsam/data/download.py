@@ -17,6 +17,10 @@ Guarantees, for :func:`download` and :func:`fetch_file`:
 * **Mirror.** A local folder standing in for the remote files, at the same
   relative paths: the file is copied, then checked like a download.
 
+A file the registry's mirror (or a user's ``local`` / ``nnunet`` folder) holds is
+not fetched: :func:`stage_case` reads it in place and makes the one staged copy,
+checking its sha256 where the registry has one.
+
 Files are copied, never hard-linked: Snakemake touches every output once its job
 is done, and a link shares its timestamp with its source, so a linked output
 would change the mirror's (or the upstream download's) modification time and
@@ -29,6 +33,7 @@ needs no extra dependency.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.client
 import logging
 import os
@@ -36,7 +41,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tqdm import tqdm
@@ -330,7 +335,32 @@ def fetch_file(
     return download(spec.url, dest, sha256=spec.sha256, policy=policy, progress=progress)
 
 
-def stage_volume(source: str | Path, dest: str | Path) -> Path:
+def _copy_checked(source: Path, dest: Path, sha256: str | None) -> None:
+    """Copy ``source`` to ``dest`` through ``<dest>.part``, hashing while copying; a wrong digest keeps nothing.
+
+    Raises:
+        ChecksumError: the copy's sha256 is not ``sha256`` (naming ``source``).
+    """
+    part = part_path(dest)
+    part.unlink(missing_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with source.open("rb") as reader, part.open("wb") as writer:
+            while block := reader.read(CHUNK):
+                digest.update(block)
+                writer.write(block)
+        if sha256 is not None and digest.hexdigest() != sha256.lower():
+            raise ChecksumError(
+                f"{source}: sha256 mismatch (expected {sha256}, got {digest.hexdigest()}); the file was changed "
+                "since the registry recorded it, nothing was staged"
+            )
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+
+
+def stage_volume(source: str | Path, dest: str | Path, *, sha256: str | None = None) -> Path:
     """Put one volume at ``dest`` (a ``.nii.gz`` path) for the slicing stage.
 
     A ``.nii.gz`` source is copied (not linked: see the module docstring); any other format SimpleITK
@@ -338,25 +368,27 @@ def stage_volume(source: str | Path, dest: str | Path) -> Path:
     checks of :func:`segsam.data.io.read_volume`.
 
     Args:
-        source: The downloaded or extracted volume.
+        source: The downloaded or extracted volume, or the user's file itself (a mirror or a local folder).
         dest: Target path ending in ``.nii.gz``.
+        sha256: The registry's digest of ``source``, checked (for a file read straight from a mirror).
 
     Returns:
         ``dest``.
 
     Raises:
         DataError: missing or unreadable source.
+        ChecksumError: ``source`` does not match ``sha256``; nothing is kept.
     """
     source, dest = Path(source), Path(dest)
     if not source.exists():
         raise DataError(f"{source}: volume not found (is the registry's path or archive member right?)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if source.is_file() and source.name.lower().endswith(".nii.gz"):
-        part = part_path(dest)
-        part.unlink(missing_ok=True)
-        shutil.copyfile(source, part)
-        os.replace(part, dest)
+        _copy_checked(source, dest, sha256)
+        log.info("%s -> %s (copied%s)", source, dest, ", sha256 verified" if sha256 else "")
         return dest
+    if sha256 is not None and source.is_file():
+        verify_file_unchanged(source, sha256)
     import SimpleITK as sitk  # only for conversions: keeps this module light for the workflow's parse step
 
     from segsam.atomic import atomic_path
@@ -369,17 +401,72 @@ def stage_volume(source: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def stage_case(sources: dict[str, str], members: dict[str, str | None], outputs: dict[str, str]) -> None:
-    """Stage a case's image and label (see :func:`stage_volume`).
+def verify_file_unchanged(path: Path, sha256: str) -> None:
+    """Check a source file that is read in place (never removed, unlike :func:`verify_file`).
+
+    Raises:
+        ChecksumError: its digest is not ``sha256``.
+    """
+    actual = sha256_of(path)
+    if actual != sha256.lower():
+        raise ChecksumError(
+            f"{path}: sha256 mismatch (expected {sha256}, got {actual}); the file was changed since the registry "
+            "recorded it, nothing was staged"
+        )
+
+
+def stage_masks(folder: str | Path, masks: Mapping[str, int], dest: str | Path) -> Path:
+    """Combine a folder of per-class masks into one label volume at ``dest`` (:func:`segsam.data.io.combine_masks`).
+
+    Raises:
+        DataError: unreadable masks, masks on different grids, or overlapping masks.
+    """
+    import SimpleITK as sitk
+
+    from segsam.atomic import atomic_path
+    from segsam.data.io import combine_masks
+
+    label = combine_masks(folder, masks)
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        sitk.WriteImage(label, str(tmp), useCompression=True)
+    return Path(dest)
+
+
+def stage_case(
+    sources: Mapping[str, str],
+    members: Mapping[str, str | None],
+    outputs: Mapping[str, str],
+    *,
+    sha256: Mapping[str, str | None] | None = None,
+    masks: Mapping[str, int] | None = None,
+) -> None:
+    """Stage a case's image and label (see :func:`stage_volume`); on any error neither output is kept.
 
     Args:
-        sources: ``{"image": path, "label": path}``: downloaded files, or
-            extracted archive folders when ``members`` names a member.
+        sources: ``{"image": path, "label": path}``: downloaded files, extracted
+            archive folders when ``members`` names a member, or the user's files
+            themselves (a mirror, a local or nnU-Net folder: read in place, one staged copy).
         members: ``{"image": member or None, "label": member or None}``.
         outputs: ``{"image": dest, "label": dest}``.
+        sha256: ``{"image": digest or None, "label": ...}``: the registry's digests of sources read
+            in place (a download was checked when it was fetched).
+        masks: For a label that is a folder of per-class masks: ``{mask file: label value}``.
+
+    Raises:
+        DataError: a missing or unreadable source, a wrong digest, or bad per-class masks.
     """
-    for role in ("image", "label"):
-        source = Path(sources[role])
-        member = members.get(role)
-        stage_volume(source / member if member else source, outputs[role])
+    sha256 = sha256 or {}
+    try:
+        for role in ("image", "label"):
+            source = Path(sources[role])
+            member = members.get(role)
+            if role == "label" and masks:
+                stage_masks(source, masks, outputs[role])
+            else:
+                stage_volume(source / member if member else source, outputs[role], sha256=sha256.get(role))
+    except BaseException:
+        for output in outputs.values():
+            Path(output).unlink(missing_ok=True)
+        raise
     log.info("staged %s and %s", outputs["image"], outputs["label"])

@@ -36,7 +36,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 
 from segsam.atomic import atomic_path, write_json
-from segsam.data.slicing import MANIFEST, MASK_COLUMNS, SUMMARY
+from segsam.data.slicing import MANIFEST, MASK_COLUMNS, SOURCE_CASE, SUMMARY
 from segsam.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ def _read_manifests(slice_dirs: Sequence[str | Path]) -> _Manifests:
             continue
         frame["image"] = [str(folder / p) for p in frame["image"]]
         frame["mask"] = [str(folder / p) for p in frame["mask"]]
+        frame[SOURCE_CASE] = summary.get(SOURCE_CASE) or frame["case"]
         read.frames.append(frame)
     return read
 
@@ -179,7 +180,9 @@ def build_index(
     """Combine per-case manifests into the masks and images tables.
 
     Paths in the tables are relative to the working directory (the folder the
-    workflow runs in), e.g. ``results/slices/<case>/images/<name>.png``.
+    workflow runs in), e.g. ``results/slices/<case>/images/<name>.png``. The
+    masks table has the manifests' columns, ``source_case`` (the case id as the
+    user's files name it, where it had to be made safe; else the case id) and ``split``.
     Cases the slice stage skipped (an empty label volume: see
     :mod:`segsam.data.slicing`) and cases left without any mask are left out of
     the tables and the split, counted, and reported in the log and ``summary_out``.

@@ -2,7 +2,10 @@
 
 Every check fails with a one-line :class:`~segsam.errors.DataError` naming the
 file and the problem. Supported: anything SimpleITK reads from one file (NIfTI,
-MHA/MHD, NRRD, ...) and DICOM series given as a folder.
+MHA/MHD, NRRD, ...) and DICOM series given as a folder. A volume the workflow
+staged from a user's file is read under the user's file name (``name``,
+``sources``), so that messages point at the file to fix, not at the staged copy.
+A folder of per-class masks becomes one label volume with :func:`combine_masks`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import gzip
 import logging
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -23,29 +27,34 @@ CANONICAL_ORIENTATION = "LPS"  # +x patient left, +y posterior, +z superior (DIC
 GEOMETRY_TOLERANCE = 1e-3  # relative for spacing, mm for origin, absolute for direction
 
 
-def read_volume(path: str | Path) -> sitk.Image:
+def read_volume(path: str | Path, *, name: str | Path | None = None) -> sitk.Image:
     """Read a 3D volume (a file, or a folder holding one DICOM series).
+
+    Args:
+        path: The file or folder.
+        name: The file named in messages instead of ``path`` (the user's file a staged copy was made from).
 
     Raises:
         DataError: missing, unreadable/truncated, not 3D, or not scalar.
     """
     path = Path(path)
+    shown = name or path
     if not path.exists():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{shown}: file not found")
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
         else:
             image = sitk.ReadImage(str(path))
-            _check_nifti_data(path, image)
+            _check_nifti_data(path, image, shown)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
-        raise DataError(f"{path}: unreadable or truncated image ({first})") from err
+        raise DataError(f"{shown}: unreadable or truncated image ({first})") from err
     if image.GetDimension() != 3:
-        raise DataError(f"{path}: expected a 3D volume, got {image.GetDimension()}D (4D series must be split first)")
+        raise DataError(f"{shown}: expected a 3D volume, got {image.GetDimension()}D (4D series must be split first)")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
-            f"{path}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+            f"{shown}: expected a scalar volume, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
         )
     return image
 
@@ -72,9 +81,10 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
 _NIFTI_FLOAT = {16: "f4", 64: "f8"}  # NIfTI datatype codes of float32 and float64
 
 
-def _check_nifti_data(path: Path, image: sitk.Image) -> None:
+def _check_nifti_data(path: Path, image: sitk.Image, shown: str | Path) -> None:
     """Check a NIfTI file's raw voxel data: ITK's reader (nifticlib) silently zero-fills
-    a truncated file and silently replaces NaN/inf by 0, so neither shows in ``image``."""
+    a truncated file and silently replaces NaN/inf by 0, so neither shows in ``image``.
+    Messages name ``shown``."""
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")) or not image.HasMetaDataKey("vox_offset"):
         return
@@ -96,11 +106,11 @@ def _check_nifti_data(path: Path, image: sitk.Image) -> None:
                         finite = bool(np.isfinite(np.frombuffer(data, dtype=order + float_code)).all())
                 actual += len(chunk)
     except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{path}: unreadable or truncated image ({err})") from err
+        raise DataError(f"{shown}: unreadable or truncated image ({err})") from err
     if actual < expected:
-        raise DataError(f"{path}: truncated image ({actual} of {expected} data bytes)")
+        raise DataError(f"{shown}: truncated image ({actual} of {expected} data bytes)")
     if not finite:
-        raise DataError(f"{path}: image holds non-finite intensities (NaN or inf)")
+        raise DataError(f"{shown}: image holds non-finite intensities (NaN or inf)")
 
 
 def describe_geometry(image: sitk.Image) -> str:
@@ -135,7 +145,7 @@ def same_grid(image: sitk.Image, label: sitk.Image) -> bool:
 
 
 def match_label_grid(
-    image: sitk.Image, label: sitk.Image, image_path: Path, label_path: Path, *, resample: bool = False
+    image: sitk.Image, label: sitk.Image, image_path: str | Path, label_path: str | Path, *, resample: bool = False
 ) -> sitk.Image:
     """The label on the image's grid: as it is when the grids agree, else resampled or refused.
 
@@ -169,7 +179,7 @@ def match_label_grid(
     return sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
 
 
-def _check_label_values(label: sitk.Image, label_path: Path) -> None:
+def _check_label_values(label: sitk.Image, label_path: str | Path) -> None:
     """Integer values in 0..65535 only (the uint16 cast must not wrap around)."""
     if label.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         values = sitk.GetArrayViewFromImage(label)
@@ -184,7 +194,11 @@ def _check_label_values(label: sitk.Image, label_path: Path) -> None:
 
 
 def read_case(
-    image_path: str | Path, label_path: str | Path, *, resample_labels: bool = False
+    image_path: str | Path,
+    label_path: str | Path,
+    *,
+    resample_labels: bool = False,
+    sources: Mapping[str, str] | None = None,
 ) -> tuple[sitk.Image, sitk.Image]:
     """Read an image/label pair, reorient both to LPS, then check that they share one grid.
 
@@ -197,6 +211,8 @@ def read_case(
         label_path: Its label map.
         resample_labels: Resample a label on another grid onto the image's
             (see :func:`match_label_grid`); off: refuse the pair.
+        sources: ``{"image": file, "label": file}`` named in messages instead of
+            the paths read (the user's files the staged copies come from).
 
     Returns:
         (image as float32, label as uint16), both in LPS on the image's grid.
@@ -206,23 +222,77 @@ def read_case(
             intensities, or a label volume with non-integer, negative or
             above-65535 values (which would wrap around in the uint16 cast).
     """
-    image_path, label_path = Path(image_path), Path(label_path)
-    image = read_volume(image_path)
+    sources = sources or {}
+    image_name, label_name = sources.get("image") or image_path, sources.get("label") or label_path
+    image = read_volume(image_path, name=image_name)
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():  # integers are always finite
-        raise DataError(f"{image_path}: image holds non-finite intensities (NaN or inf)")
+        raise DataError(f"{image_name}: image holds non-finite intensities (NaN or inf)")
     del array
     # orient first, then cast, and skip either when it is a no-op: the reader's freed buffer
     # is reused, so the peak stays near two copies of the volume (benchmarks/slicing_throughput.py)
     image = _to_lps(image)  # one at a time: each original is freed before the next copy
-    label = read_volume(label_path)
-    _check_label_values(label, label_path)
-    label = match_label_grid(image, _to_lps(label), image_path, label_path, resample=resample_labels)
+    label = read_volume(label_path, name=label_name)
+    _check_label_values(label, label_name)
+    label = match_label_grid(image, _to_lps(label), image_name, label_name, resample=resample_labels)
     if label.GetPixelID() != sitk.sitkUInt16:
         label = sitk.Cast(label, sitk.sitkUInt16)  # safe now: no value wraps around
     if image.GetPixelID() != sitk.sitkFloat32:
         image = sitk.Cast(image, sitk.sitkFloat32)
     return image, label
+
+
+def combine_masks(folder: str | Path, masks: Mapping[str, int]) -> sitk.Image:
+    """One label volume from a folder of per-class masks (TotalSegmentator's ``<case>/segmentations/``).
+
+    Every non-zero voxel of a mask file gets that file's label value. The masks
+    are reoriented to LPS and must then share one grid. Overlap rule: a voxel in
+    two masks is an error naming both files (masks exported from one
+    segmentation never overlap; overlapping ones would make one class's voxels
+    depend on the order of the files).
+
+    Args:
+        folder: The folder holding the mask files.
+        masks: ``{mask file name: label value}`` (values >= 1).
+
+    Returns:
+        A uint16 label volume (LPS) on the masks' grid.
+
+    Raises:
+        DataError: an unreadable mask, masks on different grids, or overlapping masks (one line naming the files).
+    """
+    folder = Path(folder)
+    if not masks:
+        raise DataError(f"{folder}: no mask file to combine")
+    owners = {value: name for name, value in masks.items()}
+    reference: sitk.Image | None = None
+    combined = np.zeros(0, dtype=np.uint16)
+    first = ""
+    for name, value in sorted(masks.items(), key=lambda item: item[1]):
+        mask = _to_lps(read_volume(folder / name))
+        if reference is None:
+            reference, first = mask, name
+            combined = np.zeros(sitk.GetArrayViewFromImage(mask).shape, dtype=np.uint16)
+        elif not same_grid(reference, mask):
+            raise DataError(
+                f"{folder / name}: grid {describe_geometry(mask)} differs from mask {folder / first} grid "
+                f"{describe_geometry(reference)} (in LPS); the masks of one case must share one grid"
+            )
+        inside = sitk.GetArrayViewFromImage(mask) != 0
+        taken = combined[inside]
+        clash = taken[taken != 0]
+        if clash.size:
+            other = owners[int(clash[0])]
+            raise DataError(
+                f"{folder / name}: {clash.size} voxel(s) overlap with {folder / other} (classes "
+                f"{other.split('.')[0]} and {name.split('.')[0]}); per-class masks must not overlap: fix one of them"
+            )
+        combined[inside] = value
+    assert reference is not None
+    label = sitk.GetImageFromArray(combined)
+    label.CopyInformation(reference)
+    log.info("%s: %d per-class masks combined into one label volume", folder, len(masks))
+    return label
 
 
 _OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}

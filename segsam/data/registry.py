@@ -6,7 +6,9 @@ source publishes one, its licence and citation, and the case list: case id,
 modality, image and label (a downloaded file, or a member of a downloaded
 archive) and the label map into the global vocabulary. Case lists are written
 out (``cases``) or generated from templates (``case_sets``), whose numbers are
-ranges or are *discovered* from an archive's member list.
+ranges or are *discovered* from an archive's member list. A user's own folder
+(``local``, ``nnunet``) is scanned instead (:mod:`segsam.data.layouts`), its
+label names matched onto the vocabulary (:mod:`segsam.data.synonyms`).
 
 This module is imported by ``workflow/rules/common.smk`` at parse time, so it
 imports nothing heavy: the standard library, :mod:`segsam.config` (which reads
@@ -25,24 +27,40 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from segsam.config import read_yaml
 from segsam.data.archive import archive_members
+from segsam.data.layouts import (
+    FoundCase,
+    LayoutScan,
+    describe_layout,
+    mask_files,
+    safe_case_ids,
+    scan_local,
+    scan_local_templates,
+    scan_nnunet,
+)
+from segsam.data.synonyms import NameMatcher
 from segsam.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REGISTRY = REPO_ROOT / "config" / "datasets.yaml"
+DEFAULT_SYNONYMS = REPO_ROOT / "config" / "synonyms.yaml"
+DEFAULT_VOCABULARY = REPO_ROOT / "config" / "vocabulary.csv"
 
-KINDS = ("volumes", "phantoms", "local", "slices2d")
+KINDS = ("volumes", "phantoms", "local", "nnunet", "slices2d")
+#: Kinds whose cases are found by scanning the user's folder (the dataset's mirror).
+SCANNED = ("local", "nnunet")
 _ID = re.compile(r"^[A-Za-z0-9_.]+$")
 _MODALITY = re.compile(r"^[a-z0-9_]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 __all__ = [
     "DEFAULT_REGISTRY",
+    "CaseList",
     "CaseSpec",
     "CaseSet",
     "CasesNotReady",
@@ -51,6 +69,7 @@ __all__ = [
     "RemoteFile",
     "Source",
     "check_relative_path",
+    "default_names",
     "load_registry",
 ]
 
@@ -136,9 +155,13 @@ class CaseSpec:
     Attributes:
         case: Case id (letters, digits, '_' and '.'), unique in the dataset.
         modality: ``ct``, ``mr``, ...
-        image: The image volume's source.
-        label: The label volume's source.
+        image: The image volume's source (for a user's folder: a file, or a folder holding a DICOM series).
+        label: The label volume's source (for a user's folder: a file, or a folder of per-class masks).
         labelmap: The label map into the vocabulary (a path relative to the repository).
+        labels: A label map given inline, ``{label value (decimal string): vocabulary name or None}``,
+            where no file holds one (nnU-Net ``dataset.json`` names, per-class masks); None: ``labelmap``.
+        masks: For a label folder of per-class masks: ``{mask file name: label value}`` of the combined volume.
+        source_id: The case id as the user's files name it, where it had to be made safe (None: ``case``).
     """
 
     case: str
@@ -146,6 +169,14 @@ class CaseSpec:
     image: Source
     label: Source
     labelmap: str | None
+    labels: Mapping[str, str | None] | None = None
+    masks: Mapping[str, int] | None = None
+    source_id: str | None = None
+
+    @property
+    def original(self) -> str:
+        """The case id as the files name it (for messages and the index's ``source_case`` column)."""
+        return self.source_id or self.case
 
     def __post_init__(self) -> None:
         if not _ID.match(self.case):
@@ -228,9 +259,34 @@ class CaseSet:
         return _template_regex(self.label["member"])
 
 
+def default_names() -> NameMatcher:
+    """The committed synonyms table (``config/synonyms.yaml``) for the committed vocabulary."""
+    from segsam.data.vocabulary import read_classes  # numpy: only when no matcher is given
+
+    return NameMatcher.read(DEFAULT_SYNONYMS, [row["name"] for row in read_classes(DEFAULT_VOCABULARY)])
+
+
+@dataclass(frozen=True)
+class CaseList:
+    """A dataset's cases, and what its folder held besides.
+
+    Attributes:
+        cases: ``{case id: CaseSpec}``, sorted by id.
+        warning: One line naming the files of a user's folder its layout does not use, or None.
+        prediction: ``{case id: image path}`` of unlabelled images (nnU-Net ``imagesTs``), relative to the folder.
+    """
+
+    cases: dict[str, CaseSpec]
+    warning: str | None = None
+    prediction: Mapping[str, str] = field(default_factory=dict)
+
+
+_OWN_FILE = "your own file under dataset.mirror"
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One registry entry. Build the case list with :meth:`cases`."""
+    """One registry entry. Build the case list with :meth:`cases` (or :meth:`case_list`)."""
 
     name: str
     kind: str
@@ -246,54 +302,79 @@ class DatasetSpec:
     case_sets: tuple[CaseSet, ...] = ()
     release: Mapping[str, Any] | None = None
     layout: Mapping[str, str] | None = None
+    modality: str | None = None
 
-    def cases(self, roots: Sequence[str | Path] = (), *, labelmap: str | None = None) -> dict[str, CaseSpec]:
-        """The dataset's cases, sorted by id.
+    def cases(
+        self, roots: Sequence[str | Path] = (), *, labelmap: str | None = None, names: NameMatcher | None = None
+    ) -> dict[str, CaseSpec]:
+        """The dataset's cases, sorted by id (:meth:`case_list` without the warning)."""
+        return self.case_list(roots, labelmap=labelmap, names=names).cases
+
+    def case_list(
+        self, roots: Sequence[str | Path] = (), *, labelmap: str | None = None, names: NameMatcher | None = None
+    ) -> CaseList:
+        """The dataset's cases, sorted by id, and the files of a user's folder that are not used.
 
         Args:
             roots: Folders that may hold the dataset's files at their relative
                 paths (the local mirror, the download folder): searched for
                 archives whose members give ``numbers: discover`` case lists and,
-                for ``kind: local``, for the volumes themselves. The first
-                folder holding the file wins.
+                for ``kind: local`` / ``nnunet``, for the volumes themselves (the
+                first folder). The first folder holding the file wins.
             labelmap: A label map that replaces every case's (``dataset.labelmap``).
+            names: Matches label names (nnU-Net ``dataset.json``, per-class mask
+                files) onto the vocabulary; default :func:`default_names`.
 
         Returns:
-            ``{case id: CaseSpec}``; empty for ``phantoms`` and ``slices2d`` datasets.
+            The cases (``{case id: CaseSpec}``; empty for ``phantoms`` and ``slices2d``
+            datasets), the warning and the unlabelled images of a user's folder.
 
         Raises:
             CasesNotReady: a discovered case list whose archive is in none of ``roots``.
             ConfigError: duplicate case ids, a case without a modality or label map,
-                or a ``local`` dataset without ``roots``.
+                a user's folder that is missing, holds no case, or names labels the
+                vocabulary lacks, or case ids that collide once made safe.
         """
         if self.kind in ("phantoms", "slices2d"):
-            return {}
+            return CaseList({})
         found: dict[str, CaseSpec] = {}
 
         def add(spec: CaseSpec) -> None:
             if spec.case in found:
-                raise ConfigError(f"dataset {self.name}: case {spec.case!r} is listed twice")
+                raise ConfigError(f"dataset {self.name}: case {spec.original!r} is listed twice")
             found[spec.case] = spec
 
-        if self.kind == "local":
-            for spec in self._local_cases(roots, labelmap):
+        scan, expected = LayoutScan(), ""
+        if self.kind in SCANNED:
+            scan, expected, labels = self._scan(roots, labelmap, names)
+            for spec in self._user_cases(Path(roots[0]), scan, labels, names):
                 add(spec)
         for spec in self.fixed_cases.values():
             add(spec)
         for index, case_set in enumerate(self.case_sets):
             for spec in self._expand(case_set, index, roots):
                 add(spec)
-        out = {}
-        for case_id in sorted(found):
-            spec = found[case_id]
-            chosen = labelmap or spec.labelmap
-            if chosen is None:
+        out = {case_id: self._with_labelmap(found[case_id], labelmap) for case_id in sorted(found)}
+        warning = scan.warning(roots[0], expected) if self.kind in SCANNED else None
+        return CaseList(out, f"dataset {self.name}: {warning}" if warning else None, dict(scan.prediction))
+
+    def _with_labelmap(self, spec: CaseSpec, labelmap: str | None) -> CaseSpec:
+        """A case with its label map settled: ``labelmap`` (dataset.labelmap) replaces the registry's or inline one."""
+        if spec.masks is not None:
+            if labelmap:
                 raise ConfigError(
-                    f"dataset {self.name}: case {case_id} has no label map (set dataset.labelmap, or "
-                    f"cross.datasets.{self.name}.labelmap)"
+                    f"dataset {self.name}: case {spec.original} has per-class masks, which dataset.labelmap cannot "
+                    "map; their file names are matched through config/synonyms.yaml"
                 )
-            out[case_id] = CaseSpec(spec.case, spec.modality, spec.image, spec.label, chosen)
-        return out
+            return spec
+        if labelmap:
+            return replace(spec, labelmap=labelmap, labels=None)
+        if spec.labelmap is None and spec.labels is None:
+            raise ConfigError(
+                f"dataset {self.name}: case {spec.original} has no label map (set dataset.labelmap, or "
+                f"cross.datasets.{self.name}.labelmap)"
+            )
+        return spec
 
     def all_files(self, cases: Mapping[str, CaseSpec]) -> dict[str, RemoteFile]:
         """Every file the given cases need, plus the dataset's listed files, by path."""
@@ -350,8 +431,18 @@ class DatasetSpec:
             "folder holding it"
         )
 
-    def _local_cases(self, roots: Sequence[str | Path], labelmap: str | None) -> Iterable[CaseSpec]:
-        assert self.layout is not None
+    # --- a user's own folder (kind local / nnunet) -----------------------------------------
+
+    def _scan(
+        self, roots: Sequence[str | Path], labelmap: str | None, names: NameMatcher | None
+    ) -> tuple[LayoutScan, str, dict[str, str | None] | None]:
+        """Scan the user's folder (the first root).
+
+        Returns:
+            What the layout found, the layout in words, and the inline label map of
+            every case (nnU-Net ``dataset.json`` matched onto the vocabulary; None
+            with ``labelmap`` or for ``local``).
+        """
         if not roots:
             raise ConfigError(
                 f"dataset {self.name}: set dataset.mirror (or cross.datasets.{self.name}.mirror) to the folder "
@@ -360,40 +451,83 @@ class DatasetSpec:
         root = Path(roots[0])
         if not root.is_dir():
             raise ConfigError(f"dataset {self.name}: its mirror {root} is not a folder")
-        image_re = _layout_regex(self.layout["image"])
-        label_re = _layout_regex(self.layout["label"])
-        images: dict[tuple[str, str], str] = {}
-        labels: dict[tuple[str, str], str] = {}
-        for path in sorted(root.rglob("*")):
-            if not path.is_file():
-                continue
-            rel = path.relative_to(root).as_posix()
-            for regex, table in ((image_re, images), (label_re, labels)):
-                match = regex.match(rel)
-                if match:
-                    table[(match["case"], match["modality"])] = rel
-        unpaired = sorted(set(images) ^ set(labels))
-        if unpaired:
-            raise ConfigError(f"{root}: cases without both an image and a label: {[f'{m}/{c}' for c, m in unpaired]}")
-        for (case, modality), image in images.items():
-            yield CaseSpec(
-                case,
-                modality,
-                Source(RemoteFile(image, manual="your own file under dataset.mirror")),
-                Source(RemoteFile(labels[(case, modality)], manual="your own file under dataset.mirror")),
-                labelmap,
+        if self.kind == "nnunet":
+            scan, meta = scan_nnunet(root)
+            labels = None if labelmap else self._nnunet_labels(meta.path, meta.labels, names or default_names())
+            return scan, "nnU-Net imagesTr/ + labelsTr/", labels
+        assert self.layout is not None
+        scan = scan_local(root, self.layout["image"], self.layout["label"], self.modality)
+        return scan, describe_layout(self.layout["image"], self.layout["label"]), None
+
+    def _nnunet_labels(self, path: Path, labels: Mapping[int, str], names: NameMatcher) -> dict[str, str | None]:
+        """dataset.json's label names matched onto the vocabulary: ``{value: vocabulary name}``.
+
+        Raises:
+            ConfigError: names that match no vocabulary class, listed with the two ways to map them.
+        """
+        matched, unknown = names.match_all(labels.values())
+        if unknown:
+            raise ConfigError(
+                f"{path}: label names {unknown} match no vocabulary class; map them either in a label map file "
+                '({"labels": {"<value>": "<vocabulary name>" or null}}) given as dataset.labelmap (or '
+                f"cross.datasets.{self.name}.labelmap), or in {names.source} under the vocabulary name they stand for"
             )
+        return {str(value): matched[name] for value, name in sorted(labels.items())}
+
+    def _mask_labels(
+        self, folder: Path, names: NameMatcher, unmatched: list[str], rel: str
+    ) -> tuple[dict[str, int], dict[str, str | None]]:
+        """A per-class mask folder: ``{mask file: label value}`` (1.. in file-name order) and ``{value: class}``.
+
+        Raises:
+            ConfigError: no mask file, or mask names that match no vocabulary class.
+        """
+        files, others = mask_files(folder)
+        unmatched.extend(f"{rel}/{name}" for name in others)
+        matched, unknown = names.match_all(files)
+        if unknown:
+            raise ConfigError(
+                f"{folder}: mask files {[files[n] for n in unknown]} name no vocabulary class; add their names to "
+                f"{names.source} under the vocabulary name they stand for (or add the class with vocabulary_extra)"
+            )
+        stems = sorted(files)
+        masks = {files[stem]: value for value, stem in enumerate(stems, start=1)}
+        return masks, {str(value): matched[stem] for value, stem in enumerate(stems, start=1)}
+
+    def _user_cases(
+        self, root: Path, scan: LayoutScan, labels: dict[str, str | None] | None, names: NameMatcher | None
+    ) -> Iterable[CaseSpec]:
+        """CaseSpecs of a scanned folder: safe ids, DICOM and per-class mask folders, inline label maps.
+
+        Args:
+            root: The folder.
+            scan: What its layout found (the files of mask folders that are not masks are added to its ``unmatched``).
+            labels: The inline label map of every case (nnU-Net), or None.
+            names: Matches mask file names onto the vocabulary.
+        """
+        ids = safe_case_ids([case.case for case in scan.cases], str(root))
+        for case in scan.cases:
+            masks, case_labels = None, labels
+            if (root / case.label).is_dir():
+                matcher = names or default_names()
+                masks, case_labels = self._mask_labels(root / case.label, matcher, scan.unmatched, case.label)
+            yield _own_case(ids[case.case], case, case_labels, masks)
 
 
-def _layout_regex(template: str) -> re.Pattern[str]:
-    pattern = ""
-    for literal, name, _, _ in string.Formatter().parse(template):
-        pattern += re.escape(literal)
-        if name == "modality":
-            pattern += r"(?P<modality>[a-z0-9_]+)"
-        elif name == "case":
-            pattern += r"(?P<case>[A-Za-z0-9_.]+?)"
-    return re.compile(rf"^{pattern}\.(nii|nii\.gz|mha|mhd|nrrd|nhdr)$")
+def _own_case(
+    safe: str, case: FoundCase, labels: Mapping[str, str | None] | None, masks: Mapping[str, int] | None
+) -> CaseSpec:
+    """The CaseSpec of a case found in a user's folder (its label map is settled by the caller)."""
+    return CaseSpec(
+        safe,
+        case.modality,
+        Source(RemoteFile(case.image, manual=_OWN_FILE)),
+        Source(RemoteFile(case.label, manual=_OWN_FILE)),
+        None,
+        labels=labels,
+        masks=masks,
+        source_id=case.case if safe != case.case else None,
+    )
 
 
 def _archive_names(path: Path) -> list[str]:
@@ -420,6 +554,7 @@ _DATASET_KEYS = {
     "case_sets",
     "release",
     "layout",
+    "modality",
 }
 _REQUIRED = {"kind", "description", "licence", "citation", "labelmap"}
 _FILE_KEYS = {"url", "manual", "sha256", "archive"}
@@ -562,6 +697,14 @@ def _parse_dataset(name: str, raw: Any, base: Path, where: str) -> DatasetSpec:
     layout = raw.get("layout")
     if kind == "local":
         layout = dict(_keys(layout, {"image", "label"}, f"{where}.layout", {"image", "label"}))
+    modality = _opt_str(raw, "modality", where)
+    if modality is not None and (kind != "local" or not _MODALITY.match(modality)):
+        raise ConfigError(f"{where}.modality: a 'local' dataset's fixed modality, lower-case letters, digits or '_'")
+    if kind == "local":
+        try:  # a bad template fails at load time
+            scan_local_templates(layout["image"], layout["label"], modality)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.layout: {err}") from err
     if kind == "volumes" and not fixed and not case_sets:
         raise ConfigError(f"{where}: a 'volumes' dataset needs 'cases' or 'case_sets'")
     if kind == "slices2d" and release is None:
@@ -581,6 +724,7 @@ def _parse_dataset(name: str, raw: Any, base: Path, where: str) -> DatasetSpec:
         case_sets=case_sets,
         release=release,
         layout=layout,
+        modality=modality,
     )
 
 

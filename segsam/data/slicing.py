@@ -7,7 +7,10 @@ axes (every ``stride``-th), split each class into connected components, drop
 components smaller than ``min_mask_fraction`` of the slice, drop slices left
 without masks, write PNGs, a manifest and a ``summary.json``. All output goes to
 a temporary folder that is renamed into place at the end, so a failing case
-leaves nothing.
+leaves nothing. Where the case id had to be made safe for file names
+(:func:`segsam.data.layouts.safe_case_id`), the summary records the id as the
+user's files name it (``source_case``), which :func:`segsam.data.index.build_index`
+keeps as a column.
 
 A case whose label volume is empty (no voxel left after mapping into the
 vocabulary) is not an error: it is skipped with a warning, and its folder holds
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.parquet"
 SUMMARY = "summary.json"
 SKIPPED_EMPTY = "empty label volume"
+#: The summary key (and index column) of the case id as the user's files name it.
+SOURCE_CASE = "source_case"
 MASK_COLUMNS = [
     "image",
     "mask",
@@ -160,20 +165,40 @@ class _PlaneMask:
     fraction: float  # its share of the plane's pixels
 
 
+@dataclass(frozen=True)
+class CaseInput:
+    """How to read one case.
+
+    Attributes:
+        resample_labels: Put a label on another grid onto the image's (``dataset.resample_labels``).
+        sources: ``{"image": file, "label": file}``: the user's files the staged copies come
+            from, named in messages (None: the paths read).
+    """
+
+    resample_labels: bool = False
+    sources: Mapping[str, str] | None = None
+
+
 def _load_volumes(
-    image_path: str | Path, label_path: str | Path, labelmap: LabelMap, modality: str, slicing: Mapping[str, Any]
+    image_path: str | Path,
+    label_path: str | Path,
+    labelmap: LabelMap,
+    modality: str,
+    slicing: Mapping[str, Any],
+    reading: CaseInput,
 ) -> _CaseVolumes:
     """Read, check, reorient and resample a case; map its labels into the vocabulary; normalise its intensities.
 
     Raises:
         DataError: a bad volume or label values missing from the label map.
     """
-    image, label = read_case(image_path, label_path)
+    image, label = read_case(image_path, label_path, resample_labels=reading.resample_labels, sources=reading.sources)
+    label_name = (reading.sources or {}).get("label") or label_path
     image, label = resample_isotropic(image, label)
     spacing = float(image.GetSpacing()[0])  # isotropic: the pixel side of every plane, mm
     # memory: work on views of the ITK buffers and drop each volume as soon as it is used
     labels = sitk.GetArrayViewFromImage(label)
-    lut = labelmap.lookup_table(np.unique(labels), where=str(label_path))
+    lut = labelmap.lookup_table(np.unique(labels), where=str(label_name))
     if lut.max(initial=0) <= np.iinfo(np.uint8).max:
         lut = lut.astype(np.uint8)
     classes = lut[labels]
@@ -278,7 +303,7 @@ def _write_slices(
     return rows
 
 
-def slice_case(
+def slice_case(  # long: one documented entry point with every setting of the stage
     image_path: str | Path,
     label_path: str | Path,
     out_dir: str | Path,
@@ -287,8 +312,14 @@ def slice_case(
     modality: str,
     dataset: str,
     vocabulary_csv: str | Path,
-    labelmap_json: str | Path,
+    labelmap_json: str | Path | None = None,
     slicing: Mapping[str, Any],
+    labels: Mapping[str, str | None] | None = None,
+    labels_from: str | None = None,
+    vocabulary_extra: Mapping[str, int] | None = None,
+    resample_labels: bool = False,
+    sources: Mapping[str, str] | None = None,
+    source_case: str | None = None,
 ) -> pd.DataFrame:
     """Slice one case into ``out_dir`` (images/, masks/, manifest.parquet).
 
@@ -300,8 +331,17 @@ def slice_case(
         modality: ``ct``, ``mr``, ...
         dataset: Dataset name used in the file names.
         vocabulary_csv: The global vocabulary.
-        labelmap_json: The dataset's label map into the vocabulary.
+        labelmap_json: The dataset's label map into the vocabulary (or ``labels``).
         slicing: The ``slicing`` config section.
+        labels: The label map given inline (``{value: vocabulary name or None}``), where no file
+            holds it (an nnU-Net dataset.json, per-class masks); exactly one of this and ``labelmap_json``.
+        labels_from: Where ``labels`` comes from (the dataset.json, the mask folder), named in messages.
+        vocabulary_extra: Classes the config adds to the vocabulary (``vocabulary_extra``).
+        resample_labels: Resample a label on another grid onto the image's
+            (``dataset.resample_labels``, :func:`segsam.data.io.match_label_grid`); off: refuse it.
+        sources: ``{"image": file, "label": file}``: the user's files the staged copies
+            come from, named in messages instead of the staged copies.
+        source_case: The case id as the user's files name it (the index's ``source_case``; None: ``case``).
 
     Returns:
         The manifest: one row per kept mask (columns :data:`MASK_COLUMNS`);
@@ -317,14 +357,24 @@ def slice_case(
     """
     out_dir = Path(out_dir)
     return_large_buffers()
-    vocabulary = Vocabulary.read(vocabulary_csv)
-    labelmap = LabelMap.read(labelmap_json, vocabulary)
+    vocabulary = Vocabulary.read(vocabulary_csv, vocabulary_extra)
+    if (labelmap_json is None) == (labels is None):
+        raise ValueError("give exactly one of labelmap_json and labels")
+    labelmap = (
+        LabelMap.read(labelmap_json, vocabulary)
+        if labelmap_json is not None
+        else LabelMap.from_labels(labels or {}, vocabulary, labels_from or f"(case {source_case or case})")
+    )
     class_names = dict(zip(vocabulary.ids, vocabulary.names))
-    volumes = _load_volumes(image_path, label_path, labelmap, modality, slicing)
+    reading = CaseInput(resample_labels=resample_labels, sources=sources)
+    volumes = _load_volumes(image_path, label_path, labelmap, modality, slicing, reading)
+    label_name = (sources or {}).get("label") or label_path
     summary: dict[str, Any] = {"case": case, "dataset": dataset, "modality": modality, "skipped": None}
+    if source_case not in (None, case):
+        summary[SOURCE_CASE] = source_case
     if volumes.pixels is None:
-        log.warning("%s: label volume is empty after mapping into the vocabulary: case %s skipped", label_path, case)
-        summary.update(skipped=SKIPPED_EMPTY, detail=f"{label_path}: no voxel maps to a vocabulary class")
+        log.warning("%s: label volume is empty after mapping into the vocabulary: case %s skipped", label_name, case)
+        summary.update(skipped=SKIPPED_EMPTY, detail=f"{label_name}: no voxel maps to a vocabulary class")
 
     with atomic_dir(out_dir) as tmp_dir:
         (tmp_dir / "images").mkdir()

@@ -254,7 +254,7 @@ def set_up(
     if spec.encoder_frozen and cache_dir is None:
         raise DataError(f"method {spec.name!r} is evaluated from the embedding cache: pass its folder (cache_dir)")
     store = EmbeddingStore.open(cache_dir, prompts["case"].unique()) if spec.encoder_frozen else None
-    vocabulary = Vocabulary.read(config["vocabulary"])
+    vocabulary = Vocabulary.from_config(config)  # with vocabulary_extra
     embeddings = torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)) if spec.has_t2vse else None
     model = build_method_model(spec, config, len(vocabulary), None if embeddings is None else embeddings.shape[1])
     if checkpoint is not None:

@@ -641,6 +641,7 @@ def describe_vocabulary(
     *,
     generated_file: Path,
     mask_index: Path | None = None,
+    vocabulary_extra: Mapping[str, int] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Workflow stage: a description for every vocabulary class, from the cache or the LLM.
@@ -666,6 +667,7 @@ def describe_vocabulary(
         llm_cfg: The ``text.llm`` config section.
         examples: ``{class name: (image png, mask png)}`` for ``attach_image``.
         mask_index: Mask index to pick the examples from, when ``examples`` is not given.
+        vocabulary_extra: Classes the config adds to the vocabulary (``vocabulary_extra``).
         sleep: Sleep used between retries (tests pass a fast one).
 
     Raises:
@@ -676,7 +678,7 @@ def describe_vocabulary(
         EndpointError: When the endpoint keeps failing.
     """
     cfg = LLMConfig.from_mapping(llm_cfg)
-    vocabulary = Vocabulary.read(vocabulary_csv)
+    vocabulary = Vocabulary.read(vocabulary_csv, vocabulary_extra)
     generated, reviewed = load_descriptions(generated_file), load_descriptions(reviewed_file)
     cache = DescriptionCache(reviewed.provenance, {**generated.entries, **reviewed.entries})
     if cfg.attach_image:

@@ -198,7 +198,7 @@ class Trainer:
         train_table = table[table["split"] == "train"]
         if train_table.empty:
             raise DataError(f"{job.masks_parquet}: the train split is empty")
-        vocabulary = Vocabulary.read(job.config["vocabulary"])
+        vocabulary = Vocabulary.from_config(job.config)  # with vocabulary_extra
         self.num_classes = len(vocabulary)
         self.image_size = int(job.config["encoder"]["image_size"])
         self.images = load_train_images(train_table, vocabulary, self.image_size)

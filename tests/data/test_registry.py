@@ -21,7 +21,18 @@ from segsam.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY = REPO / "config" / "datasets.yaml"
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-EXPECTED = {"sa_med2d_16m", "kits23", "btcv", "amos", "totalseg_example", "demo", "local"}
+EXPECTED = {
+    "sa_med2d_16m",
+    "kits23",
+    "btcv",
+    "amos",
+    "totalseg_example",
+    "chaos_t2",
+    "demo",
+    "local",
+    "local_totalseg",
+    "nnunet",
+}
 
 
 @pytest.fixture(scope="module")

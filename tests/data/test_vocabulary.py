@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segsam.data.vocabulary import LabelMap, Vocabulary
-from segsam.errors import DataError
+from segsam.data.vocabulary import LabelMap, Vocabulary, read_classes
+from segsam.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 VOCABULARY_CSV = REPO / "config" / "vocabulary.csv"
@@ -134,3 +134,42 @@ def test_class_index_follows_vocabulary_order() -> None:
     vocabulary = Vocabulary.read(VOCABULARY_CSV)
     index = vocabulary.class_index
     assert [index[c] for c in vocabulary.ids] == list(range(len(vocabulary)))
+
+
+# --- classes a user adds in the config (vocabulary_extra) ---------------------------------------
+
+
+def test_extra_classes_join_the_vocabulary_everywhere_it_is_read(tmp_path: Path) -> None:
+    vocab = Vocabulary.read(VOCABULARY_CSV, {"brain_oedema": 31})
+    assert vocab.id_of("brain_oedema") == 31 and vocab.ids[-1] == 31 and len(vocab) == 31
+    assert vocab.class_index[31] == 30
+    assert (
+        Vocabulary.from_config({"vocabulary": str(VOCABULARY_CSV), "vocabulary_extra": {"brain_oedema": 31}}).names[-1]
+        == "brain_oedema"
+    )
+    labelmap = LabelMap.read(_labelmap(tmp_path, {"1": "liver", "7": "brain_oedema"}), vocab)
+    assert labelmap.mapping == {1: 1, 7: 31}
+    assert read_classes(VOCABULARY_CSV, {"brain_oedema": 31})[-1] == {
+        "class_id": 31,
+        "name": "brain_oedema",
+        "parent": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [({"liver": 31}, "already in"), ({"brain_oedema": 1}, "already class 'liver'"), ({"x": 0}, ">= 1")],
+    ids=["taken-name", "taken-id", "id-zero"],
+)
+def test_an_extra_class_must_be_new(extra: dict[str, int], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Vocabulary.read(VOCABULARY_CSV, extra)
+    message = str(info.value)
+    assert problem in message and f"vocabulary_extra.{next(iter(extra))}" in message and "\n" not in message
+
+
+def test_inline_label_map_names_its_source(vocab: Vocabulary) -> None:
+    labelmap = LabelMap.from_labels({"1": "liver", "4": None}, vocab, "/data/dataset.json")
+    assert labelmap.mapping == {1: 1, 4: None}
+    with pytest.raises(DataError, match=r"/data/dataset.json"):
+        labelmap.lookup_table(np.array([0, 1, 9]), where="/data/seg.nii.gz")

@@ -45,12 +45,18 @@ def snakemake(
     return proc
 
 
-def planned_jobs(workdir: Path, *overlays: str, targets: tuple[str, ...] = ()) -> dict[str, int]:
+def planned_jobs(
+    workdir: Path, *overlays: str, targets: tuple[str, ...] = (), overlays_only: bool = False
+) -> dict[str, int]:
     """Rules (and job counts) a dry run (of ``targets``, else the default) would execute.
 
-    {} when nothing is to be done.
+    {} when nothing is to be done. With ``overlays_only`` the config is the default
+    one and ``overlays`` (no tiny config).
     """
-    proc = snakemake(workdir, "-n", overlays=overlays, targets=targets)
+    if overlays_only:
+        proc = snakemake(workdir, "-n", "--configfile", *overlays, targets=targets, overlays_only=True)
+    else:
+        proc = snakemake(workdir, "-n", overlays=overlays, targets=targets)
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}

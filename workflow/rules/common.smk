@@ -5,12 +5,18 @@
 import os
 import re
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 from segsam.config import check_names, code_hash, dataset_config, encoder_settings, encoder_tag, export_pythonpath
 from segsam.data.phantoms import phantom_case_ids
-from segsam.data.registry import CasesNotReady, load_registry
+from segsam.data.registry import SCANNED, CasesNotReady, load_registry
+from segsam.data.sources import DigestCache, case_files
+from segsam.data.synonyms import NameMatcher
+from segsam.data.vocabulary import read_classes
+from segsam.errors import ConfigError
 from segsam.methods import get_method
+from segsam.text.coverage import missing_descriptions
 
 
 export_pythonpath(workflow.basedir)
@@ -40,6 +46,23 @@ CODE = {
 }
 
 
+# --- the vocabulary: config/vocabulary.csv + vocabulary_extra, each class described --------
+
+VOCABULARY_NAMES = [row["name"] for row in read_classes(config["vocabulary"], config["vocabulary_extra"])]
+# label names of your own folders (nnU-Net dataset.json, per-class mask files) -> vocabulary names
+NAMES = NameMatcher.read(config["synonyms"], VOCABULARY_NAMES)
+# the LLM's replies (rule describe_classes' params.generated); with text.llm off, every class needs a description already
+LLM_DESCRIPTIONS = "results/cache/llm_descriptions.json"
+if not config["text"]["llm"]["enabled"]:
+    _undescribed = missing_descriptions(VOCABULARY_NAMES, [config["text"]["descriptions_file"], LLM_DESCRIPTIONS])
+    if _undescribed:
+        raise ConfigError(
+            f"{config['text']['descriptions_file']}: no description for class(es) {', '.join(_undescribed)}; add "
+            "them to a description file of your own given as text.descriptions_file (docs/class_knowledge.md), "
+            "or let the LLM write them (text.llm.enabled: true)"
+        )
+
+
 # --- the datasets: registry entries, case lists, where their files go ---------------------
 # The training dataset (`dataset`) and the cross-dataset ones (`cross.datasets`, table 3) share
 # the download stage: fetch_file / extract_archive / stage_case take the dataset as a wildcard.
@@ -61,7 +84,7 @@ def dataset_roots(name):
     its mirror first, then its extracted archives and its downloads."""
     settings = dataset_config(config, name)
     mirror = settings["mirror"]
-    if REGISTRY.get(name).kind == "local":  # your own files: only the mirror holds them
+    if REGISTRY.get(name).kind in SCANNED:  # your own files: only the mirror holds them
         return [mirror] if mirror else []
     roots = [f"{EXTRACT_DIR}/{name}", f"{DOWNLOAD_DIR}/{name}"]
     return [mirror, *roots] if mirror else roots
@@ -87,9 +110,12 @@ def case_specs(name):
             raise ValueError(f"config key cross.datasets: {name} is made by the workflow, not a dataset to evaluate on")
         return {}, None
     try:
-        specs = spec.cases(dataset_roots(name), labelmap=settings["labelmap"])
+        listing = spec.case_list(dataset_roots(name), labelmap=settings["labelmap"], names=NAMES)
     except CasesNotReady as err:
         return {}, str(err)
+    if listing.warning:  # files of your own folder that its layout does not use
+        logger.warning(listing.warning)
+    specs = listing.cases
     excluded = set(settings["exclude"])
     unknown = sorted(excluded - set(specs))
     if unknown:
@@ -113,7 +139,7 @@ def cases():
 
 CASES = cases()
 # datasets whose files the download stage fetches (all but the demo phantoms)
-DOWNLOADED = [name for name in DATASET_CASES if REGISTRY.get(name).kind in ("volumes", "local")]
+DOWNLOADED = [name for name in DATASET_CASES if REGISTRY.get(name).kind in ("volumes", *SCANNED)]
 DATASET_FILES = {name: REGISTRY.get(name).all_files(DATASET_CASES[name][0]) for name in DOWNLOADED}
 ARCHIVES = {name: sorted(path for path, spec in files.items() if spec.archive) for name, files in DATASET_FILES.items()}
 ARCHIVE_PATTERN = "|".join(re.escape(a) for a in sorted({a for paths in ARCHIVES.values() for a in paths})) or r"(?!)"  # (?!) matches nothing
@@ -129,20 +155,59 @@ def file_spec(wildcards):
     return {"path": spec.path, "url": spec.url, "sha256": spec.sha256, "manual": spec.manual, "archive": spec.archive}
 
 
+def dataset_case_files(name):
+    """{case: CaseFiles} of a downloaded dataset: where stage_case reads each image and label.
+    A file the mirror (or your own folder) holds is read in place, with its content's sha256."""
+    spec = REGISTRY.get(name)
+    mirror = dataset_config(config, name)["mirror"]
+    return {
+        case: case_files(
+            {"image": case_spec.image, "label": case_spec.label},
+            mirror=mirror,
+            scanned=spec.kind in SCANNED,
+            download_root=f"{DOWNLOAD_DIR}/{name}",
+            extract_root=f"{EXTRACT_DIR}/{name}",
+            digests=SOURCE_DIGESTS,
+        )
+        for case, case_spec in DATASET_CASES[name][0].items()
+    }
+
+
+# sha256 of the files read in place, remembered by (path, size, mtime) between Snakemake starts
+SOURCE_DIGESTS = DigestCache.load("results/cache/source_digests.json")
+CASE_FILES = {name: dataset_case_files(name) for name in DOWNLOADED}
+SOURCE_DIGESTS.save()
+
+
 def case_sources(wildcards):
-    """The downloaded file (or the extracted archive folder) behind a case's image and label."""
-    spec = DATASET_CASES[wildcards.dataset][0][wildcards.case]
-    out = {}
-    for role, source in (("image", spec.image), ("label", spec.label)):
-        root = EXTRACT_DIR if source.member else DOWNLOAD_DIR
-        out[role] = f"{root}/{wildcards.dataset}/{source.file.path}"
-    return out
+    """The files behind a case's image and label: read in place (ancient: only their content counts,
+    through params.content) or the download stage's file (or extracted archive folder)."""
+    files = CASE_FILES[wildcards.dataset][wildcards.case]
+    return {role: ancient(f.path) if f.in_place else f.path for role, f in (("image", files.image), ("label", files.label))}
+
+
+def case_content(wildcards):
+    """sha256 of the files read in place: a changed file re-stages its case, a touched one does not."""
+    files = CASE_FILES[wildcards.dataset][wildcards.case]
+    return {"image": files.image.digest, "label": files.label.digest}
+
+
+def case_checks(wildcards):
+    """The registry's sha256 of the files read in place (a download was checked when fetched)."""
+    files = CASE_FILES[wildcards.dataset][wildcards.case]
+    return {role: f.sha256 if f.in_place else None for role, f in (("image", files.image), ("label", files.label))}
 
 
 def case_members(wildcards):
     """Archive members of a case's image and label (None: the file itself)."""
     spec = DATASET_CASES[wildcards.dataset][0][wildcards.case]
     return {"image": spec.image.member, "label": spec.label.member}
+
+
+def case_masks(wildcards):
+    """{mask file: label value} when the case's label is a folder of per-class masks, else None."""
+    masks = DATASET_CASES[wildcards.dataset][0][wildcards.case].masks
+    return dict(masks) if masks else None
 
 
 def index_inputs(wildcards):
@@ -152,11 +217,39 @@ def index_inputs(wildcards):
     return all_slice_dirs()
 
 
+def case_spec(wildcards):
+    """The registry entry of one case of the training dataset, or of a cross dataset ({dataset} wildcard)."""
+    return DATASET_CASES[wildcards.get("dataset", DATASET)][0][wildcards.case]
+
+
 def case_labelmap(wildcards):
-    """The label map of one case: dataset.labelmap if set, else the registry's (per case)."""
-    if DATASET_SPEC.kind == "phantoms":
-        return config["dataset"]["labelmap"] or DATASET_SPEC.labelmap
-    return CASE_SPECS[wildcards.case].labelmap
+    """{"labelmap": file} of one case (dataset.labelmap if set, else the registry's), or {} where its label
+    map is given inline (params.reading: an nnU-Net dataset.json, per-class masks)."""
+    if "dataset" not in wildcards.keys() and DATASET_SPEC.kind == "phantoms":
+        return {"labelmap": config["dataset"]["labelmap"] or DATASET_SPEC.labelmap}
+    labelmap = case_spec(wildcards).labelmap
+    return {"labelmap": labelmap} if labelmap else {}
+
+
+def case_reading(wildcards):
+    """How slice_volume reads a case: its inline label map (and where that comes from), the case id as
+    your files name it, the files named in messages (yours, not the staged copies), resample_labels."""
+    name = wildcards.get("dataset", DATASET)
+    settings = dataset_config(config, name)
+    reading = {"labels": None, "labels_from": None, "source_case": None, "sources": None}
+    if REGISTRY.get(name).kind == "phantoms":
+        return {**reading, "resample_labels": settings["resample_labels"]}
+    spec = case_spec(wildcards)
+    files = CASE_FILES[name][wildcards.case]
+    if spec.labelmap is None:
+        reading["labels"] = dict(spec.labels)
+        reading["labels_from"] = files.label.shown if spec.masks else os.path.join(settings["mirror"], "dataset.json")
+    return {
+        **reading,
+        "source_case": spec.source_id,
+        "sources": {"image": files.image.shown, "label": files.label.shown},
+        "resample_labels": settings["resample_labels"],
+    }
 
 
 # each frozen encoder of the configured methods has one embedding cache, results/embeddings/<tag>/

@@ -16,16 +16,18 @@
 
 use rule slice_volume as slice_cross_volume with:
     input:
+        unpack(case_labelmap),
         image="results/raw/{dataset}/{case}_image.nii.gz",
         label="results/raw/{dataset}/{case}_label.nii.gz",
         vocabulary=config["vocabulary"],
-        labelmap=lambda wc: cross_case(wc).labelmap,
     output:
         directory("results/cross/{dataset}/slices/{case}"),
     params:
         slicing=CROSS_SLICING,
         modality=lambda wc: cross_case(wc).modality,
         dataset=lambda wc: wc.dataset,
+        vocabulary_extra=config["vocabulary_extra"],
+        reading=case_reading,
         code=CODE["slice_volume"],
     log:
         "results/logs/cross/{dataset}/slice_volume/{case}.log",

@@ -1,10 +1,13 @@
 # Data stage: demo phantoms or registry downloads -> SA-Med2D slices -> index.   Code: segsam/data/
 #
 # Real datasets come from config/datasets.yaml (segsam/data/registry.py):
-#   fetch_file       one registry file: from dataset.mirror (copied) or its URL
-#                    (resumable, retried), sha256-checked before it lands
+#   fetch_file       one registry file the mirror does not hold: from its URL (resumable,
+#                    retried), or an archive from the mirror; sha256-checked before it lands
 #   extract_archive  one zip/tar file, safely (no absolute paths, '..' or escaping links)
-#   stage_case       one case's image + label -> results/raw/<dataset>/<case>_{image,label}.nii.gz
+#   stage_case       one case's image + label -> results/raw/<dataset>/<case>_{image,label}.nii.gz:
+#                    a file the mirror (or your local / nnunet folder) holds is read in place
+#                    (one staged copy, sha256-checked where the registry has one; a DICOM folder
+#                    converted, a folder of per-class masks combined), else the download
 #   download_dataset target: every case staged;  fetch_archives target: every archive fetched
 #                    (AMOS reads its case list from its archive: run this target first)
 # These rules serve the training dataset and the cross-dataset ones (cross.datasets) alike:
@@ -17,6 +20,9 @@
 # fetch_file, extract_archive and stage_case have no `code` param on purpose: their outputs are
 # the registry's bytes (sha256-checked), so a change to the download code must not download,
 # extract and re-slice a whole dataset again. A changed URL or sha256 (params.spec) does rerun.
+# A file read in place is an `ancient` input: its content (params.content, its sha256, cached by
+# size and mtime in results/cache/source_digests.json) decides, not its time, so an edited file
+# re-stages exactly its case and what follows, and a touched one reruns nothing.
 
 
 rule demo_phantom:
@@ -89,6 +95,9 @@ if DOWNLOADED:
             label="results/raw/{dataset}/{case}_label.nii.gz",
         params:
             members=case_members,
+            content=case_content,
+            sha256=case_checks,
+            masks=case_masks,
         log:
             "results/logs/stage_case/{dataset}/{case}.log",
         wildcard_constraints:
@@ -111,16 +120,19 @@ if DOWNLOADED:
 
 rule slice_volume:
     input:
+        # the label map file; none where it comes inline (params.reading.labels)
+        unpack(case_labelmap),
         image=f"results/raw/{DATASET}/{{case}}_image.nii.gz",
         label=f"results/raw/{DATASET}/{{case}}_label.nii.gz",
         vocabulary=config["vocabulary"],
-        labelmap=case_labelmap,
     output:
         directory("results/slices/{case}"),
     params:
         slicing=config["slicing"],
         modality=lambda wc: CASES[wc.case],
         dataset=DATASET,
+        vocabulary_extra=config["vocabulary_extra"],
+        reading=case_reading,
         code=CODE["slice_volume"],
     log:
         "results/logs/slice_volume/{case}.log",

@@ -34,6 +34,8 @@ rule describe_classes:
         "results/text/descriptions.json",
     params:
         llm_key={key: config["text"]["llm"][key] for key in DESCRIPTION_KEY},
+        # classes added by the config (a class without a description stops at start-up: common.smk)
+        vocabulary_extra=config["vocabulary_extra"],
         # the LLM's replies: a cache, not the reviewed file (`segsam accept-descriptions` moves them there)
         generated="results/cache/llm_descriptions.json",
         code=CODE["text"],

@@ -13,5 +13,6 @@ run_stage(
     dict(snakemake.config["text"]["llm"]),  # all client settings; params.llm_key holds the tracked ones
     generated_file=Path(snakemake.params.generated),
     mask_index=Path(snakemake.input.masks) if snakemake.input.masks else None,
+    vocabulary_extra=snakemake.params.vocabulary_extra,
     log=snakemake.log[0],
 )

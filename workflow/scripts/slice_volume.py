@@ -12,7 +12,9 @@ run_stage(
     modality=snakemake.params.modality,
     dataset=snakemake.params.dataset,
     vocabulary_csv=snakemake.input.vocabulary,
-    labelmap_json=snakemake.input.labelmap,
+    labelmap_json=snakemake.input.get("labelmap"),
     slicing=snakemake.params.slicing,
+    vocabulary_extra=snakemake.params.vocabulary_extra,
+    **snakemake.params.reading,  # labels, labels_from, source_case, sources, resample_labels
     log=snakemake.log[0],
 )

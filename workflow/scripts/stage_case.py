@@ -9,5 +9,7 @@ run_stage(
     {"image": snakemake.input.image, "label": snakemake.input.label},
     snakemake.params.members,
     {"image": snakemake.output.image, "label": snakemake.output.label},
+    sha256=snakemake.params.sha256,
+    masks=snakemake.params.masks,
     log=snakemake.log[0],
 )
