@@ -231,3 +231,20 @@ def test_registry_entries_of_pg_sam() -> None:
     assert not get_method("pg_sam_no_text").needs_text
     assert get_method("pg_sam_vit_b").adapter == "lora_qv" and not get_method("pg_sam_vit_b").encoder_frozen
     assert MethodSpec(name="x", display="x", trains=True, trainable=("mask_decoder",), description="x").prompted
+
+
+@pytest.mark.slow
+def test_vit_b_variant_loads_sams_checkpoint_and_keeps_its_lora(random_vit_b: tuple) -> None:
+    """SAM ViT-B's official layout (the random stand-in) loads into PG-SAM on ViT-B; LoRA keeps its start."""
+    path, _ = random_vit_b
+    state = load_state_dict(path)
+    model = build_model("pg_sam_vit_b", encoder_weights=path, num_classes=C, text_dim=TEXT)
+    mine = model.state_dict()
+    assert torch.equal(mine["image_encoder.blocks.3.attn.qkv.weight"], state["image_encoder.blocks.3.attn.qkv.weight"])
+    assert torch.equal(
+        mine["semantic_decoder.transformer.final_attn_token_to_image.q_proj.weight"],
+        state["mask_decoder.transformer.final_attn_token_to_image.q_proj.weight"],
+    )
+    assert mine["image_encoder.pos_embed"].shape == (1, 16, 16, 768)  # resized from 1024 input
+    lora = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("image_encoder.")}
+    assert len(lora) == 12 * 4 and not any(n in state for n in lora)

@@ -258,3 +258,28 @@ def test_label_fraction_trains_on_a_subset_of_the_cases(tmp_path: Path) -> None:
     config["train"].update({"batch_size": 2, "micro_batch": 1, "label_fraction": 0.5})
     summary = _train("unet", masks, None, tmp_path / "out", config, threads=2)
     assert summary["train_cases"] == 2 and summary["train_images"] == 2 and summary["steps"] == 1
+
+
+@pytest.mark.slow
+def test_pg_sam_on_vit_b_trains_its_lora_from_the_images(tmp_path: Path, random_vit_b: tuple[Path, str]) -> None:
+    """pg_sam_vit_b reads the slices' images (no cache); its checkpoint holds the LoRA tensors, no frozen ViT."""
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, _ = make_training_set(tmp_path, n_images=2)
+    config = small_config(tmp_path)
+    config["encoder"]["vit_b"].update(weights=str(random_vit_b[0]), sha256=random_vit_b[1])
+    config["train"].update({"batch_size": 2, "micro_batch": 1})
+    job = TrainJob(
+        "pg_sam_vit_b",
+        masks,
+        None,
+        tmp_path / "ckpt.pt",
+        tmp_path / "summary.json",
+        config=config,
+        threads=2,
+        text_parquet=_class_text(tmp_path / "text.parquet", config),
+    )
+    summary = train(job)
+    assert summary["steps"] == 1 and np.isfinite(summary["history"][0]["loss"])
+    encoder_saved = {k for k in load_state_dict(tmp_path / "ckpt.pt") if k.startswith("image_encoder.")}
+    assert encoder_saved and all(".attn.qkv.adapter_" in k for k in encoder_saved)
