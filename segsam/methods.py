@@ -123,13 +123,14 @@ class MethodSpec:
         trains: Whether the method has a train stage (False: zero-shot).
         trainable: Top-level sub-modules whose parameters train (any of
             ``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAGD),
-            ``sawd``, ``t2vse``, ``semantic_net``); everything else is frozen
-            except adapters (below).
+            ``sawd``, ``t2vse``, ``semantic_net``, or PG-SAM's
+            :data:`PG_SAM_MODULES`); everything else is frozen except adapters (below).
         description: One sentence saying what the method is and what trains (docs/methods.md).
         encoder: ``"tiny_vit"`` (LiteMedSAM) or ``"vit_b"`` (SAM ViT-B at
             256); None for prompt-free networks.
         adapter: ``"sam_med2d"`` or ``"med_sa"``: adapters are added to every
-            ViT-B block and their parameters train.
+            ViT-B block and their parameters train; ``"lora_qv"``: LoRA on every
+            block's attention query and value projections (PG-SAM's).
         components: SEG-SAM components that are on (subset of
             :data:`COMPONENTS`).
         network: ``"unet"`` or ``"unetr"`` for prompt-free networks.
