@@ -51,4 +51,6 @@ rule all:
         "results/text/class_embeddings.parquet",
         # table 3 when cross-dataset evaluation is configured (config/cross.yaml)
         ["results/table3.csv"] if CROSS_DATASETS else [],
+        # PG-SAM's Synapse-style table when a PG-SAM method is configured
+        ["results/table_synapse.csv"] if SYNAPSE_TABLE else [],
     default_target: True

@@ -41,8 +41,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from segsam.methods import METHODS, MethodSpec, get_method, parameter_counts  # noqa: E402
-from segsam.models.build import build_model, with_backbone  # noqa: E402
+from segsam.methods import METHODS, MethodSpec, get_method  # noqa: E402
+from segsam.models.build import build_model, parameter_counts, with_backbone  # noqa: E402
 from segsam.runtime import keep_large_allocations
 
 TARGET = 1.15
@@ -93,6 +93,8 @@ def time_methods(names: list[str], num_classes: int, text_dim: int, repeats: int
         with torch.inference_mode():
             if spec.prompt_free:
                 row["per_image_s"] = median_seconds(lambda: model(image), repeats)
+            elif not spec.prompted:  # PG-SAM: every class of the image at once, encoder included
+                row["per_image_s"] = median_seconds(lambda: model(image, text), repeats)
             else:
                 key = _encoder_key(spec)
                 if key not in encoder_times:

@@ -56,7 +56,7 @@ def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
         lines.append(
             f"| `{spec.name}` | {spec.display} | "
             f"{encoder}{' + ' + spec.adapter + ' adapters' if spec.adapter else ''} | "
-            f"{frozen_encoder} | {', '.join(spec.components) or '—'} | {'yes' if spec.trains else 'no'} | "
+            f"{frozen_encoder} | {', '.join(spec.parts) or '—'} | {'yes' if spec.trains else 'no'} | "
             f"{trainable:,} | {frozen:,} | {', '.join(parts) or '—'} |"
         )
     return "\n".join(lines)

@@ -30,6 +30,15 @@ Families (see :class:`MethodSpec` for the fields):
   tables 2, 5, 7).
 * **Prompt-free networks** of table 2: ``unet`` (nnU-Net-style DynUNet) and
   ``unetr`` (2-D UNETR), with a C + 1 class head, trained on images.
+* **PG-SAM** (the second seed, :class:`PGSamParts`): a prompt-free SAM for
+  multi-organ segmentation. Class text priors aligned with the image become
+  the prompts of a SAM-style decoder with multi-level fusion and an
+  iterative mask optimiser; C + 1 output channels, scored like the
+  prompt-free networks. ``pg_sam`` on the frozen LiteMedSAM encoder (from the
+  embedding cache), its ablation switches ``pg_sam_no_text`` (learned class
+  queries instead of the text priors), ``pg_sam_no_mlff`` (no multi-level
+  fusion) and ``pg_sam_k1`` (one decoding round, no mask optimiser), and
+  ``pg_sam_vit_b`` (SAM ViT-B with LoRA on attention q and v, as the paper).
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ __all__ = [
     "ADAPTERS",
     "NETWORKS",
     "COMPONENTS",
+    "PG_SAM_MODULES",
+    "PGSamParts",
     "MethodSpec",
     "METHODS",
     "get_method",
@@ -50,14 +61,56 @@ __all__ = [
 
 #: Image encoders: LiteMedSAM's TinyViT (64 x 64 embedding) and SAM ViT-B at 256 (16 x 16).
 ENCODERS = ("tiny_vit", "vit_b")
-#: Adapter styles for the ViT-B encoder (:mod:`segsam.models.adapters`).
-ADAPTERS = ("sam_med2d", "med_sa")
+#: Adapter styles for the ViT-B encoder (:mod:`segsam.models.adapters`; ``lora_qv``: LoRA on the
+#: attention's query and value projections, :mod:`segsam.models.lora`).
+ADAPTERS = ("sam_med2d", "med_sa", "lora_qv")
 #: Prompt-free networks (:mod:`segsam.models.conventional`).
 NETWORKS = ("unet", "unetr")
 #: SEG-SAM components, named after the columns of the paper's table 4.
 COMPONENTS = ("sawd_pmt", "sawd_unpmt", "sawd_sem", "t2vse", "t2vse_v1", "cmsa")
 
-_TOP_LEVEL = ("image_encoder", "prompt_encoder", "mask_decoder", "sawd", "t2vse", "semantic_net")
+#: PG-SAM's own top-level sub-modules (:class:`segsam.models.pg_sam.PGSam`).
+PG_SAM_MODULES = ("prior_aligner", "level_fusion", "semantic_decoder", "mask_optimiser")
+_SAM_PARTS = ("prompt_encoder", "mask_decoder", "sawd", "t2vse")
+_TOP_LEVEL = ("image_encoder", *_SAM_PARTS, "semantic_net", *PG_SAM_MODULES)
+
+
+@dataclass(frozen=True)
+class PGSamParts:
+    """Which parts of PG-SAM are on (its ablation switches).
+
+    Attributes:
+        text_prior: The fine-grained modality prior aligner starts from the
+            class text embeddings (False: from C learned class queries; the
+            aligner, its guide map and prompts stay).
+        mlff: Multi-level feature fusion in the decoder.
+        rounds: K, decoding rounds of the iterative mask optimiser (1: a single
+            pass and no optimiser).
+
+    Raises:
+        ValueError: If ``rounds`` is below 1.
+    """
+
+    text_prior: bool = True
+    mlff: bool = True
+    rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"PG-SAM needs at least one decoding round, got rounds={self.rounds}")
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The PG-SAM sub-modules these parts build (all of them train)."""
+        fusion = ("level_fusion",) if self.mlff else ()
+        optimiser = ("mask_optimiser",) if self.rounds > 1 else ()
+        return ("prior_aligner", *fusion, "semantic_decoder", *optimiser)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The parts that are on, for tables: ``text_prior``, ``mlff``, ``imo(K=k)``."""
+        parts = [name for name, on in (("text_prior", self.text_prior), ("mlff", self.mlff)) if on]
+        return (*parts, f"imo(K={self.rounds})") if self.rounds > 1 else tuple(parts)
 
 
 @dataclass(frozen=True)
@@ -70,16 +123,19 @@ class MethodSpec:
         trains: Whether the method has a train stage (False: zero-shot).
         trainable: Top-level sub-modules whose parameters train (any of
             ``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAGD),
-            ``sawd``, ``t2vse``, ``semantic_net``); everything else is frozen
-            except adapters (below).
+            ``sawd``, ``t2vse``, ``semantic_net``, or PG-SAM's
+            :data:`PG_SAM_MODULES`); everything else is frozen except adapters (below).
         description: One sentence saying what the method is and what trains (docs/methods.md).
         encoder: ``"tiny_vit"`` (LiteMedSAM) or ``"vit_b"`` (SAM ViT-B at
             256); None for prompt-free networks.
         adapter: ``"sam_med2d"`` or ``"med_sa"``: adapters are added to every
-            ViT-B block and their parameters train.
+            ViT-B block and their parameters train; ``"lora_qv"``: LoRA on every
+            block's attention query and value projections (PG-SAM's).
         components: SEG-SAM components that are on (subset of
             :data:`COMPONENTS`).
         network: ``"unet"`` or ``"unetr"`` for prompt-free networks.
+        pg_sam: PG-SAM's parts for a PG-SAM method (then ``trainable`` lists
+            exactly :attr:`PGSamParts.modules`); None otherwise.
 
     Raises:
         ValueError: If the fields contradict each other (unknown encoder,
@@ -96,6 +152,7 @@ class MethodSpec:
     adapter: str | None = None
     components: tuple[str, ...] = ()
     network: str | None = None
+    pg_sam: PGSamParts | None = None
 
     def __post_init__(self) -> None:
         where = f"method {self.name!r}"
@@ -135,11 +192,55 @@ class MethodSpec:
                 raise ValueError(f"{where}: SAWD starts random, so 'sawd' must train")
             if self.has_t2vse and "t2vse" not in self.trainable:
                 raise ValueError(f"{where}: T2VSE starts random, so 't2vse' must train")
+        self._check_pg_sam(where)
+
+    def _check_pg_sam(self, where: str) -> None:
+        """PG-SAM's modules belong to PG-SAM methods, which have an encoder, no SAM decoder parts and no adapters
+        but LoRA; its modules start (partly) random and all train."""
+        mine = [t for t in self.trainable if t in PG_SAM_MODULES]
+        if self.pg_sam is None:
+            if mine:
+                raise ValueError(f"{where}: {mine} are PG-SAM modules; set pg_sam to build them")
+            return
+        if self.network is not None or self.encoder is None:
+            raise ValueError(f"{where}: PG-SAM is built on a SAM image encoder, not a prompt-free network")
+        if self.components:
+            raise ValueError(f"{where}: PG-SAM has no SEG-SAM components, got {list(self.components)}")
+        if self.adapter not in (None, "lora_qv"):
+            raise ValueError(f"{where}: PG-SAM adapts its encoder with LoRA (lora_qv), not {self.adapter!r}")
+        sam_parts = [t for t in self.trainable if t in _SAM_PARTS or t == "semantic_net"]
+        if sam_parts:
+            raise ValueError(f"{where}: PG-SAM has no {sam_parts}; its decoder is 'semantic_decoder'")
+        if set(mine) != set(self.pg_sam.modules):
+            raise ValueError(f"{where}: PG-SAM with {self.pg_sam} trains {list(self.pg_sam.modules)}, got {mine}")
 
     @property
     def prompt_free(self) -> bool:
-        """True for the conventional networks (no prompts, semantic output)."""
+        """True for the conventional networks: no SAM parts, images in, C + 1 classes out.
+
+        PG-SAM takes no prompts either but is built on a SAM encoder: see :attr:`prompted`.
+        """
         return self.network is not None
+
+    @property
+    def prompted(self) -> bool:
+        """True when the method decodes one object per prompt (the SAM family of table 1).
+
+        False for the conventional networks and PG-SAM, which segment every
+        class of an image at once (C + 1 channels) and are scored like
+        table 2's prompt-free rows.
+        """
+        return self.network is None and self.pg_sam is None
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether the model reads the class text embeddings (T2VSE, or PG-SAM's text priors)."""
+        return self.has_t2vse or (self.pg_sam is not None and self.pg_sam.text_prior)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The components that are on, for tables: SEG-SAM's, or PG-SAM's (:attr:`PGSamParts.names`)."""
+        return self.components if self.pg_sam is None else self.pg_sam.names
 
     @property
     def encoder_frozen(self) -> bool:
@@ -339,6 +440,56 @@ def _network_specs() -> list[MethodSpec]:
     ]
 
 
+_PG_SAM = {
+    # name: (display, parts, description)
+    "pg_sam": (
+        "PG-SAM",
+        PGSamParts(),
+        "Prompt-free PG-SAM on the frozen LiteMedSAM encoder: class text priors aligned with the image give the "
+        "decoder's prompts; multi-level fusion; 3 rounds of the iterative mask optimiser.",
+    ),
+    "pg_sam_no_text": (
+        "PG-SAM w/o text priors",
+        PGSamParts(text_prior=False),
+        "PG-SAM ablation: the prior aligner starts from learned class queries instead of the class text.",
+    ),
+    "pg_sam_no_mlff": (
+        "PG-SAM w/o MLFF",
+        PGSamParts(mlff=False),
+        "PG-SAM ablation: no multi-level feature fusion in the decoder.",
+    ),
+    "pg_sam_k1": (
+        "PG-SAM K=1",
+        PGSamParts(rounds=1),
+        "PG-SAM ablation: one decoding round, no iterative mask optimiser.",
+    ),
+}
+
+
+def _pg_sam_specs() -> list[MethodSpec]:
+    """PG-SAM and its ablation switches on the frozen LiteMedSAM encoder, then PG-SAM on ViT-B with LoRA."""
+    specs = [
+        MethodSpec(
+            name=name, display=display, trains=True, trainable=parts.modules, description=description, pg_sam=parts
+        )
+        for name, (display, parts, description) in _PG_SAM.items()
+    ]
+    specs.append(
+        MethodSpec(
+            name="pg_sam_vit_b",
+            display="PG-SAM (ViT-B + LoRA)",
+            trains=True,
+            trainable=PGSamParts().modules,
+            encoder="vit_b",
+            adapter="lora_qv",
+            pg_sam=PGSamParts(),
+            description="PG-SAM as in its paper: SAM ViT-B at 256 frozen with LoRA on attention q and v; the "
+            "multi-level fusion reads intermediate ViT blocks.",
+        )
+    )
+    return specs
+
+
 def _registry() -> dict[str, MethodSpec]:
     """Every method by name, the families in a fixed order: the order of METHODS and of ``get_method``'s message."""
     specs = [
@@ -348,6 +499,7 @@ def _registry() -> dict[str, MethodSpec]:
         *_plugin_specs(),
         *_ablation_specs(),
         *_network_specs(),
+        *_pg_sam_specs(),
     ]
     return {spec.name: spec for spec in specs}
 

@@ -34,6 +34,7 @@ from segsam.evaluate.metrics import dice_scores, distance_summary, hd95_mm, sema
 from segsam.evaluate.volume import AXIS, CaseVolumes, case_summary
 from segsam.methods import MethodSpec, get_method
 from segsam.models.method_model import build_method_model, load_trained, weights_provenance
+from segsam.models.pg_sam import PGSam
 from segsam.models.preprocess import ResizeInfo, encoder_input, prepare_image
 from segsam.models.segsam_net import ModelOutput, PromptableModel
 from segsam.text.cache import load_class_embeddings
@@ -92,14 +93,14 @@ class Evaluation:
         store: The embedding cache of the frozen encoder; None when the method
             encodes the images itself or is prompt-free.
         vocabulary: The global vocabulary.
-        text: C x d_text class text embeddings (methods with T2VSE), or None.
+        text: C x d_text class text embeddings (methods with T2VSE or PG-SAM's text priors), or None.
         size: Model input side S.
         threshold: Foreground probability threshold of the predicted masks.
     """
 
     spec: MethodSpec
     prompts: pd.DataFrame
-    model: PromptableModel
+    model: PromptableModel | PGSam
     store: EmbeddingStore | None
     vocabulary: Vocabulary
     text: torch.Tensor | None
@@ -239,7 +240,7 @@ def set_up(
         prompts_parquet: The saved test prompts.
         cache_dir: Embedding cache of the frozen encoder (only read for those methods).
         checkpoint: Trained weights (required when the method trains).
-        text_parquet: Class text embeddings (methods with T2VSE).
+        text_parquet: Class text embeddings (methods with T2VSE or PG-SAM's text priors).
 
     Returns:
         Evaluation: Everything :func:`score_slices` needs.
@@ -255,7 +256,7 @@ def set_up(
         raise DataError(f"method {spec.name!r} is evaluated from the embedding cache: pass its folder (cache_dir)")
     store = EmbeddingStore.open(cache_dir, prompts["case"].unique()) if spec.encoder_frozen else None
     vocabulary = Vocabulary.from_config(config)  # with vocabulary_extra
-    embeddings = torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)) if spec.has_t2vse else None
+    embeddings = torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)) if spec.needs_text else None
     model = build_method_model(spec, config, len(vocabulary), None if embeddings is None else embeddings.shape[1])
     if checkpoint is not None:
         load_trained(model, checkpoint, spec)
@@ -303,6 +304,14 @@ def score_slice(evaluation: Evaluation, image: str, group: pd.DataFrame) -> tupl
     model, size = evaluation.model, evaluation.size
     if evaluation.spec.prompt_free:
         rows, regions = prompt_free_rows(model, image, group, size, evaluation.vocabulary.class_index)
+        return rows, RowMasks.of_regions(regions)
+    if not evaluation.spec.prompted:  # PG-SAM: its cached embedding, or the image for its own encoder
+        inputs = evaluation.store.get([image]) if evaluation.store is not None else None
+        if inputs is None:
+            inputs = encoder_input(read_png(image), size, evaluation.spec.encoder)[0][None]
+        rows, regions = prompt_free_rows(
+            model, image, group, size, evaluation.vocabulary.class_index, inputs=inputs, text=evaluation.text
+        )
         return rows, RowMasks.of_regions(regions)
     if evaluation.store is not None:
         embedding = evaluation.store.get([image])
@@ -462,7 +471,7 @@ def summarise_method(
     Returns:
         Summaries: The means, distances and 3D summaries.
     """
-    summarise_rows = semantic_summarise if spec.prompt_free else summarise
+    summarise_rows = semantic_summarise if not spec.prompted else summarise
     means = summarise_rows(per_mask, int(cfg["bootstrap"]), float(cfg["ci"]), int(cfg["seed"]))
     return Summaries(means=means, distances=distance_summary(per_mask), per_case_3d=case_summary(per_case))
 
@@ -526,7 +535,7 @@ def log_metrics(spec: MethodSpec, summaries: Summaries, seconds: float, out_per_
     """Log the summaries, the time and the per-mask table to the active MLflow run."""
     import mlflow
 
-    metric = "mdsc" if spec.prompt_free else "dsc"
+    metric = "mdsc" if not spec.prompted else "dsc"
     for row in summaries.means.itertuples(index=False):
         mlflow.log_metric(f"{metric}/{row.prompt}/{row.modality}", float(row.mean))
         mlflow.log_metric(f"n/{row.prompt}/{row.modality}", int(row.n))
@@ -543,9 +552,16 @@ def log_metrics(spec: MethodSpec, summaries: Summaries, seconds: float, out_per_
 
 
 def prompt_free_rows(
-    model: torch.nn.Module, image: str, group: pd.DataFrame, size: int, to_index: Mapping[int, int]
+    model: torch.nn.Module,
+    image: str,
+    group: pd.DataFrame,
+    size: int,
+    to_index: Mapping[int, int],
+    *,
+    inputs: torch.Tensor | None = None,
+    text: torch.Tensor | None = None,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Score a prompt-free network on one test slice: one row per class present in its ground truth.
+    """Score a prompt-free network (or PG-SAM) on one test slice: one row per class present in its ground truth.
 
     The rule (README, "Metrics"): the network's label map (argmax over C + 1
     channels, mapped back onto the slice) is compared, for each class k with
@@ -562,6 +578,10 @@ def prompt_free_rows(
         group: The slice's rows of the test prompts (any prompt kind; one object per mask).
         size: Model input side.
         to_index: Vocabulary class id -> class index k (channel k + 1; :func:`class_index`).
+        inputs: What the model takes for this slice, 1 x ...: PG-SAM's cached
+            1 x 256 x h x w embedding or its encoder's 1 x 3 x S x S input; None:
+            the slice's image as :func:`~segsam.models.preprocess.prepare_image` makes it.
+        text: C x d_text class text embeddings, passed to a model given ``inputs`` (PG-SAM).
 
     Returns:
         (rows with the per-mask table's columns and ``prompt`` = ``"none"``,
@@ -569,7 +589,10 @@ def prompt_free_rows(
         of the class's ground-truth objects)}, H x W bool arrays).
     """
     pixels, info = prepare_image(read_png(image), size)
-    logits = model(pixels.unsqueeze(0)).semantic[0].float()
+    if inputs is None:
+        logits = model(pixels.unsqueeze(0)).semantic[0].float()
+    else:
+        logits = model(inputs, text=text).semantic[0].float()
     # map each class's logit back onto the slice, then take the argmax there
     predicted = info.logits_to_original(logits).argmax(0)
     objects = group.drop_duplicates("mask")

@@ -6,7 +6,11 @@ What a method gets (its :class:`~segsam.methods.MethodSpec`):
   (64 x 64 embedding at 256); ``vit_b``: SAM ViT-B at 256 input (16 x 16
   embedding), with SAM-Med2D or Med-SA adapters when the spec says so;
 * SAWD with the branches of its components; T2VSE when ``t2vse`` is on;
-* prompt-free methods get only ``semantic_net`` (U-Net / UNETR).
+* prompt-free methods get only ``semantic_net`` (U-Net / UNETR);
+* PG-SAM methods get a :class:`~segsam.models.pg_sam.PGSam` (:func:`build_pg_sam`):
+  the encoder (ViT-B with LoRA on q and v, ``lora_qv``), the prior aligner, the
+  multi-level fusion, the class decoder and the mask optimiser their
+  :class:`~segsam.methods.PGSamParts` switch on.
 
 Weights. ``encoder_weights`` is a state dict in SAM's layout
 (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``): the LiteMedSAM
@@ -19,7 +23,10 @@ initialisation). SAWD and T2VSE start random, except that SAWD's two-way
 transformer and output upscaling are copied from SAGD's (pretrained when
 weights are given): the prompted branch then starts with SAM's image-token
 interaction, while its SO-token, self-attention, hypernetwork, class head and
-the whole unprompted branch are new.
+the whole unprompted branch are new. PG-SAM's decoder takes SAM's two-way
+transformer, output upscaling, first hypernetwork MLP and positional encoding
+from the checkpoint (:func:`load_pg_sam_weights`); its class tokens, prior
+aligner, fusion and mask optimiser start random.
 """
 
 from __future__ import annotations
@@ -33,12 +40,19 @@ from torch import nn
 from segsam.methods import ENCODERS, MethodSpec, get_method
 from segsam.models.adapters import add_adapters, is_adapter_parameter
 from segsam.models.conventional import build_conventional
+from segsam.models.level_fusion import MultiLevelFusion
+from segsam.models.level_pyramid import EmbeddingPyramid
 from segsam.models.litemedsam import EMBED_DIM, PairedMaskDecoder, build_tiny_vit
+from segsam.models.lora import add_lora
+from segsam.models.mask_optimiser import IterativeMaskOptimiser
+from segsam.models.pg_decoder import PriorGuidedDecoder
+from segsam.models.pg_sam import PGSam
+from segsam.models.prior_aligner import PriorAligner
 from segsam.models.sam_compat import PromptEncoder, TwoWayTransformer
 from segsam.models.sawd import SemanticAwareDecoder
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.t2vse import TextToVisionEnhancement
-from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, load_vit_weights
+from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit, level_taps, load_vit_weights
 from segsam.models.weights import WeightsError, load_state_dict
 
 __all__ = [
@@ -46,7 +60,9 @@ __all__ = [
     "EMBEDDING_SIZE",
     "build_image_encoder",
     "build_model",
+    "build_pg_sam",
     "build_tiny_vit",
+    "load_pg_sam_weights",
     "load_sam_weights",
     "with_backbone",
 ]
@@ -160,8 +176,10 @@ def _vit_geometry(spec: MethodSpec, text_dim: int | None, vit_geometry: ViTGeome
         ValueError: ``text_dim`` missing for T2VSE, a geometry for a non-ViT method,
             or a geometry without 256 input and 256 output channels.
     """
-    if spec.has_t2vse and (text_dim is None or text_dim < 1):
-        raise ValueError(f"method {spec.name!r} has T2VSE: pass text_dim (the width of the class text embeddings)")
+    if spec.needs_text and (text_dim is None or text_dim < 1):
+        raise ValueError(
+            f"method {spec.name!r} reads class text: pass text_dim (the width of the class text embeddings)"
+        )
     if vit_geometry is not None and spec.encoder != "vit_b":
         raise ValueError(f"vit_geometry applies to vit_b methods, not {spec.name!r} ({spec.encoder})")
     geometry = vit_geometry or VIT_B
@@ -177,7 +195,9 @@ def _method_image_encoder(spec: MethodSpec, geometry: ViTGeometry, with_image_en
     if spec.encoder == "tiny_vit":
         return build_tiny_vit()
     image_encoder = build_sam_vit(geometry)
-    if spec.adapter is not None:
+    if spec.adapter == "lora_qv":
+        add_lora(image_encoder)
+    elif spec.adapter is not None:
         add_adapters(image_encoder, spec.adapter)
     return image_encoder
 
@@ -236,12 +256,13 @@ def build_model(
 
     Returns:
         PromptableModel: In eval mode, with ``requires_grad`` set by
-          :func:`~segsam.methods.set_trainable`.
+          :func:`~segsam.methods.set_trainable` (a :class:`~segsam.models.pg_sam.PGSam`
+          for PG-SAM methods).
 
     Raises:
         segsam.errors.ConfigError: If the method name is unknown.
         ValueError: If ``num_classes`` is not positive or ``text_dim`` is
-          missing for T2VSE.
+          missing for T2VSE or PG-SAM's text priors.
         WeightsError: If the checkpoint does not fit.
     """
     spec = get_method(method) if isinstance(method, str) else method
@@ -250,6 +271,8 @@ def build_model(
     if spec.prompt_free:
         return _prompt_free_model(spec, num_classes)
     geometry = _vit_geometry(spec, text_dim, vit_geometry)
+    if spec.pg_sam is not None:
+        return _pg_sam_model(spec, encoder_weights, num_classes, text_dim, geometry, with_image_encoder)
     embedding = EMBEDDING_SIZE["tiny_vit"] if spec.encoder == "tiny_vit" else geometry.embedding_size
     # built in this order: the random initialisation draws follow it
     image_encoder = _method_image_encoder(spec, geometry, with_image_encoder)
@@ -276,6 +299,97 @@ def build_model(
     if sawd is not None and sawd.prompted:
         sawd.transformer.load_state_dict(model.mask_decoder.transformer.state_dict())
         sawd.output_upscaling.load_state_dict(model.mask_decoder.output_upscaling.state_dict())
+    set_trainable(model, spec)
+    return model.eval()
+
+
+def build_pg_sam(
+    spec: MethodSpec, num_classes: int, text_dim: int | None, geometry: ViTGeometry, with_image_encoder: bool
+) -> PGSam:
+    """PG-SAM's modules for a spec, with random weights (:func:`build_model` loads and freezes).
+
+    The multi-level fusion reads the intermediate blocks of a ViT-B whose
+    LoRA trains (:func:`segsam.models.vit.level_taps`); with a frozen encoder
+    (the embedding cache) it derives two coarser levels from the embedding.
+
+    Args:
+        spec: A PG-SAM method (``spec.pg_sam`` set).
+        num_classes: C.
+        text_dim: d_text of the class text (used when the text priors are on).
+        geometry: The ViT's shape (``vit_b`` methods).
+        with_image_encoder: Build a frozen encoder too (one that trains is always built).
+
+    Raises:
+        ValueError: For a spec without PG-SAM parts.
+    """
+    parts = spec.pg_sam
+    if parts is None:
+        raise ValueError(f"method {spec.name!r} is not a PG-SAM method")
+    embedding = EMBEDDING_SIZE["tiny_vit"] if spec.encoder == "tiny_vit" else geometry.embedding_size
+    # built in this order: the random initialisation draws follow it
+    image_encoder = _method_image_encoder(spec, geometry, with_image_encoder)
+    taps = level_taps(geometry) if parts.mlff and not spec.encoder_frozen and spec.encoder == "vit_b" else ()
+    fusion = None
+    if parts.mlff and taps:
+        fusion = MultiLevelFusion([geometry.embed_dim] * len(taps), EMBED_DIM)
+    elif parts.mlff:
+        pyramid = EmbeddingPyramid(EMBED_DIM)
+        fusion = MultiLevelFusion(pyramid.channels, EMBED_DIM, pyramid=pyramid)
+    return PGSam(
+        num_classes=num_classes,
+        prior_aligner=PriorAligner(num_classes, EMBED_DIM, text_dim if parts.text_prior else None),
+        semantic_decoder=PriorGuidedDecoder(num_classes, _two_way_transformer(), EMBED_DIM, embedding),
+        level_fusion=fusion,
+        mask_optimiser=IterativeMaskOptimiser(num_classes, EMBED_DIM) if parts.rounds > 1 else None,
+        rounds=parts.rounds,
+        image_encoder=image_encoder,
+        encoder_taps=taps,
+        image_size=IMAGE_SIZE,
+    )
+
+
+#: SAM-layout checkpoint prefixes -> the PG-SAM sub-modules they initialise.
+_PG_SAM_FROM_SAM = {
+    "mask_decoder.transformer.": "semantic_decoder.transformer",
+    "mask_decoder.output_upscaling.": "semantic_decoder.output_upscaling",
+    "mask_decoder.output_hypernetworks_mlps.0.": "semantic_decoder.hypernetwork",
+    "prompt_encoder.pe_layer.": "semantic_decoder.pe_layer",
+}
+
+
+def load_pg_sam_weights(model: PGSam, path: Path | str, *, encoder: str) -> None:
+    """Loads the parts of a SAM-layout checkpoint that PG-SAM shares with SAM.
+
+    The image encoder (when built) as for the other methods, and SAM's two-way
+    transformer, output upscaling, first hypernetwork MLP and positional
+    encoding into the decoder, strictly; the rest of the checkpoint (SAM's
+    prompt embeddings, mask and IoU tokens, other heads) has no place in PG-SAM.
+
+    Raises:
+        WeightsError: If the file cannot be read or a part does not fit (the message names it).
+    """
+    state = load_state_dict(path)
+    prefix = "image_encoder."
+    if model.image_encoder is not None:
+        encoder_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        _load_part(model.image_encoder, encoder_state, "image_encoder", encoder, path)
+    for source, target in _PG_SAM_FROM_SAM.items():
+        part = {k[len(source) :]: v for k, v in state.items() if k.startswith(source)}
+        _load_part(model.get_submodule(target), part, target, encoder, path)
+
+
+def _pg_sam_model(
+    spec: MethodSpec,
+    encoder_weights: Path | str | None,
+    num_classes: int,
+    text_dim: int | None,
+    geometry: ViTGeometry,
+    with_image_encoder: bool,
+) -> PGSam:
+    """A PG-SAM method's model: built, pretrained parts loaded, what does not train frozen, in eval mode."""
+    model = build_pg_sam(spec, num_classes, text_dim, geometry, with_image_encoder)
+    if encoder_weights is not None:
+        load_pg_sam_weights(model, encoder_weights, encoder=spec.encoder)
     set_trainable(model, spec)
     return model.eval()
 

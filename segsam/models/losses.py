@@ -16,8 +16,9 @@ Every weight comes from a config mapping (:func:`loss_weights`, defaults in
 in extraction). Terms of components a method does not have are not computed.
 All terms are finite for empty masks.
 
-Prompt-free networks (U-Net, UNETR) use :class:`SemanticLoss`: cross-entropy
-+ soft-max dice over C + 1 classes (0 = background).
+Prompt-free networks (U-Net, UNETR) and PG-SAM use :class:`SemanticLoss`:
+cross-entropy + soft-max dice over C + 1 classes (0 = background), for PG-SAM
+averaged over its decoding rounds.
 
 A training run builds its loss once, from the model's parts and the ``loss``
 config section: :class:`MethodLoss` (``MethodLoss.for_model``) for a
@@ -442,11 +443,23 @@ class PromptFreeLoss(nn.Module):
               k + 1 = class k.
 
         Returns:
-            dict[str, torch.Tensor]: ``loss``, ``ce``, ``dice``.
+            dict[str, torch.Tensor]: ``loss``, ``ce``, ``dice``. For an output
+              with earlier rounds (PG-SAM's ``semantic_rounds``, K rounds),
+              ``loss`` is the mean of the K rounds' losses, ``last_round`` the
+              last round's, and ``ce`` / ``dice`` are the last round's terms.
 
         Raises:
             ValueError: For a promptable model's output, or labels that do not fit.
         """
         if out.semantic is None:
             raise ValueError("PromptFreeLoss needs a prompt-free model's output (out.semantic)")
-        return self.semantic_loss(out.semantic, labels.to(out.semantic.device))
+        labels = labels.to(out.semantic.device)
+        terms = self.semantic_loss(out.semantic, labels)
+        if out.semantic_rounds is not None:  # PG-SAM's earlier rounds: the loss is the mean over all K rounds
+            earlier = [
+                self.semantic_loss(out.semantic_rounds[:, r], labels)["loss"]
+                for r in range(out.semantic_rounds.shape[1])
+            ]
+            terms["last_round"] = terms["loss"]
+            terms["loss"] = (terms["loss"] + torch.stack(earlier).sum()) / (len(earlier) + 1)
+        return terms

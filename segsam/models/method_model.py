@@ -26,6 +26,7 @@ from segsam.errors import DataError
 from segsam.hashing import sha256_of
 from segsam.methods import MethodSpec
 from segsam.models.build import build_model
+from segsam.models.pg_sam import PGSam
 from segsam.models.segsam_net import PromptableModel
 from segsam.models.weights import load_state_dict, resolve_weights
 
@@ -35,7 +36,7 @@ ENCODER_PREFIX = "image_encoder."
 
 def build_method_model(
     spec: MethodSpec, config: Mapping[str, Any], num_classes: int, text_dim: int | None
-) -> PromptableModel:
+) -> PromptableModel | PGSam:
     """The method's model with its pretrained weights, for training, evaluation or prediction.
 
     A frozen encoder is left out (its embeddings come from the cache); an
@@ -48,7 +49,8 @@ def build_method_model(
         spec: The method.
         config: The whole validated config.
         num_classes: C, the vocabulary size.
-        text_dim: Width of the class text embeddings, for methods with T2VSE.
+        text_dim: Width of the class text embeddings, for methods that read them
+            (:attr:`~segsam.methods.MethodSpec.needs_text`: T2VSE, PG-SAM's text priors).
 
     Raises:
         WeightsError: When the pretrained weights are missing or fail their checksum.
@@ -60,7 +62,7 @@ def build_method_model(
         spec,
         encoder_weights=resolve_weights(settings["weights"], settings["sha256"]),
         num_classes=num_classes,
-        text_dim=text_dim if spec.has_t2vse else None,
+        text_dim=text_dim if spec.needs_text else None,
         with_image_encoder=not spec.encoder_frozen,
     )
 
@@ -69,7 +71,7 @@ def _trainable_names(model: torch.nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
-def trained_state(model: PromptableModel) -> dict[str, torch.Tensor]:
+def trained_state(model: PromptableModel | PGSam) -> dict[str, torch.Tensor]:
     """What a training run saves: every tensor outside the image encoder, and the encoder's trainable parameters.
 
     A frozen encoder comes back from the pretrained weights; adapters and a
@@ -83,7 +85,7 @@ def trained_state(model: PromptableModel) -> dict[str, torch.Tensor]:
     }
 
 
-def load_trained(model: PromptableModel, checkpoint: str | Path, spec: MethodSpec) -> None:
+def load_trained(model: PromptableModel | PGSam, checkpoint: str | Path, spec: MethodSpec) -> None:
     """Lay a training run's checkpoint (:func:`trained_state`) over a freshly built model.
 
     Frozen encoder tensors may be missing from the checkpoint (they came with

@@ -45,6 +45,7 @@ LayerNorm2d = importlib.import_module("segment_anything.modeling.common").LayerN
 MLPBlock = importlib.import_module("segment_anything.modeling.common").MLPBlock
 TwoWayAttention = importlib.import_module("segment_anything.modeling.transformer").Attention
 TwoWayAttentionBlock = importlib.import_module("segment_anything.modeling.transformer").TwoWayAttentionBlock
+PositionEmbeddingRandom = importlib.import_module("segment_anything.modeling.prompt_encoder").PositionEmbeddingRandom
 
 __all__ = [
     "ImageEncoderViT",
@@ -56,4 +57,5 @@ __all__ = [
     "MLPBlock",
     "TwoWayAttention",
     "TwoWayAttentionBlock",
+    "PositionEmbeddingRandom",
 ]

@@ -66,7 +66,10 @@ class ModelOutput:
         class_masks: N x C x h x w full-image per-class mask logits
             (``sawd_sem`` only; h x w is the decoder's resolution).
         semantic: B x (C + 1) x 256 x 256 logits of a prompt-free network
-            (channel 0 = background, k + 1 = class k).
+            or PG-SAM (channel 0 = background, k + 1 = class k).
+        semantic_rounds: B x (K - 1) x (C + 1) x 256 x 256 logits of PG-SAM's
+            decoding rounds before the last (its mask optimiser, K > 1), in
+            training mode only: the loss averages over all K rounds.
     """
 
     masks: torch.Tensor | None
@@ -76,6 +79,7 @@ class ModelOutput:
     presence_logits: torch.Tensor | None = None
     class_masks: torch.Tensor | None = None
     semantic: torch.Tensor | None = None
+    semantic_rounds: torch.Tensor | None = None
 
     @classmethod
     def concatenate(cls, parts: list[ModelOutput]) -> ModelOutput:

@@ -29,7 +29,15 @@ from torch.nn import functional as F
 from segsam.models.adapters import is_adapter_parameter
 from segsam.models.sam_compat import ImageEncoderViT
 
-__all__ = ["ViTGeometry", "VIT_B", "build_sam_vit", "resize_vit_state", "load_vit_weights"]
+__all__ = [
+    "ViTGeometry",
+    "VIT_B",
+    "build_sam_vit",
+    "resize_vit_state",
+    "load_vit_weights",
+    "level_taps",
+    "encode_with_levels",
+]
 
 
 @dataclass(frozen=True)
@@ -203,3 +211,52 @@ def load_vit_weights(encoder: ImageEncoderViT, state: Mapping[str, torch.Tensor]
             f"unexpected {result.unexpected_keys[:5]}{'...' if len(result.unexpected_keys) > 5 else ''}"
         )
     return resized
+
+
+def level_taps(geometry: ViTGeometry) -> tuple[int, ...]:
+    """The blocks whose outputs are a ViT's intermediate levels (PG-SAM's multi-level fusion).
+
+    The global-attention blocks before the last block (2, 5 and 8 for ViT-B):
+    each has seen the whole image at a different depth. A geometry without
+    such a block (small test encoders) taps its first block.
+
+    Args:
+        geometry (ViTGeometry): The encoder's shape.
+
+    Returns:
+        tuple[int, ...]: Block indices, ascending.
+    """
+    taps = tuple(sorted(i for i in geometry.global_attn_indexes if i < geometry.depth - 1))
+    return taps or (0,)
+
+
+def encode_with_levels(
+    encoder: ImageEncoderViT, images: torch.Tensor, taps: tuple[int, ...]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Runs SAM's ViT like its ``forward`` and also returns the outputs of the blocks ``taps``.
+
+    Args:
+        encoder (ImageEncoderViT): SAM ViT (optionally with adapters or LoRA).
+        images (torch.Tensor): B x 3 x S x S, SAM-normalised
+          (:func:`segsam.models.preprocess.encoder_input`).
+        taps (tuple[int, ...]): Block indices (:func:`level_taps`).
+
+    Returns:
+        torch.Tensor: B x out_chans x S/16 x S/16, the image embedding (the same as ``encoder(images)``).
+        list[torch.Tensor]: One B x embed_dim x S/16 x S/16 map per tap, in ``taps`` order.
+
+    Raises:
+        ValueError: If a tap is not a block index.
+    """
+    bad = [t for t in taps if not 0 <= t < len(encoder.blocks)]
+    if bad:
+        raise ValueError(f"taps {bad} are outside the encoder's {len(encoder.blocks)} blocks")
+    x = encoder.patch_embed(images)
+    if encoder.pos_embed is not None:
+        x = x + encoder.pos_embed
+    levels = {}
+    for index, block in enumerate(encoder.blocks):
+        x = block(x)
+        if index in taps:
+            levels[index] = x.permute(0, 3, 1, 2)
+    return encoder.neck(x.permute(0, 3, 1, 2)), [levels[t] for t in taps]

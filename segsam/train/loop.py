@@ -26,7 +26,12 @@ go through the same loop, batches, DDP, resume and tracking, but read each
 slice's image (:func:`~segsam.models.preprocess.prepare_image`) instead of a
 cached embedding and learn its label map (:func:`~segsam.train.batch.label_map`)
 with CE + dice over C + 1 classes (:class:`~segsam.models.losses.PromptFreeLoss`);
-they draw no prompts.
+they draw no prompts. PG-SAM (:mod:`segsam.models.pg_sam`) is trained the same
+way, from its frozen encoder's cached embeddings (or, on ViT-B with LoRA, from
+the images) and the class text, with the loss averaged over its decoding rounds.
+
+``train.label_fraction`` < 1 trains on a seeded subset of the training cases
+(:mod:`segsam.train.subset`); the other training slices are not read.
 
 :func:`train` runs a :class:`~segsam.train.job.TrainJob` through a
 :class:`Trainer`, in named steps: set-up (its constructor), :meth:`Trainer.step`,
@@ -65,6 +70,7 @@ from segsam.train.checkpoint import TrainState, clear_state, load_state, save_st
 from segsam.train.dist import DistContext
 from segsam.train.job import TrainJob
 from segsam.train.prompts import add_error_clicks
+from segsam.train.subset import label_subset
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,7 @@ class TrainSettings:
     grad_clip: float | None
     bf16: bool
     checkpoint_every: int
+    label_fraction: float = 1.0
 
     @classmethod
     def from_config(cls, train: Mapping[str, Any]) -> TrainSettings:
@@ -122,6 +129,7 @@ class TrainSettings:
             grad_clip=float(train["grad_clip"]) if train["grad_clip"] else None,
             bf16=bool(train["bf16"]),
             checkpoint_every=int(train["checkpoint_every"]),
+            label_fraction=float(train.get("label_fraction", 1.0)),
         )
 
 
@@ -192,12 +200,15 @@ class Trainer:
         self.state = self._resume()
 
     def _read_data(self) -> None:
-        """The train split's images and masks, the embedding cache (frozen encoder) and the class text (T2VSE)."""
+        """The train split's images and masks (the ``train.label_fraction`` subset of its cases), the embedding
+        cache (frozen encoder) and the class text (T2VSE, PG-SAM's text priors)."""
         job, spec = self.job, self.spec
         table = pd.read_parquet(job.masks_parquet)
         train_table = table[table["split"] == "train"]
         if train_table.empty:
             raise DataError(f"{job.masks_parquet}: the train split is empty")
+        train_table = label_subset(train_table, self.settings.label_fraction, self.settings.seed)
+        self.train_cases = sorted(train_table["case"].unique())
         vocabulary = Vocabulary.from_config(job.config)  # with vocabulary_extra
         self.num_classes = len(vocabulary)
         self.image_size = int(job.config["encoder"]["image_size"])
@@ -207,7 +218,7 @@ class Trainer:
             raise DataError(f"method {spec.name!r} trains from the embedding cache: pass its folder (cache_dir)")
         self.store = EmbeddingStore.open(job.cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
         self.text = None
-        if spec.has_t2vse:
+        if spec.needs_text:
             self.text = torch.from_numpy(load_class_embeddings(job.text_parquet, vocabulary)).to(self.context.device)
         self.steps_per_epoch = (len(self.images) + self.settings.batch_size - 1) // self.settings.batch_size
 
@@ -225,7 +236,7 @@ class Trainer:
         if self.context.world_size > 1:
             self.forward_module = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True)
         weights = self.job.config["loss"]
-        self.loss = PromptFreeLoss(weights) if self.spec.prompt_free else MethodLoss.for_model(self.model, weights)
+        self.loss = PromptFreeLoss(weights) if not self.spec.prompted else MethodLoss.for_model(self.model, weights)
 
     def _resume(self) -> TrainState:
         """The saved state matching the job's fingerprint, laid over the model and optimiser; else a fresh one."""
@@ -278,8 +289,11 @@ class Trainer:
                     "frozen_params": self.n_frozen,
                     "train_images": len(self.images),
                     "world_size": self.context.world_size,
+                    "label_fraction": self.settings.label_fraction,
+                    "train_cases": len(self.train_cases),
                 }
             )
+            mlflow.log_dict({"train_cases": self.train_cases}, "train_cases.json")
             name = f"{self.job.config['dataset']['name']}/train"
             log_index(self.train_table, self.job.masks_parquet, name=name, context="training")
 
@@ -321,7 +335,7 @@ class Trainer:
         settings, state = self.settings, self.state
         batch = [self.images[i] for i in state.order[b * settings.batch_size : (b + 1) * settings.batch_size]]
         prompts = self.draw_prompts(batch)
-        if self.spec.prompt_free:  # whole label maps, no prompts: the loss is a mean over images
+        if not self.spec.prompted:  # whole label maps, no prompts: the loss is a mean over images
             n_global = len(batch)
         else:
             n_global = sum(len(p) for p in prompts) * (settings.iterative_clicks + 1)
@@ -343,7 +357,7 @@ class Trainer:
 
     def draw_prompts(self, batch: list[TrainImage]) -> list[PromptSet]:
         """The prompts of each image of the global batch (every rank draws all of them); none when prompt-free."""
-        if self.spec.prompt_free:
+        if not self.spec.prompted:
             return []
         s = self.settings
         return [
@@ -387,17 +401,21 @@ class Trainer:
     ) -> tuple[dict[str, torch.Tensor], int]:
         """The loss terms (means) of the images at positions ``chunk`` of the batch, and their prompt count."""
         items = [batch[i] for i in chunk]
-        if self.spec.prompt_free:
+        if not self.spec.prompted:
             return self._prompt_free_loss(items)
         return self._prompted_loss(items, [prompts[i] for i in chunk])
 
     def _prompt_free_loss(self, items: list[TrainImage]) -> tuple[dict[str, torch.Tensor], int]:
-        """CE + dice of the images' label maps; the count is the number of images."""
+        """CE + dice of the images' label maps (PG-SAM: mean over its rounds); the count is the number of images."""
         device = self.context.device
-        pixels = torch.stack([prepare_image(read_png(item.image), self.image_size)[0] for item in items]).to(device)
         labels = torch.stack([label_map(item) for item in items]).to(device)
-        with self._autocast():
-            out = self.forward_module(pixels)
+        if self.spec.prompt_free:
+            pixels = torch.stack([prepare_image(read_png(item.image), self.image_size)[0] for item in items]).to(device)
+            with self._autocast():
+                out = self.forward_module(pixels)
+        else:  # PG-SAM: cached embeddings (or images for its own encoder) and the class text
+            with self._autocast():
+                out = self.forward_module(self._embeddings(items), text=self.text)
         return self.loss(out, labels), len(items)
 
     def _prompted_loss(self, items: list[TrainImage], prompts: list[PromptSet]) -> tuple[dict[str, torch.Tensor], int]:
@@ -518,6 +536,8 @@ class Trainer:
         summary = {
             "method": job.method,
             "train_images": len(self.images),
+            "train_cases": len(self.train_cases),
+            "label_fraction": self.settings.label_fraction,
             "steps": state.global_step,
             "seconds": state.seconds,
             "world_size": self.context.world_size,

@@ -16,7 +16,7 @@ from segsam.data.vocabulary import Vocabulary
 from segsam.evaluate.run import NO_PROMPT, PER_MASK_COLUMNS, RowMasks, prompt_free_rows, prompted_rows
 from segsam.methods import get_method
 from segsam.models.build import build_model, with_backbone
-from segsam.models.segsam_net import PromptableModel
+from segsam.models.segsam_net import ModelOutput, PromptableModel
 from segsam.models.vit import ViTGeometry
 
 TEXT = 32
@@ -216,3 +216,49 @@ def test_prompted_rows_without_sawd_have_no_semantic_score(tmp_path: Path) -> No
     assert list(rows.columns) == PER_MASK_COLUMNS and len(rows) == len(masks.predicted) == 4
     assert (rows["pred_class_id"] == -1).all() and rows["sem_dsc"].isna().all()
     assert rows["dsc"].between(0, 1).all()
+
+
+class FixedPGSam(nn.Module):
+    """A PG-SAM-like model: takes (inputs, text) and spells out one fixed label map; records what it was given."""
+
+    def __init__(self, labels: torch.Tensor, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.nn.functional.one_hot(labels, channels).permute(2, 0, 1).float() * 10)
+        self.seen: list[tuple[tuple[int, ...], torch.Tensor | None]] = []
+
+    def forward(self, inputs: torch.Tensor, text: torch.Tensor | None = None) -> ModelOutput:
+        self.seen.append((tuple(inputs.shape), text))
+        return ModelOutput(masks=None, iou=None, semantic=self.logits.expand(inputs.shape[0], -1, -1, -1))
+
+
+def test_pg_sam_is_scored_like_a_prompt_free_network_from_its_own_inputs(tmp_path: Path) -> None:
+    """PG-SAM gets the slice's cached embedding and the class text; its rows follow the prompt-free rule."""
+    vocabulary = Vocabulary.read(load_config()["vocabulary"])
+    a = vocabulary.ids[0]
+    image = tmp_path / "ct--demo--case--z_0000.png"
+    write_png(image, np.full((64, 64), 100, np.uint8))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:30, 10:30] = 255
+    write_png(tmp_path / "a0.png", mask)
+    labels = torch.zeros(256, 256, dtype=torch.long)
+    labels[40:120, 40:120] = 1  # class a, 4 x the slice
+    model = FixedPGSam(labels, len(vocabulary) + 1)
+    group = pd.DataFrame(
+        [
+            {
+                "mask": str(tmp_path / "a0.png"),
+                "image": str(image),
+                "case": "case",
+                "modality": "ct",
+                "class_id": a,
+                "class_name": "a",
+                "prompt": prompt,
+                "spacing_mm": 1.0,
+            }
+            for prompt in ("box", "point")
+        ]
+    )
+    embedding, text = torch.randn(1, 256, 64, 64), torch.randn(len(vocabulary), 8)
+    rows, _ = prompt_free_rows(model, str(image), group, 256, vocabulary.class_index, inputs=embedding, text=text)
+    assert model.seen[0][0] == (1, 256, 64, 64) and model.seen[0][1] is text
+    assert rows["prompt"].tolist() == [NO_PROMPT] and rows["dsc"].tolist() == [1.0] == rows["sem_dsc"].tolist()

@@ -34,7 +34,9 @@ EXPECTED = {
     "medsam_lite", "ft_decoder", "sam", "ft_sam", "sam_med2d", "medsam", "med_sa", "segsam",
     "ft_sam+sawd", "sam_med2d+sawd", "medsam+sawd", "med_sa+sawd",
     "sawd_pmt", "sawd_unpmt", "sawd_sem", "t2vse", "t2vse_v1", "cmsa", "unet", "unetr",
+    "pg_sam", "pg_sam_no_text", "pg_sam_no_mlff", "pg_sam_k1", "pg_sam_vit_b",
 }  # fmt: skip
+PG_SAM_CACHED = {"pg_sam", "pg_sam_no_text", "pg_sam_no_mlff", "pg_sam_k1"}  # frozen LiteMedSAM: the embedding cache
 
 
 def _unused(name: str) -> bool:
@@ -84,8 +86,15 @@ def test_components_follow_the_papers_ablation_rows():
         "t2vse",
         "t2vse_v1",
         "cmsa",
+        *PG_SAM_CACHED,
     }
     assert {name for name, spec in METHODS.items() if spec.prompt_free} == {"unet", "unetr"}
+    assert {name for name, spec in METHODS.items() if not spec.prompted} == {
+        "unet",
+        "unetr",
+        *PG_SAM_CACHED,
+        "pg_sam_vit_b",
+    }
 
 
 @pytest.mark.parametrize(
@@ -124,6 +133,9 @@ def _batch(spec: MethodSpec, model):
     masks[1, :, 30:200, 100:220] = 1
     if spec.prompt_free:  # one image is enough to reach every parameter
         return images[:1], (masks[:1, 0] * 3).long()
+    if spec.pg_sam is not None:  # cached embeddings (LiteMedSAM) or images through ViT-B + LoRA, and the class text
+        inputs = torch.randn(2, 256, 64, 64, generator=g) if spec.encoder == "tiny_vit" else images
+        return inputs, (masks[:, 0] * 3).long(), torch.randn(C, TEXT, generator=g)
     if spec.encoder == "tiny_vit":
         embeddings = torch.randn(2, 256, *model.embedding_size, generator=g)  # as from the embedding cache
     else:
@@ -165,6 +177,9 @@ def test_one_adam_step_changes_exactly_what_trains(name):
     if spec.prompt_free:
         images, labels = batch
         terms = PromptFreeLoss()(model(images), labels)
+    elif spec.pg_sam is not None:
+        inputs, labels, text = batch
+        terms = PromptFreeLoss()(model(inputs, text), labels)
     else:
         out = model(batch["embeddings"], batch["is_point"], batch["boxes"], batch["points"], batch["text"])
         loss = MethodLoss.for_model(model)

@@ -205,3 +205,81 @@ def test_class_masks_are_the_union_of_each_class_objects() -> None:
     batch = PromptBatch.gather([item, item], [prompts, prompts], 4, with_class_masks=True)
     assert batch.class_masks.shape == (4, 4, *masks.shape[-2:])
     assert torch.equal(batch.class_masks[0], per_class) and torch.equal(batch.repeat(2).class_masks[4], per_class)
+
+
+def _class_text(path: Path, config: dict) -> Path:
+    """A class_embeddings.parquet with a random 384-d vector per vocabulary class (as rule embed_text writes)."""
+    import pandas as pd
+
+    vocabulary = Vocabulary.read(config["vocabulary"])
+    rng = np.random.default_rng(0)
+    vectors = [rng.standard_normal(384).astype(np.float32).tolist() for _ in vocabulary.ids]
+    pd.DataFrame({"class_id": list(vocabulary.ids), "vector": vectors}).to_parquet(path)
+    return path
+
+
+@pytest.mark.slow
+def test_pg_sam_trains_from_the_cache_and_the_class_text(tmp_path: Path) -> None:
+    """PG-SAM: cached embeddings, class text, label maps; the loss averages its rounds; only its modules are saved."""
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, cache = make_training_set(tmp_path, n_images=2)
+    config = small_config(tmp_path)
+    config["train"].update({"batch_size": 2, "micro_batch": 2})
+    job = TrainJob(
+        "pg_sam",
+        masks,
+        cache,
+        tmp_path / "ckpt.pt",
+        tmp_path / "summary.json",
+        config=config,
+        text_parquet=_class_text(tmp_path / "text.parquet", config),
+    )
+    summary = train(job)
+    record = summary["history"][0]
+    assert {"loss", "ce", "dice", "last_round"} <= set(record) and np.isfinite(record["loss"])
+    assert summary["train_cases"] == 1 and summary["label_fraction"] == 1.0
+    saved = load_state_dict(tmp_path / "ckpt.pt")
+    assert {k.split(".")[0] for k in saved} == set(get_method("pg_sam").trainable)  # no frozen encoder tensors
+
+
+@pytest.mark.slow
+def test_label_fraction_trains_on_a_subset_of_the_cases(tmp_path: Path) -> None:
+    """train.label_fraction = 0.5 of 4 one-slice cases: 2 cases, their slices only, logged in the summary."""
+    import pandas as pd
+
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, _ = make_training_set(tmp_path, n_images=4)
+    table = pd.read_parquet(masks)
+    table["case"] = [f"case_{Path(image).stem[-1]}" for image in table["image"]]  # one case per slice
+    table.to_parquet(masks)
+    config = small_config(tmp_path)
+    config["train"].update({"batch_size": 2, "micro_batch": 1, "label_fraction": 0.5})
+    summary = _train("unet", masks, None, tmp_path / "out", config, threads=2)
+    assert summary["train_cases"] == 2 and summary["train_images"] == 2 and summary["steps"] == 1
+
+
+@pytest.mark.slow
+def test_pg_sam_on_vit_b_trains_its_lora_from_the_images(tmp_path: Path, random_vit_b: tuple[Path, str]) -> None:
+    """pg_sam_vit_b reads the slices' images (no cache); its checkpoint holds the LoRA tensors, no frozen ViT."""
+    from tests.train.test_ddp import make_training_set, small_config
+
+    masks, _ = make_training_set(tmp_path, n_images=2)
+    config = small_config(tmp_path)
+    config["encoder"]["vit_b"].update(weights=str(random_vit_b[0]), sha256=random_vit_b[1])
+    config["train"].update({"batch_size": 2, "micro_batch": 1})
+    job = TrainJob(
+        "pg_sam_vit_b",
+        masks,
+        None,
+        tmp_path / "ckpt.pt",
+        tmp_path / "summary.json",
+        config=config,
+        threads=2,
+        text_parquet=_class_text(tmp_path / "text.parquet", config),
+    )
+    summary = train(job)
+    assert summary["steps"] == 1 and np.isfinite(summary["history"][0]["loss"])
+    encoder_saved = {k for k in load_state_dict(tmp_path / "ckpt.pt") if k.startswith("image_encoder.")}
+    assert encoder_saved and all(".attn.qkv.adapter_" in k for k in encoder_saved)

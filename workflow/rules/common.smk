@@ -262,8 +262,8 @@ VIT_B_WEIGHTS = config["encoder"]["vit_b"]["weights"]
 # where rule fetch_vit_b puts the released file (encoder.vit_b.weights may name your own file instead)
 VIT_B_DOWNLOAD = f"results/weights/{os.path.basename(config['encoder']['vit_b']['url'])}"
 TRAINED_METHODS = [m for m in config["methods"] if get_method(m).trains]
-# table 1 (binary DSC per prompt) has the promptable methods; prompt-free networks are in table 2 only
-PROMPTED_METHODS = [m for m in config["methods"] if not get_method(m).prompt_free]
+# table 1 (binary DSC per prompt) has the promptable methods; prompt-free networks and PG-SAM are in table 2 only
+PROMPTED_METHODS = [m for m in config["methods"] if get_method(m).prompted]
 METHOD_DISPLAY = {m: get_method(m).display for m in config["methods"]}
 
 
@@ -318,8 +318,9 @@ def embedding_dir(wildcards, input):
 
 
 def class_text(wildcards):
-    """The class text embeddings, for methods with T2VSE only (others do not rerun when they change)."""
-    if get_method(wildcards.method).has_t2vse:
+    """The class text embeddings, for methods that read them only: T2VSE, PG-SAM's text priors (others do not
+    rerun when they change)."""
+    if get_method(wildcards.method).needs_text:
         return {"text": "results/text/class_embeddings.parquet"}
     return {}
 

@@ -1,5 +1,7 @@
 # Tables and figures.   Code: segsam/report/
 
+from segsam.report.synapse import synapse_rows
+
 
 rule table1:
     input:
@@ -69,3 +71,31 @@ rule semantic_tables:
         "../../envs/torch.yaml"
     script:
         "../scripts/semantic_tables.py"
+
+
+# PG-SAM's Synapse-style table (3D DSC and HD95 per organ, per case): written when a PG-SAM method is listed in
+# `methods`. Its rows: the methods without prompts (PG-SAM and its switches, U-Net, UNETR) and SEG-SAM with box
+# prompts, as configured (segsam/report/synapse.py).
+SYNAPSE_ROWS = synapse_rows(config["methods"])
+SYNAPSE_TABLE = any(get_method(m).pg_sam is not None for m in config["methods"])
+
+
+rule table_synapse:
+    input:
+        per_case=expand("results/eval/{method}/per_case.parquet", method=[m for m, _ in SYNAPSE_ROWS]),
+    output:
+        csv=report("results/table_synapse.csv", category="Tables", caption="../report/table_synapse.rst"),
+        md="results/table_synapse.md",
+        sidecar="results/table_synapse.json",
+    params:
+        evaluate=config["evaluate"],
+        rows=[f"{method} ({prompt})" for method, prompt in SYNAPSE_ROWS],
+        code=CODE["tables"],
+    log:
+        "results/logs/table_synapse.log",
+    benchmark:
+        "results/benchmarks/table_synapse.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/table_synapse.py"
