@@ -11,6 +11,7 @@
 #   evaluate.smk  saved test prompts, evaluation per method          (segsam.evaluate)
 #   report.smk    tables and figures                                 (segsam.report)
 #   cross.smk     cross-dataset evaluation, table 3 (cross.datasets) (segsam.evaluate, segsam.report)
+#   predict.smk   your own scans (predict.input) -> label volumes    (segsam.predict)
 
 import sys
 
@@ -39,6 +40,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cross.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
@@ -53,4 +55,6 @@ rule all:
         ["results/table3.csv"] if CROSS_DATASETS else [],
         # PG-SAM's Synapse-style table when a PG-SAM method is configured
         ["results/table_synapse.csv"] if SYNAPSE_TABLE else [],
+        # a label volume per scan when predict.input names a folder of scans
+        PREDICT_OUTPUTS,
     default_target: True

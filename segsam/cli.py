@@ -4,6 +4,7 @@ segsam methods            # trainable / frozen parameter counts per method (Mark
 segsam check-config FILE  # validate config/config.yaml + FILE overlays, print the config hash
 segsam random-vit-b PATH  # a random SAM ViT-B in the official layout (offline stand-in), prints its sha256
 segsam accept-descriptions [CLASS ...]  # move reviewed LLM descriptions into the committed file
+segsam predict IN OUT --method M [--prompts FILE | --prompt-free]  # segment your own scan (docs/predict.md)
 """
 
 from __future__ import annotations
@@ -66,6 +67,60 @@ def methods_table(num_classes: int | None = None, text_dim: int = 384) -> str:
 GENERATED_DESCRIPTIONS = "results/cache/llm_descriptions.json"
 
 
+def add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``predict`` subcommand's options (the logic is :func:`segsam.predict.run.predict`)."""
+    predict = sub.add_parser(
+        "predict",
+        help="segment a 3D scan (NIfTI, MHA, NRRD or a DICOM series folder; or a folder of scans) with a method",
+        description="Segment a 3D scan; writes a label volume on the input's grid and a JSON sidecar "
+        "(docs/predict.md).",
+    )
+    predict.add_argument("input", help="a volume file, a DICOM series folder, or a folder of scans")
+    predict.add_argument("output", help="the label volume (.nii.gz, ...) or a folder (gets <scan>.nii.gz)")
+    predict.add_argument("--method", required=True, help="a method of `segsam methods` (e.g. segsam, medsam_lite)")
+    predict.add_argument(
+        "--model",
+        help="trained weights: a workflow results folder (default: results/), a checkpoint file, or an MLflow "
+        "run id; zero-shot methods take none",
+    )
+    predict.add_argument("--config", action="append", default=[], metavar="FILE", help="config overlay (repeatable)")
+    prompting = predict.add_mutually_exclusive_group()
+    prompting.add_argument("--prompts", help="prompt file (.json / .csv), or a folder of <scan>.json / <scan>.csv")
+    prompting.add_argument("--prompt-free", action="store_true", help="no prompts (prompt-free methods: unet, unetr)")
+    predict.add_argument("--probabilities", action="store_true", help="also write <output>_prob_<class>.nii.gz")
+    predict.add_argument(
+        "--refine-boxes", action="store_true", help="tighten each plane's box from the neighbouring plane's mask"
+    )
+    predict.add_argument("--text", help="class text embeddings (class_embeddings.parquet) for methods with T2VSE")
+    predict.add_argument("--modality", choices=("auto", "ct", "mr"), default="auto", help="intensity normalisation")
+    predict.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda, or auto (CUDA when available)")
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    """``segsam predict``: logging to stderr, then :func:`segsam.predict.run.predict`."""
+    from segsam.config import load_config
+    from segsam.logs import setup_logging
+    from segsam.predict.run import PredictOptions, predict
+    from segsam.runtime import keep_large_allocations
+
+    setup_logging()
+    keep_large_allocations()  # as every workflow job (segsam.errors.run_stage): planes allocate alike over and over
+    predict(
+        args.input,
+        args.output,
+        method=args.method,
+        config=load_config(*args.config),
+        model=args.model,
+        prompts=args.prompts,
+        prompt_free=args.prompt_free,
+        options=PredictOptions(args.probabilities, args.refine_boxes, args.modality),
+        text=args.text,
+        threads=args.threads,
+        device=args.device,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="segsam", description="SEG-SAM reproduction workflow utilities")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     accept.add_argument("classes", nargs="*", help="class names (default: every generated entry)")
     accept.add_argument("--generated", default=GENERATED_DESCRIPTIONS)
     accept.add_argument("--reviewed", default="config/descriptions/vocabulary_descriptions.json")
+    add_predict_parser(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "methods":
@@ -99,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
             keys = accept_descriptions(args.generated, args.reviewed, args.classes or None)
             print(f"accepted {len(keys)} description(s) into {args.reviewed}: {', '.join(k.class_name for k in keys)}")
+        elif args.command == "predict":
+            run_predict(args)
         else:
             from segsam.config import config_hash, load_config
 

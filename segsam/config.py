@@ -180,7 +180,8 @@ def registry_names(registry: str | Path) -> list[str]:
 
 
 def check_names(config: Mapping[str, Any], root: str | Path = REPO_ROOT) -> None:
-    """Check the names that live in a registry: datasets in ``dataset.registry``, methods in :mod:`segsam.methods`.
+    """Check the names that live in a registry: datasets in ``dataset.registry``, methods (``methods``,
+    ``predict.method``) in :mod:`segsam.methods`.
 
     Called by :func:`validate` and at workflow start-up (``common.smk``), after
     the schema check.
@@ -203,11 +204,12 @@ def check_names(config: Mapping[str, Any], root: str | Path = REPO_ROOT) -> None
                 f"config key '{key}': dataset {name!r} is not in the dataset registry {registry}; add it there "
                 f"(known: {', '.join(known)})"
             )
-    for index, name in enumerate(config["methods"]):
+    methods = [(f"methods.{index}", name) for index, name in enumerate(config["methods"])]
+    methods.append(("predict.method", config["predict"]["method"]))
+    for key, name in methods:
         if name not in METHODS:
             raise ConfigError(
-                f"config key 'methods.{index}': unknown method {name!r}; add it to {METHODS_FILE} "
-                f"(known: {', '.join(METHODS)})"
+                f"config key '{key}': unknown method {name!r}; add it to {METHODS_FILE} (known: {', '.join(METHODS)})"
             )
 
 

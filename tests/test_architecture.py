@@ -1,9 +1,10 @@
 """The house rules the package keeps: data flows one way through the stages, no import cycles, short functions.
 
-Stages, lowest first: data -> text -> models -> embed -> train -> evaluate ->
-report. A module may import from its own stage or a lower one, and from the
-shared top-level modules (config, errors, hashing, methods, ...), which import
-no stage at all. ``segsam.cli`` is the one place that may reach every stage.
+Stages, lowest first: data -> text -> models -> embed -> train -> predict ->
+evaluate -> report (predict imports no training or scoring code either). A module
+may import from its own stage or a lower one, and from the shared top-level
+modules (config, errors, hashing, methods, ...), which import no stage at all.
+``segsam.cli`` is the one place that may reach every stage.
 Rule ``evaluate``'s code hash follows imports, so an edit to training code
 must not re-score every method: this test is what keeps it so.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "segsam"
-STAGES = ("data", "text", "models", "embed", "train", "evaluate", "report")
+STAGES = ("data", "text", "models", "embed", "train", "predict", "evaluate", "report")
 #: Functions longer than this need a comment on their ``def`` line saying why (``# long: ...``).
 MAX_FUNCTION_LINES = 80
 
@@ -69,6 +70,12 @@ def test_report_needs_no_model_code() -> None:
     for module, targets in _graph().items():
         if _stage(module) == "report":
             assert not {t for t in targets if _stage(t) in ("models", "embed", "train")}, module
+
+
+def test_predict_needs_no_training_or_scoring_code() -> None:
+    for module, targets in _graph().items():
+        if _stage(module) == "predict":
+            assert not {t for t in targets if _stage(t) in ("train", "evaluate", "report")}, module
 
 
 def test_no_import_cycles() -> None:

@@ -68,8 +68,17 @@ def test_missing_overlay_is_a_config_error(tmp_path: Path) -> None:
         ({"train": {"epochs": "ten"}}, "train.epochs"),
         ({"evaluate": {"threshold": 1.5}}, "evaluate.threshold"),
         ({"methods": ["medsam_lite", "not_a_method"]}, "methods.1"),
+        ({"predict": {"method": "not_a_method"}}, "predict.method"),
     ],
-    ids=["unknown-top-level", "unknown-nested", "unknown-deep", "wrong-type", "out-of-range", "unknown-method"],
+    ids=[
+        "unknown-top-level",
+        "unknown-nested",
+        "unknown-deep",
+        "wrong-type",
+        "out-of-range",
+        "unknown-method",
+        "unknown-predict-method",
+    ],
 )
 def test_invalid_config_names_the_key_path(tmp_path: Path, overlay: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -17,6 +17,7 @@ from segsam.data.vocabulary import read_classes
 from segsam.errors import ConfigError
 from segsam.methods import get_method
 from segsam.text.coverage import missing_descriptions
+from segsam.predict.scans import list_scans, prompt_file
 
 
 export_pythonpath(workflow.basedir)
@@ -43,6 +44,7 @@ CODE = {
     "test_prompts": code_hash("evaluate.prompts", *COMMON_CODE),
     "evaluate": code_hash("evaluate", "tracking", *COMMON_CODE),
     "tables": code_hash("report", *COMMON_CODE),
+    "predict": code_hash("predict", "tracking", *COMMON_CODE),
 }
 
 
@@ -370,3 +372,35 @@ def cross_per_mask(wildcards):
 def cross_per_case(wildcards):
     """{per_case_<cross dataset>: the per-case 3D tables of its methods} (table 3's 3D view)."""
     return {f"per_case_{name}": [f"results/cross/{name}/eval/{m}/per_case.parquet" for m in CROSS_METHODS] for name in CROSS_DATASETS}
+
+
+# --- your own scans (predict.smk) ------------------------------------------------------------
+
+PREDICT = config["predict"]
+PREDICT_SPEC = get_method(PREDICT["method"])
+PREDICT_SCANS = {name: str(path) for name, path in list_scans(PREDICT["input"]).items()} if PREDICT["input"] else {}
+# every scan's label volume and sidecar (rule predict_all, and rule all)
+PREDICT_OUTPUTS = [f"{PREDICT['output']}/{scan}.{ext}" for scan in PREDICT_SCANS for ext in ("nii.gz", "json")]
+PREDICT_PATTERN = "|".join(re.escape(name) for name in PREDICT_SCANS) or r"(?!)"  # (?!) matches nothing
+if PREDICT_SCANS and not PREDICT_SPEC.prompt_free and not PREDICT["prompts"]:
+    raise ValueError(
+        f"config key predict.prompts: method {PREDICT_SPEC.name} is promptable: set predict.prompts to a folder "
+        "of <scan>.json / <scan>.csv prompt files (docs/predict.md), or use a prompt-free method (unet, unetr)"
+    )
+if PREDICT_SCANS and PREDICT_SPEC.prompt_free and PREDICT["prompts"]:
+    raise ValueError(f"config key predict.prompts: method {PREDICT_SPEC.name} is prompt-free: set it to null")
+
+
+def predict_inputs(wildcards):
+    """The scan, its prompt file, and what the method reads: its checkpoint, the class text
+    embeddings (T2VSE), the ViT-B weights (ViT-B methods)."""
+    inputs = {"scan": PREDICT_SCANS[wildcards.scan], "vocabulary": config["vocabulary"]}
+    if PREDICT["prompts"]:
+        inputs["prompts"] = str(prompt_file(PREDICT["prompts"], wildcards.scan))
+    if PREDICT_SPEC.trains:
+        inputs["checkpoint"] = f"results/models/{PREDICT_SPEC.name}/checkpoint.pt"
+    if PREDICT_SPEC.has_t2vse:
+        inputs["text"] = "results/text/class_embeddings.parquet"
+    if PREDICT_SPEC.encoder == "vit_b":
+        inputs["weights"] = VIT_B_WEIGHTS
+    return inputs
