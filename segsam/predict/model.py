@@ -187,7 +187,7 @@ def class_text(
     Raises:
         DataError: The file is missing or lacks a class.
     """
-    if not spec.has_t2vse:
+    if not spec.needs_text:
         return None
     results = checkpoint.results if checkpoint is not None and checkpoint.results is not None else RESULTS
     path = Path(text) if text is not None else results / WORKFLOW_TEXT
@@ -221,7 +221,7 @@ class Predictor:
         encoder: The frozen image encoder (the embedding cache's), or None when
             the model encodes (trained encoder) or is prompt-free.
         vocabulary: The global vocabulary (model class k = ``vocabulary.ids[k]``).
-        text: C x d_text class text embeddings (T2VSE), or None.
+        text: C x d_text class text embeddings (T2VSE, PG-SAM text priors), or None.
         size: Model input side S.
         bf16: bf16 autocast for the frozen encoder (``encoder.bf16``).
         device: Where the model runs.
@@ -283,14 +283,22 @@ class Predictor:
         return torch.cat(parts).numpy()
 
     def segment(self, plane: np.ndarray) -> np.ndarray:
-        """A prompt-free network's class probabilities on one H x W uint8 plane.
+        """A prompt-free method's class probabilities on one H x W uint8 plane (U-Net, UNETR, PG-SAM).
 
         Returns:
             (C + 1) x H x W float32 softmax probabilities (channel 0 background,
             k + 1 class ``vocabulary.ids[k]``), the logits mapped back onto the plane first.
         """
-        pixels, info = prepare_image(plane, self.size)
-        logits = self.model(pixels[None].to(self.device)).semantic[0].float()
+        if self.spec.prompt_free:  # a conventional network reads the plane itself
+            pixels, info = prepare_image(plane, self.size)
+            out = self.model(pixels[None].to(self.device))
+        elif self.encoder is not None:  # PG-SAM on a frozen encoder: the embedding the cache would hold
+            embedding, info = self.embed(plane)
+            out = self.model(embedding, self.text)
+        else:  # PG-SAM whose own encoder runs (its levels are fused): the encoder's input
+            pixels, info = encoder_input(plane, self.size, self.spec.encoder)
+            out = self.model(pixels[None].to(self.device), self.text)
+        logits = out.semantic[0].float()
         return torch.softmax(info.logits_to_original(logits), dim=0).cpu().numpy()
 
 

@@ -104,14 +104,14 @@ def check_prompting(spec: MethodSpec, prompts: str | Path | None, prompt_free: b
     Raises:
         DataError: One line saying which option to use.
     """
-    if spec.prompt_free and prompts is not None:
+    if not spec.prompted and prompts is not None:
         raise DataError(f"method {spec.name!r} is prompt-free: it takes no --prompts ({prompts})")
-    if spec.prompt_free and refine:
+    if not spec.prompted and refine:
         raise DataError(f"method {spec.name!r} is prompt-free: --refine-boxes needs boxes")
-    if not spec.prompt_free and (prompts is None or prompt_free):
+    if spec.prompted and (prompts is None or prompt_free):
         raise DataError(
             f"method {spec.name!r} is promptable: pass --prompts with a prompt file (docs/predict.md); "
-            "prompt-free methods are unet and unetr"
+            "prompt-free methods are unet, unetr and PG-SAM"
         )
 
 

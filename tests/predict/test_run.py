@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
 import yaml
 
 from segsam.cli import main
+from segsam.data.vocabulary import Vocabulary
 from segsam.hashing import sha256_of
 from segsam.methods import get_method
+from segsam.models.method_model import trained_state
 from segsam.models.preprocess import ResizeInfo
 from segsam.predict.labels import LabelBuilder
 from segsam.predict.model import Checkpoint, build_predictor
@@ -24,7 +27,7 @@ from segsam.predict.prompts import PlacedBox, PlacedPoint, PromptEntry
 from segsam.predict.run import REFINE_MARGIN_MM, Refiner, RefineSweeps, refined_box, segment_with_prompts
 from segsam.predict.volume import read_scan, to_input_grid
 from tests.conftest import write_volume
-from tests.helpers import write_dicom_series
+from tests.helpers import method_model, write_dicom_series
 from tests.predict.conftest import ct_phantom
 
 
@@ -345,3 +348,31 @@ def test_a_bad_input_writes_nothing_and_says_why_in_one_line(
     assert len(errors) == 1 and expected in errors[0], errors
     assert sorted(p for p in tmp_path.rglob("*") if "prompts" not in p.parts) == before  # nothing written
     assert small_ct.is_file()
+
+
+def test_pg_sam_labels_every_plane_from_its_text_priors(
+    tmp_path: Path, small_ct: Path, default_config: dict[str, Any]
+) -> None:
+    """PG-SAM takes no prompts: its frozen encoder's embedding and the class text priors label each plane."""
+    torch.manual_seed(0)
+    model = method_model("pg_sam", default_config, 384)
+    checkpoint = tmp_path / "pg_sam.pt"
+    torch.save(trained_state(model), checkpoint)
+    vocabulary = Vocabulary.from_config(default_config)
+    text = tmp_path / "class_embeddings.parquet"
+    pd.DataFrame(
+        {
+            "class_id": vocabulary.ids,
+            "name": vocabulary.names,
+            "model": "test",
+            "dim": 384,
+            "vector": [np.random.default_rng(k).normal(size=384).astype(np.float32).tolist() for k in vocabulary.ids],
+        }
+    ).to_parquet(text)
+    out = tmp_path / "seg.nii.gz"
+    args = ["predict", str(small_ct), str(out), "--method", "pg_sam", "--model", str(checkpoint)]
+    assert main([*args, "--prompt-free", "--text", str(text)]) == 0
+    label, image = sitk.ReadImage(str(out)), sitk.ReadImage(str(small_ct))
+    assert label.GetSize() == image.GetSize() and label.GetOrigin() == image.GetOrigin()
+    assert json.loads((tmp_path / "seg.json").read_text())["method"] == "pg_sam"
+    assert main([*args, "--prompts", str(tmp_path / "p.json")]) == 1  # it takes no prompts
