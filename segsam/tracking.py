@@ -246,4 +246,4 @@ def log_index(table: Any, path: str | Path, *, name: str, context: str) -> None:
     with warnings.catch_warnings():  # MLflow's schema inference warns about integer columns: not a model input
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(table, source=source, name=name, digest=sha256_of(path)[:12])
-    mlflow.log_input(dataset, context=context)
+        mlflow.log_input(dataset, context=context)

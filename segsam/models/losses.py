@@ -384,7 +384,8 @@ class MethodLoss(nn.Module):
             dict[str, torch.Tensor]: ``loss`` (the total) and every term
               (``sagd``, ``focal``, ``dice``, ``iou_mse``, ``sawd``,
               ``class_ce``, ``mask_bce``, ``mask_dice``, ``presence_bce``,
-              ``class_mask_bce``, ``class_mask_dice``, ``cmsa``) it computed.
+              ``class_mask_bce``, ``class_mask_dice``, ``cmsa``) it computed,
+              and ``class_acc``, the share of prompts whose SAWD class is right.
 
         Raises:
             ValueError: For a prompt-free network's output (use
@@ -418,6 +419,9 @@ class MethodLoss(nn.Module):
         if self.cmsa:
             terms["cmsa"] = cmsa_loss(out.sem_masks, out.masks)
             total = total + self.weights["lambda_cmsa"] * terms["cmsa"]
+        if self.sawd_loss is not None and out.class_logits is not None:  # a figure to watch, not a loss term
+            right = out.class_logits.detach().argmax(1) == classes.to(out.class_logits.device)
+            terms["class_acc"] = right.float().mean()
         terms["loss"] = total
         return terms
 

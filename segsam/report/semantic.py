@@ -20,6 +20,7 @@ from segsam.atomic import atomic_path, write_text
 from segsam.evaluate.metrics import semantic_summarise, summarise
 from segsam.methods import get_method
 from segsam.report.inputs import Bootstrap, ordered, read_tables
+from segsam.report.paired import LADDER_STEPS, attach_gains, gains, gains_markdown
 from segsam.report.paper import (
     ABLATION_ROWS,
     PAPER_ROWS,
@@ -294,7 +295,8 @@ def make_semantic_tables(
 
     Table 2: semantic mDSC per modality (methods with a semantic decoder only). Table 4:
     ablation ladder, DSC and mDSC avg, a row for every method of ``ABLATION_ROWS`` that
-    was run. Table 5/7: the SAM ViT-B baselines before and after plugging in SAWD
+    was run, with each rung's paired gain over the rung it extends (``gain_dsc``,
+    ``gain_mdsc``: :mod:`segsam.report.paired`). Table 5/7: the SAM ViT-B baselines before and after plugging in SAWD
     (:func:`plugin_table`).
 
     Args:
@@ -316,9 +318,18 @@ def make_semantic_tables(
     binary = summarise(per_mask, boot.n_boot, boot.ci, boot.seed)
     table2 = semantic_table(semantic)
     table4 = ablation_table(binary, semantic)
+    ladder = {"dsc": gains(per_mask, LADDER_STEPS, boot), "mdsc": gains(per_mask, LADDER_STEPS, boot, semantic=True)}
+    for metric, found in ladder.items():
+        table4 = attach_gains(table4, found, f"gain_{metric}")
     table5 = _plugin_tables(binary, semantic, config, boot, cross_per_mask)
     for table, out in ((table2, out_table2), (table4, out_table4), (table5, out_table5)):
         with atomic_path(out) as tmp:
             table.to_csv(tmp, index=False)
-    write_text(out_md, semantic_markdown(table2, table4, table5))
+    display = {m: get_method(m).display for m in per_mask["method"].unique()}
+    steps = (
+        gains_markdown(ladder["dsc"], "binary DSC avg", display)
+        + "\n"
+        + gains_markdown(ladder["mdsc"], "mDSC avg", display)
+    )
+    write_text(out_md, semantic_markdown(table2, table4, table5) + steps)
     return table2, table4, table5

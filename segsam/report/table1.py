@@ -23,6 +23,7 @@ from segsam.atomic import atomic_path, write_json, write_text
 from segsam.config import config_hash
 from segsam.evaluate.metrics import distance_summary, summarise
 from segsam.report.inputs import Bootstrap, ordered, read_tables
+from segsam.report.paired import TABLE1_BASELINES, attach_gains, gains, gains_markdown
 from segsam.report.paper import add_paper_columns, paper_values
 from segsam.report.render import distance_markdown, to_markdown, value_columns, wide_table
 from segsam.tracking import git_commit
@@ -93,12 +94,17 @@ def make_table1(
     table = binary_table(per_mask, boot.n_boot, boot.ci, boot.seed)
     modalities = value_columns(table)
     table = add_paper_columns(table, paper_values("table1_binary_dsc.csv"), modalities)
+    found = gains(per_mask, TABLE1_BASELINES, boot)
+    table = attach_gains(table, found, "gain_avg")
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     distances = distance_summary(per_mask)
+    display = dict(zip(table["method"], table["row"]))
     write_text(
         out_md,
         to_markdown(table, modalities)
+        + "\n"
+        + gains_markdown(found, "binary DSC avg", display)
         + "\n### HD95 (mm), median over the same prompted masks (empty prediction = slice diagonal)\n\n"
         + distance_markdown(distances),
     )

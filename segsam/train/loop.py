@@ -68,6 +68,7 @@ from segsam.tracking import log_index, start_run
 from segsam.train.batch import PromptBatch, PromptSet, TrainImage, label_map, load_train_images, simulate_prompts
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.train.dist import DistContext
+from segsam.train.heldout import HeldOut
 from segsam.train.job import TrainJob
 from segsam.train.prompts import add_error_clicks
 from segsam.train.subset import label_subset
@@ -221,6 +222,10 @@ class Trainer:
         if spec.needs_text:
             self.text = torch.from_numpy(load_class_embeddings(job.text_parquet, vocabulary)).to(self.context.device)
         self.steps_per_epoch = (len(self.images) + self.settings.batch_size - 1) // self.settings.batch_size
+        self.heldout = None
+        if spec.has_sawd and spec.prompted and self.store is not None and self.context.is_main:
+            limit = int(job.config["train"]["heldout_images"])
+            self.heldout = HeldOut.from_index(table, vocabulary, self.image_size, job.cache_dir, limit)
 
     def _build_model(self) -> None:
         """The model (seeded), its loss, Adam, the lr schedule, and the DDP wrapper with several processes."""
@@ -513,6 +518,8 @@ class Trainer:
                 "images_per_s": len(self.images) / max(epoch_time, 1e-9),
             }
         )
+        if self.heldout is not None:
+            record["heldout_class_acc"] = self.heldout.class_accuracy(self.model, self.text, self.context.device)
         state.history.append(record)
         if self.run_handle is not None:
             import mlflow

@@ -176,6 +176,8 @@ def test_method_loss_adds_the_terms_of_the_parts_it_was_built_for():
     cmsa = cmsa_loss(out.sem_masks, out.masks)
     torch.testing.assert_close(terms["loss"], sagd["sagd"] + sawd["sawd"] + 0.5 * cmsa, rtol=0, atol=0)
     torch.testing.assert_close(loss(out, target, classes, presence)["loss"], terms["loss"], rtol=0, atol=0)  # reusable
+    right = (out.class_logits.argmax(1) == classes).float().mean()
+    assert terms["class_acc"] == right and not terms["class_acc"].requires_grad  # watched, never trained on
     baseline = MethodLoss(sawd=False)(out, target, classes, presence)
     assert set(baseline) == {"loss", "sagd", "focal", "dice", "iou_mse"}
     with pytest.raises(ValueError, match="CMSA term needs SAWD"):

@@ -93,6 +93,7 @@ def test_markdown(outputs) -> None:
     out, config = outputs
     text = out["md"].read_text(encoding="utf-8")
     dsc, hd95 = text.split("### HD95 (mm)")
+    dsc, gains = dsc.split("### Paired gains")
     lines = dsc.strip().splitlines()
     n_rows = len(config["methods"]) * len(config["evaluate"]["prompts"])
     assert lines[0].startswith("| Method | Prompt | CT | MR | Avg. |")
@@ -102,6 +103,20 @@ def test_markdown(outputs) -> None:
     hd95_lines = [line for line in hd95.splitlines() if line.startswith("|")]
     assert hd95_lines[0].startswith("| Method | Prompt | CT | MR | Avg. |") and len(hd95_lines) == 2 + n_rows
     assert f"(n={len(CT_DSC) - 1}), 1 undefined" in hd95
+    # SEG-SAM against the decoder it extends, on the same prompts: one row per prompt
+    gain_rows = [line for line in gains.splitlines() if line.startswith("| SEG-SAM |")]
+    assert len(gain_rows) == len(config["evaluate"]["prompts"]) and "LiteMedSAM + fine-tuned decoder" in gain_rows[0]
+
+
+def test_seg_sam_gain_over_its_baseline_is_paired_by_case(outputs) -> None:
+    out, config = outputs
+    table = pd.read_csv(out["csv"]).set_index(["method", "prompt"])
+    row = table.loc[("segsam", "box")]
+    assert row["gain_avg_vs"] == "ft_decoder"
+    # the fixture offsets each method's DSC by -0.05 per position in config.methods: segsam is 5 points lower
+    assert row["gain_avg"] == pytest.approx(-5.0, abs=0.01)
+    assert row["gain_avg_lo"] <= row["gain_avg"] <= row["gain_avg_hi"]
+    assert pd.isna(table.loc[("medsam_lite", "box"), "gain_avg"])  # no baseline: no gain
 
 
 def test_hd95_summary_in_the_sidecar(outputs) -> None:
