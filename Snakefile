@@ -50,6 +50,7 @@ rule all:
         "results/figures/qualitative.png",
         "results/figures/training_curves.png",
         "results/table2.csv",
+        "results/diagnostics/per_class.csv",
         "results/text/class_embeddings.parquet",
         # table 3 when cross-dataset evaluation is configured (config/cross.yaml)
         ["results/table3.csv"] if CROSS_DATASETS else [],

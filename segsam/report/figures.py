@@ -161,25 +161,41 @@ def qualitative_panel(
 
 
 def training_curves(summaries: Sequence[str | Path], out_png: str | Path) -> None:
-    """Loss per epoch of every trained method (from their train_summary.json), legend right of the plot."""
+    """Loss per epoch of every trained method and, for those with SAWD's class head, its class
+    accuracy on its training prompts (solid) and on held-out test slices (dashed); legend right."""
     histories = [json.loads(Path(path).read_text(encoding="utf-8")) for path in summaries]
     colours = _method_colours([s["method"] for s in histories])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    with_classes = [s for s in histories if any("class_acc" in h for h in s["history"])]
+    fig, axes = plt.subplots(1, 2 if with_classes else 1, figsize=(10.5 if with_classes else 5.5, 3.6), squeeze=False)
     for summary in histories:
         epochs = [h["epoch"] for h in summary["history"]]
-        ax.plot(
-            epochs,
-            [h["loss"] for h in summary["history"]],
-            marker="o",
-            label=summary["method"],
-            color=colours[summary["method"]],
+        colour = colours[summary["method"]]
+        axes[0, 0].plot(
+            epochs, [h["loss"] for h in summary["history"]], marker="o", label=summary["method"], color=colour
         )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
+    for summary in with_classes:
+        epochs = [h["epoch"] for h in summary["history"]]
+        colour = colours[summary["method"]]
+        axes[0, 1].plot(epochs, [h.get("class_acc") for h in summary["history"]], marker="o", color=colour)
+        heldout = [h.get("heldout_class_acc") for h in summary["history"]]
+        if any(v is not None for v in heldout):
+            axes[0, 1].plot(epochs, heldout, marker="s", linestyle="--", color=colour)
+    axes[0, 0].set_ylabel("training loss")
+    if with_classes:
+        axes[0, 1].set_ylabel("SAWD class accuracy (-- held-out)")
+        axes[0, 1].set_ylim(0, 1)
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     if histories:
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+        axes[0, -1].legend(
+            *axes[0, 0].get_legend_handles_labels(),
+            fontsize=8,
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+            frameon=False,
+        )
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")

@@ -99,3 +99,23 @@ rule table_synapse:
         "../../envs/torch.yaml"
     script:
         "../scripts/table_synapse.py"
+
+
+rule diagnostics:
+    input:
+        expand("results/eval/{method}/per_mask.parquet", method=PROMPTED_METHODS),
+    output:
+        confusion="results/diagnostics/confusion.csv",
+        per_class=report("results/diagnostics/per_class.csv", category="Diagnostics", caption="../report/diagnostics.rst"),
+        md="results/diagnostics/per_class.md",
+        png=report("results/figures/confusion.png", category="Diagnostics", caption="../report/diagnostics.rst"),
+    params:
+        code=CODE["tables"],
+    log:
+        "results/logs/diagnostics.log",
+    benchmark:
+        "results/benchmarks/diagnostics.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/diagnostics.py"
