@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/table1.csv
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

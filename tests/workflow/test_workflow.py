@@ -153,7 +153,7 @@ def test_second_run_does_nothing(tiny_run: Path) -> None:
 def test_evaluation_setting_reruns_only_evaluation_and_tables(tiny_run: Path) -> None:
     jobs = planned_jobs(tiny_run, overlay(tiny_run, "eval_change.yaml", {"evaluate": {"bootstrap": 300}}))
     assert jobs.get("evaluate") == 4 and jobs.get("table1") == 1
-    assert set(jobs) <= {"test_prompts", "evaluate", "table1", "semantic_tables", "figures", "all"}
+    assert set(jobs) <= {"test_prompts", "evaluate", "table1", "semantic_tables", "figures", "diagnostics", "all"}
 
 
 def test_slicing_setting_reruns_slicing_and_everything_after(tiny_run: Path) -> None:
@@ -171,6 +171,25 @@ def test_code_change_reruns_the_stage_using_it(tiny_run: Path) -> None:
         jobs = planned_jobs(tiny_run)
         assert jobs.get("evaluate") == 4 and jobs.get("table1") == 1
         assert not {"train", "embed_images", "slice_volume"} & set(jobs)
+    finally:
+        module.write_text(original)
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_training_code_change_leaves_evaluation_alone(tiny_run: Path) -> None:
+    """Evaluation imports nothing from segsam/train: an edit to resume code retrains, it does not rescore by itself."""
+    module = tiny_run / "segsam/train/checkpoint.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# a change to the resume code\n")
+        proc = snakemake(tiny_run, "-n")
+        jobs = planned_jobs(tiny_run)
+        assert jobs.get("train") == 3, jobs  # ft_decoder, segsam and the U-Net
+        # medsam_lite trains nothing, so it is not rescored; the others only for their new checkpoints
+        assert jobs.get("evaluate") == 3 and not {"slice_volume", "embed_images", "test_prompts"} & set(jobs)
+        reasons = re.findall(r"^rule (\w+):\n(?:\s+\w+:.*\n)*?\s+reason: (.*)$", proc.stdout, flags=re.M)
+        assert {rule for rule, _ in reasons} >= {"train", "evaluate"}, proc.stdout[-2000:]
+        assert all("Params have changed" not in why for rule, why in reasons if rule == "evaluate"), reasons
     finally:
         module.write_text(original)
     assert planned_jobs(tiny_run) == {}
