@@ -194,12 +194,18 @@ class LabelMap:
         Raises:
             DataError: a name the vocabulary lacks, or a value that is not an integer.
         """
+        if not isinstance(labels, Mapping):
+            raise DataError(f"{source}: 'labels' must map label values to class names, not {type(labels).__name__}")
         mapping: dict[int, int | None] = {}
         for value, name in labels.items():
             try:
-                mapping[int(value)] = None if name is None else vocabulary.id_of(name)
-            except ValueError as err:
+                key = int(value)
+            except (TypeError, ValueError) as err:
                 raise DataError(f"{source}: label value {value!r} is not an integer") from err
+            try:
+                mapping[key] = None if name is None else vocabulary.id_of(name)
+            except DataError as err:
+                raise DataError(f"{source}: label {key}: {err}") from err
         return cls(Path(source), mapping)
 
     def lookup_table(self, values: np.ndarray, where: str) -> np.ndarray:

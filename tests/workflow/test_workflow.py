@@ -239,6 +239,26 @@ def test_invalid_config_fails_at_start_up(tmp_path: Path, content: dict, expecte
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"labels": {"1": "liver",', "not a label map with a 'labels' object"),
+        ('{"labels": {"1": "livre"}}', "label 1: class 'livre' is not in the vocabulary"),
+        ('{"labels": ["liver"]}', "'labels' must map label values to class names"),
+    ],
+)
+def test_broken_label_map_fails_at_start_up(tmp_path: Path, text: str, expected: str) -> None:
+    """Issue 23 (8): a malformed label map stops the dry run, naming the file, before any job runs."""
+    work = copy_workflow(tmp_path)
+    labelmap = work / "my_labels.json"
+    labelmap.write_text(text, encoding="utf-8")
+    settings = overlay(work, "labels.yaml", {"dataset": {"labelmap": str(labelmap)}})
+    proc = snakemake(work, "-n", overlays=(settings,), check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"{labelmap}: " in output and expected in output
+
+
+@pytest.mark.parametrize(
     ("encoder", "message"),
     [
         ({"weights": "/nonexistent/weights.pth", "sha256": None}, "/nonexistent/weights.pth"),

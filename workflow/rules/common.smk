@@ -13,8 +13,8 @@ from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import SCANNED, CasesNotReady, load_registry
 from segsam.data.sources import DigestCache, case_files
 from segsam.data.synonyms import NameMatcher
-from segsam.data.vocabulary import read_classes
-from segsam.errors import ConfigError
+from segsam.data.vocabulary import LabelMap, Vocabulary, read_classes
+from segsam.errors import ConfigError, DataError
 from segsam.methods import get_method
 from segsam.text.coverage import missing_descriptions
 from segsam.predict.scans import list_scans, prompt_file
@@ -128,6 +128,23 @@ def case_specs(name):
 # {dataset: (case specs, pending reason)} of every dataset the workflow reads
 DATASET_CASES = {name: case_specs(name) for name in [DATASET, *CROSS_DATASETS]}
 CASE_SPECS, CASES_PENDING = DATASET_CASES[DATASET]
+
+
+def labelmaps_used():
+    """Every label map file the slicing jobs of this run will read (dataset.labelmap, the registry's, each case's)."""
+    used = {case.labelmap for specs, _ in DATASET_CASES.values() for case in specs.values() if case.labelmap}
+    if DATASET_SPEC.kind == "phantoms":
+        used.add(config["dataset"]["labelmap"] or DATASET_SPEC.labelmap)
+    return sorted(used)
+
+
+# a broken label map stops the run now, naming the file, not when its first slicing job meets it
+_VOCABULARY = Vocabulary.read(config["vocabulary"], config["vocabulary_extra"])
+for _labelmap in labelmaps_used():
+    try:
+        LabelMap.read(_labelmap, _VOCABULARY)
+    except DataError as err:
+        raise ConfigError(str(err)) from None
 
 
 def cases():
