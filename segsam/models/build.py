@@ -297,10 +297,23 @@ def build_model(
     if encoder_weights is not None:
         load_sam_weights(model, encoder_weights, encoder=spec.encoder)
     if sawd is not None and sawd.prompted:
-        sawd.transformer.load_state_dict(model.mask_decoder.transformer.state_dict())
-        sawd.output_upscaling.load_state_dict(model.mask_decoder.output_upscaling.state_dict())
+        _start_sawd_from_sagd(sawd, model.mask_decoder)
     set_trainable(model, spec)
     return model.eval()
+
+
+def _start_sawd_from_sagd(sawd: SemanticAwareDecoder, sagd: nn.Module) -> None:
+    """SAWD's prompted branch starts as SAGD's first mask output: the same two-way transformer and
+    upscaling, the SO-token equal to SAGD's mask token 0 and the mask hypernetwork equal to its.
+
+    The SO-token thus attends to the prompted object from the first step, so the class head reads
+    that object's features instead of waiting for a random token to learn where to look.
+    """
+    sawd.transformer.load_state_dict(sagd.transformer.state_dict())
+    sawd.output_upscaling.load_state_dict(sagd.output_upscaling.state_dict())
+    sawd.mask_hypernet.load_state_dict(sagd.output_hypernetworks_mlps[0].state_dict())
+    with torch.no_grad():
+        sawd.so_token.weight.copy_(sagd.mask_tokens.weight[:1])
 
 
 def build_pg_sam(

@@ -47,6 +47,9 @@ def test_segsam_loads_litemedsam_and_starts_sawd_from_sagd(segsam, checkpoint):
         assert torch.equal(sawd.transformer.state_dict()[key], value), key
     for key, value in sagd.output_upscaling.state_dict().items():
         assert torch.equal(sawd.output_upscaling.state_dict()[key], value), key
+    for key, value in sagd.output_hypernetworks_mlps[0].state_dict().items():
+        assert torch.equal(sawd.mask_hypernet.state_dict()[key], value), key
+    assert torch.equal(sawd.so_token.weight, sagd.mask_tokens.weight[:1])  # the SO-token starts as mask token 0
     assert not segsam.training
 
 
