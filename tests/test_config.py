@@ -321,4 +321,4 @@ def test_own_data_keys_are_checked(tmp_path: Path, overlay: dict[str, Any], key:
 @pytest.mark.parametrize("name", ["chaos.yaml", "chaos_tiny.yaml"])
 def test_chaos_configs_validate(name: str) -> None:
     config = load_config(REPO / "config" / name)
-    assert config["dataset"]["name"] == "chaos_t2" and config["methods"] == ["medsam_lite", "ft_decoder", "segsam"]
+    assert config["dataset"]["name"] == "chaos_t2" and config["methods"][:3] == ["medsam_lite", "ft_decoder", "segsam"]
