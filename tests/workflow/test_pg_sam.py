@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.workflow.wfutils import copy_workflow, snakemake
+from tests.workflow.wfutils import snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def test_pg_sam_rows_reach_table2_and_the_synapse_table(tmp_path: Path) -> None:
-    work = copy_workflow(tmp_path)
+def test_pg_sam_rows_reach_table2_and_the_synapse_table(tiny_run: Path, tmp_path: Path) -> None:
+    """On a copy of the tiny run: its slices, embeddings, segsam and unet are reused; PG-SAM trains and scores."""
+    work = tmp_path / "pg_sam"
+    shutil.copytree(tiny_run, work, symlinks=True)
     overlay = work / "config" / "pg_sam_tiny.yaml"
     overlay.write_text(yaml.safe_dump({"methods": ["medsam_lite", "segsam", "unet", "pg_sam"]}))
     snakemake(work, "--cores", "2", overlays=("config/pg_sam_tiny.yaml",))
