@@ -140,7 +140,7 @@ class Vocabulary:
     def id_of(self, name: str) -> int:
         hit = self.table.loc[self.table["name"] == name, "class_id"]
         if hit.empty:
-            raise DataError(f"class {name!r} is not in the vocabulary")
+            raise _not_in_vocabulary(name)
         return int(hit.iloc[0])
 
     def name_of(self, class_id: int) -> str:
@@ -158,6 +158,27 @@ class Vocabulary:
         return len(self.table)
 
 
+def _not_in_vocabulary(name: str) -> DataError:
+    return DataError(f"class {name!r} is not in the vocabulary")
+
+
+@dataclass(frozen=True)
+class ClassIds:
+    """The vocabulary's class id by name, read without pandas: what the workflow's start-up checks need."""
+
+    ids: Mapping[str, int]
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> ClassIds:
+        """From :func:`read_classes`' rows."""
+        return cls({row["name"]: int(row["class_id"]) for row in rows})
+
+    def id_of(self, name: str) -> int:
+        if name not in self.ids:
+            raise _not_in_vocabulary(name)
+        return self.ids[name]
+
+
 @dataclass(frozen=True)
 class LabelMap:
     """Maps a dataset's label values to vocabulary class ids.
@@ -171,7 +192,7 @@ class LabelMap:
     mapping: dict[int, int | None]
 
     @classmethod
-    def read(cls, path: str | Path, vocabulary: Vocabulary) -> LabelMap:
+    def read(cls, path: str | Path, vocabulary: Vocabulary | ClassIds) -> LabelMap:
         path = Path(path)
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))["labels"]
@@ -181,7 +202,7 @@ class LabelMap:
 
     @classmethod
     def from_labels(
-        cls, labels: Mapping[str | int, str | None], vocabulary: Vocabulary, source: str | Path
+        cls, labels: Mapping[str | int, str | None], vocabulary: Vocabulary | ClassIds, source: str | Path
     ) -> LabelMap:
         """A label map given as ``{label value: vocabulary name or None}`` (what a label map file's
         ``labels`` holds), e.g. made from an nnU-Net ``dataset.json`` at workflow start-up.

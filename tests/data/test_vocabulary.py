@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segsam.data.vocabulary import LabelMap, Vocabulary, read_classes
+from segsam.data.vocabulary import ClassIds, LabelMap, Vocabulary, read_classes
 from segsam.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -173,3 +173,12 @@ def test_inline_label_map_names_its_source(vocab: Vocabulary) -> None:
     assert labelmap.mapping == {1: 1, 4: None}
     with pytest.raises(DataError, match=r"/data/dataset.json"):
         labelmap.lookup_table(np.array([0, 1, 9]), where="/data/seg.nii.gz")
+
+
+def test_class_ids_read_without_pandas_match_the_vocabulary() -> None:
+    """The workflow's start-up label-map check uses ClassIds: same ids, same error as Vocabulary."""
+    vocabulary, class_ids = Vocabulary.read(VOCABULARY_CSV), ClassIds.from_rows(read_classes(VOCABULARY_CSV))
+    assert {name: class_ids.id_of(name) for name in vocabulary.names} == dict(zip(vocabulary.names, vocabulary.ids))
+    for lookup in (vocabulary, class_ids):
+        with pytest.raises(DataError, match="class 'livre' is not in the vocabulary"):
+            lookup.id_of("livre")

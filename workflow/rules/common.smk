@@ -13,7 +13,7 @@ from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import SCANNED, CasesNotReady, load_registry
 from segsam.data.sources import DigestCache, case_files
 from segsam.data.synonyms import NameMatcher
-from segsam.data.vocabulary import LabelMap, Vocabulary, read_classes
+from segsam.data.vocabulary import ClassIds, LabelMap, read_classes
 from segsam.errors import ConfigError, DataError
 from segsam.methods import get_method
 from segsam.text.coverage import missing_descriptions
@@ -50,7 +50,8 @@ CODE = {
 
 # --- the vocabulary: config/vocabulary.csv + vocabulary_extra, each class described --------
 
-VOCABULARY_NAMES = [row["name"] for row in read_classes(config["vocabulary"], config["vocabulary_extra"])]
+VOCABULARY_ROWS = read_classes(config["vocabulary"], config["vocabulary_extra"])
+VOCABULARY_NAMES = [row["name"] for row in VOCABULARY_ROWS]
 # label names of your own folders (nnU-Net dataset.json, per-class mask files) -> vocabulary names
 NAMES = NameMatcher.read(config["synonyms"], VOCABULARY_NAMES)
 # the LLM's replies (rule describe_classes' params.generated); with text.llm off, every class needs a description already
@@ -139,10 +140,10 @@ def labelmaps_used():
 
 
 # a broken label map stops the run now, naming the file, not when its first slicing job meets it
-_VOCABULARY = Vocabulary.read(config["vocabulary"], config["vocabulary_extra"])
+_CLASS_IDS = ClassIds.from_rows(VOCABULARY_ROWS)
 for _labelmap in labelmaps_used():
     try:
-        LabelMap.read(_labelmap, _VOCABULARY)
+        LabelMap.read(_labelmap, _CLASS_IDS)
     except DataError as err:
         raise ConfigError(str(err)) from None
 
