@@ -399,6 +399,14 @@ def encoder_settings(config: Mapping[str, Any], encoder: str) -> dict[str, Any]:
     raise ValueError(f"unknown encoder {encoder!r}; known: tiny_vit, vit_b")
 
 
+def reads_cache(config: Mapping[str, Any], method: str) -> bool:
+    """Whether a method's jobs read its frozen encoder's embedding cache (else they encode the images).
+
+    Only a frozen encoder has a cache, and only while ``cache.enabled`` is set.
+    """
+    return METHODS[method].encoder_frozen and bool(config["cache"]["enabled"])
+
+
 def encoder_tag(encoder: Mapping[str, Any]) -> str:
     """Name of a frozen encoder's embedding-cache folder: ``<weights name>-<sha256[:8]>``.
 

@@ -372,16 +372,32 @@ def _baseline_specs() -> list[MethodSpec]:
     ]
 
 
-def _segsam_spec() -> MethodSpec:
-    """SEG-SAM with all its components on the frozen LiteMedSAM encoder."""
-    return MethodSpec(
-        name="segsam",
-        display="SEG-SAM",
-        trains=True,
-        trainable=_SEGSAM_TRAINS,
-        components=(*_SAWD, "t2vse", "cmsa"),
-        description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train with CMSA.",
-    )
+def _segsam_specs() -> list[MethodSpec]:
+    """SEG-SAM with all its components: on the frozen LiteMedSAM encoder (the demo's), and as the paper
+    trains it, on SAM ViT-B with SAM-Med2D's adapters (config/paper.yaml)."""
+    components = (*_SAWD, "t2vse", "cmsa")
+    return [
+        MethodSpec(
+            name="segsam",
+            display="SEG-SAM",
+            trains=True,
+            trainable=_SEGSAM_TRAINS,
+            components=components,
+            description="Frozen LiteMedSAM encoder; prompt encoder, SAGD, SAWD (SO + CO tokens) and T2VSE train "
+            "with CMSA.",
+        ),
+        MethodSpec(
+            name="segsam_vit_b",
+            display="SEG-SAM (ViT-B)",
+            trains=True,
+            trainable=_SEGSAM_TRAINS,
+            encoder="vit_b",
+            adapter="sam_med2d",
+            components=components,
+            description="The paper's SEG-SAM: SAM ViT-B frozen but for SAM-Med2D's adapters; prompt encoder, "
+            "SAGD, SAWD and T2VSE train with CMSA.",
+        ),
+    ]
 
 
 def _plugin_specs() -> list[MethodSpec]:
@@ -495,7 +511,7 @@ def _registry() -> dict[str, MethodSpec]:
     specs = [
         *_zero_shot_and_decoder_specs(),
         *_baseline_specs(),
-        _segsam_spec(),
+        *_segsam_specs(),
         *_plugin_specs(),
         *_ablation_specs(),
         *_network_specs(),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import SimpleITK as sitk
 
 from segsam.data.vocabulary import Vocabulary
@@ -57,3 +59,47 @@ def write_dicom_series(
         writer.SetFileName(str(folder / f"slice_{k:04d}.dcm"))
         writer.Execute(plane)
     return folder
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a 2D array as an 8-bit PNG (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.uint8)), str(path))
+
+
+def write_sa_med2d_release(
+    root: Path, cases: dict[str, str], *, slices: tuple[int, ...] = (3, 7), shape: tuple[int, int] = (20, 30)
+) -> Path:
+    """A small SA-Med2D-16M-style release at ``root`` (the ``SAMed2Dv1`` folder): release naming,
+    ``SAMed2D_v1.json`` (image -> masks, no split) and the class-mapping json.
+
+    Args:
+        root: The release folder.
+        cases: ``{case: modality prefix}`` (``ct_00``, ``mr_t2``, ...).
+        slices: The slice numbers of each case.
+        shape: (height, width) of every slice; each has a liver mask (class 0, a square in the top-left
+            corner) and a small left-kidney mask (class 1) below it.
+    """
+    height, width = shape
+    image_to_masks: dict[str, list[str]] = {}
+    for case, prefix in cases.items():
+        for k in slices:
+            stem = f"{prefix}--SynthSet--{case}--z_{k:04d}"
+            image = np.full(shape, 100)
+            image[: height // 2, : height // 2] = 180
+            write_png(root / "images" / f"{stem}.png", image)
+            masks = []
+            areas = (
+                (slice(0, height // 2), slice(0, height // 2)),
+                (slice(height * 3 // 5, height * 7 // 10), slice(0, 3)),
+            )
+            for index, area in enumerate(areas):
+                mask = np.zeros(shape)
+                mask[area] = 255
+                name = f"masks/{stem}--{index:04d}_000.png"
+                write_png(root / name, mask)
+                masks.append(f"SAMed2Dv1/{name}")
+            image_to_masks[f"SAMed2Dv1/images/{stem}.png"] = masks
+    (root / "SAMed2D_v1.json").write_text(json.dumps(image_to_masks))
+    (root / "SAMed2D_v1_class_mapping_id.json").write_text(json.dumps({"SynthSet": {"liver": 0, "Left Kidney": 1}}))
+    return root

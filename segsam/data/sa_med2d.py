@@ -60,7 +60,7 @@ import re
 import shutil
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ __all__ = [
     "SliceInfo",
     "import_release",
     "import_release_dataset",
+    "import_registry_release",
     "import_sa_med2d",
     "iter_json_object",
     "normalise_class_name",
@@ -606,6 +607,48 @@ def import_sa_med2d(
     if summary_out is not None:
         write_json(summary_out, summary)
     return masks, images
+
+
+def import_registry_release(
+    root: str | Path,
+    release: Mapping[str, Any],
+    out: Mapping[str, str | Path],
+    *,
+    vocabulary_csv: str | Path,
+    classmap_json: str | Path | None,
+    test_fraction: float,
+    seed: int,
+    min_mask_fraction: float | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rule ``import_release``: a registry ``slices2d`` entry's release -> the workflow's index tables.
+
+    Args:
+        root: The release folder (``<dataset.mirror>/<release.root>``).
+        release: The registry entry's ``release`` section: ``image_to_masks`` and
+            ``mask_to_image`` (json names without a split: split by case),
+            ``class_mapping``, ``unknown_classes``.
+        out: ``{"masks", "images", "summary"}`` output paths.
+        vocabulary_csv: The global vocabulary.
+        classmap_json: The registry's class map into the vocabulary.
+        test_fraction: ``split.test_fraction``.
+        seed: ``split.seed``.
+        min_mask_fraction: ``slicing.min_mask_fraction``: smaller masks are dropped, as in sliced volumes.
+    """
+    return import_sa_med2d(
+        root,
+        out["masks"],
+        out["images"],
+        out["summary"],
+        image_to_masks=[(name, None) for name in release["image_to_masks"]],
+        mask_to_image=[(name, None) for name in release["mask_to_image"]],
+        vocabulary_csv=vocabulary_csv,
+        classmap_json=classmap_json,
+        class_mapping_json=release.get("class_mapping"),
+        unknown_classes=release.get("unknown_classes", "error"),
+        min_mask_fraction=min_mask_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
 
 
 def _stream_splits(

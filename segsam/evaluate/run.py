@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
+from segsam.config import reads_cache
 from segsam.data.io import read_png, write_png
 from segsam.data.vocabulary import Vocabulary
 from segsam.embed.store import EmbeddingStore
@@ -238,7 +239,7 @@ def set_up(
         spec: The method.
         config: The whole validated config.
         prompts_parquet: The saved test prompts.
-        cache_dir: Embedding cache of the frozen encoder (only read for those methods).
+        cache_dir: Embedding cache of the frozen encoder (read for those methods while ``cache.enabled``).
         checkpoint: Trained weights (required when the method trains).
         text_parquet: Class text embeddings (methods with T2VSE or PG-SAM's text priors).
 
@@ -252,9 +253,10 @@ def set_up(
     if spec.trains and checkpoint is None:
         raise DataError(f"method {spec.name!r} trains: its checkpoint is required for evaluation")
     prompts = pd.read_parquet(prompts_parquet)
-    if spec.encoder_frozen and cache_dir is None:
+    cached = reads_cache(config, spec.name)
+    if cached and cache_dir is None:
         raise DataError(f"method {spec.name!r} is evaluated from the embedding cache: pass its folder (cache_dir)")
-    store = EmbeddingStore.open(cache_dir, prompts["case"].unique()) if spec.encoder_frozen else None
+    store = EmbeddingStore.open(cache_dir, prompts["case"].unique()) if cached else None
     vocabulary = Vocabulary.from_config(config)  # with vocabulary_extra
     embeddings = torch.from_numpy(load_class_embeddings(text_parquet, vocabulary)) if spec.needs_text else None
     model = build_method_model(spec, config, len(vocabulary), None if embeddings is None else embeddings.shape[1])
@@ -315,7 +317,7 @@ def score_slice(evaluation: Evaluation, image: str, group: pd.DataFrame) -> tupl
         return rows, RowMasks.of_regions(regions)
     if evaluation.store is not None:
         embedding = evaluation.store.get([image])
-    else:  # the method's own (trained) encoder
+    else:  # the method's own encoder: trained, or frozen with the cache off
         embedding = model.encode(encoder_input(read_png(image), size, evaluation.spec.encoder)[0][None])
     return prompted_rows(
         model,

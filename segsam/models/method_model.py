@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from segsam.config import encoder_settings
+from segsam.config import encoder_settings, reads_cache
 from segsam.errors import DataError
 from segsam.hashing import sha256_of
 from segsam.methods import MethodSpec
@@ -35,12 +35,19 @@ ENCODER_PREFIX = "image_encoder."
 
 
 def build_method_model(
-    spec: MethodSpec, config: Mapping[str, Any], num_classes: int, text_dim: int | None
+    spec: MethodSpec,
+    config: Mapping[str, Any],
+    num_classes: int,
+    text_dim: int | None,
+    *,
+    with_image_encoder: bool | None = None,
 ) -> PromptableModel | PGSam:
     """The method's model with its pretrained weights, for training, evaluation or prediction.
 
-    A frozen encoder is left out (its embeddings come from the cache); an
-    encoder that trains (adapters, MedSAM) is built and loaded. The weights
+    A frozen encoder is left out while its embeddings come from the cache
+    (:func:`segsam.config.reads_cache`); with the cache off it is built, frozen,
+    and encodes the images in the forward pass. An encoder that trains
+    (adapters, MedSAM) is always built and loaded. The weights
     are those of the method's encoder (:func:`segsam.config.encoder_settings`),
     verified against their sha256. Prompt-free networks are randomly
     initialised with the current torch seed.
@@ -51,6 +58,7 @@ def build_method_model(
         num_classes: C, the vocabulary size.
         text_dim: Width of the class text embeddings, for methods that read them
             (:attr:`~segsam.methods.MethodSpec.needs_text`: T2VSE, PG-SAM's text priors).
+        with_image_encoder: Build a frozen encoder into the model; None: when the cache is off.
 
     Raises:
         WeightsError: When the pretrained weights are missing or fail their checksum.
@@ -63,7 +71,7 @@ def build_method_model(
         encoder_weights=resolve_weights(settings["weights"], settings["sha256"]),
         num_classes=num_classes,
         text_dim=text_dim if spec.needs_text else None,
-        with_image_encoder=not spec.encoder_frozen,
+        with_image_encoder=not reads_cache(config, spec.name) if with_image_encoder is None else with_image_encoder,
     )
 
 

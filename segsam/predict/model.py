@@ -333,7 +333,9 @@ def build_predictor(
     """
     vocabulary = Vocabulary.read(config_path(config["vocabulary"]))
     embeddings = class_text(spec, text, checkpoint, vocabulary)
-    model = build_method_model(spec, config, len(vocabulary), None if embeddings is None else embeddings.shape[1])
+    text_dim = None if embeddings is None else embeddings.shape[1]
+    # a frozen encoder runs beside the model (Predictor.embed), as the cache would
+    model = build_method_model(spec, config, len(vocabulary), text_dim, with_image_encoder=not spec.encoder_frozen)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, spec)
     if device == "auto":

@@ -17,17 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
-import pandas as pd
 import torch
 
-from segsam.data.io import read_png
 from segsam.data.prompts import jitter_box, mask_box, random_point
-from segsam.data.vocabulary import Vocabulary
-from segsam.models.preprocess import ResizeInfo
 
 __all__ = [
     "TrainImage",
-    "load_train_images",
     "label_map",
     "PromptSet",
     "simulate_prompts",
@@ -39,23 +34,25 @@ __all__ = [
 
 @dataclass
 class TrainImage:
-    """One training slice: its cached-embedding key, its masks in the model frame and their classes."""
+    """One training slice: its image (the cached-embedding key), its masks in the model frame and their classes.
+
+    Attributes:
+        image: The slice's PNG path, which keys its cached embedding.
+        masks: M x S x S bool.
+        classes: M class indices (vocabulary order, ``0..C-1``).
+        pixels: 3 x S x S model input of the image when the method reads images
+            (see :class:`segsam.train.stream.TrainSlices`); None when the cache serves it.
+    """
 
     image: str
-    masks: torch.Tensor  # M x 256 x 256 bool
-    classes: np.ndarray  # M class indices (vocabulary order, 0..C-1)
+    masks: torch.Tensor
+    classes: np.ndarray
+    pixels: torch.Tensor | None = None
 
-
-def load_train_images(masks_table: pd.DataFrame, vocabulary: Vocabulary, size: int = 256) -> list[TrainImage]:
-    """Group the train split's masks by image and resize them into the model frame."""
-    index = vocabulary.class_index
-    items = []
-    for image, group in masks_table.groupby("image", sort=True):
-        info = ResizeInfo.for_shape(int(group["height"].iloc[0]), int(group["width"].iloc[0]), size)
-        masks = np.stack([read_png(path) > 0 for path in group["mask"]])
-        classes = np.array([index[int(c)] for c in group["class_id"]], dtype=np.int64)
-        items.append(TrainImage(image=str(image), masks=info.mask_to_model(masks), classes=classes))
-    return items
+    def pin_memory(self) -> TrainImage:
+        """The slice with its tensors in pinned memory (DataLoader's ``pin_memory``, on CUDA)."""
+        pixels = None if self.pixels is None else self.pixels.pin_memory()
+        return TrainImage(self.image, self.masks.pin_memory(), self.classes, pixels)
 
 
 def label_map(item: TrainImage) -> torch.Tensor:

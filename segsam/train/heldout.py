@@ -21,7 +21,8 @@ from segsam.data.prompts import mask_box
 from segsam.data.vocabulary import Vocabulary
 from segsam.embed.store import EmbeddingStore
 from segsam.models.segsam_net import PromptableModel
-from segsam.train.batch import TrainImage, load_train_images
+from segsam.train.batch import TrainImage
+from segsam.train.stream import load_train_images
 
 
 @dataclass

@@ -17,7 +17,17 @@ from typing import Any
 
 from segsam.hashing import sha256_of, stable_hash
 
-__all__ = ["TrainJob", "train_fingerprint"]
+__all__ = ["TrainJob", "train_fingerprint", "result_settings"]
+
+#: ``train`` keys that say how a job runs, not what it computes: the loader's worker processes and the
+#: GPUs (prompts are seeded by each image's place in the epoch, so the processes do not change them).
+RUN_ONLY = ("workers", "gpus")
+
+
+def result_settings(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``train`` section without :data:`RUN_ONLY`: what the rule's params and the resume fingerprint hash."""
+    return {k: v for k, v in train.items() if k not in RUN_ONLY}
+
 
 _PATHS = ("masks_parquet", "cache_dir", "checkpoint", "summary", "state_dir", "text_parquet")
 
@@ -28,7 +38,8 @@ def train_fingerprint(
     """Identifies the settings, code and data that shape a training run (the resume state's key).
 
     Args:
-        config: The whole validated config (its ``train``, ``encoder`` and ``loss`` sections count).
+        config: The whole validated config (its ``train`` section but :data:`RUN_ONLY`, its
+            ``encoder`` and ``loss`` sections and ``cache.enabled`` count).
         code: The ``train`` rule's code hash.
         masks_parquet: The index's masks table (its content counts).
         text_parquet: The class text embeddings, or None.
@@ -38,9 +49,10 @@ def train_fingerprint(
     """
     return stable_hash(
         {
-            "train": config["train"],
+            "train": result_settings(config["train"]),
             "encoder": config["encoder"],
             "loss": config["loss"],
+            "cache": config["cache"]["enabled"],
             "code": code,
             "index": sha256_of(masks_parquet),
             "text": sha256_of(text_parquet) if text_parquet else None,

@@ -1,10 +1,13 @@
 """Training of one method (from cached embeddings, or from images), tracked in MLflow.
 
 Per step: ``batch_size`` training slices (the global batch over all
-processes; each process runs its share ``micro_batch`` images at a time and
-accumulates the gradients, so memory grows with the micro-batch, not the
-batch). For each slice, up to ``masks_per_image`` of its masks, each prompted
-by a box or a point (:func:`segsam.train.batch.simulate_prompts`); the classes
+processes; each process reads its share through a DataLoader,
+:mod:`segsam.train.stream`, and runs it ``micro_batch`` images at a time,
+accumulating the gradients, so memory grows with the micro-batch, not the
+batch or the train split). For each slice, up to ``masks_per_image`` of its
+masks, each prompted by a box or a point (:func:`segsam.train.batch.simulate_prompts`,
+seeded by the slice's place in the epoch, so that the prompts do not depend on
+the number of processes); the classes
 of the image's masks that were *not* prompted are the presence targets of
 SAWD's unprompted branch. With ``train.iterative_clicks`` = R > 0, each prompt
 is followed by R corrective clicks
@@ -17,8 +20,9 @@ config section. Adam (:func:`make_optimiser`) with the lr halved
 (``lr_gamma``) after each epoch in ``lr_milestones``.
 
 Methods whose image encoder trains (SAM-Med2D and Med-SA adapters, MedSAM's
-whole encoder) read each slice's image (:func:`~segsam.models.preprocess.encoder_input`)
-and encode it inside the model's forward pass, once per image for all of its
+whole encoder), and frozen-encoder methods while ``cache.enabled`` is off,
+read each slice's image (:func:`~segsam.models.preprocess.encoder_input`) and
+encode it inside the model's forward pass, once per image for all of its
 prompts; the trained encoder parameters are saved with the checkpoint.
 
 Prompt-free networks (``unet``, ``unetr``: the conventional rows of table 2)
@@ -54,7 +58,7 @@ from torch import nn
 from tqdm import tqdm
 
 from segsam.atomic import atomic_path, write_json
-from segsam.data.io import read_png
+from segsam.config import reads_cache
 from segsam.data.vocabulary import Vocabulary
 from segsam.embed.store import EmbeddingStore
 from segsam.errors import ConfigError, DataError
@@ -62,15 +66,15 @@ from segsam.methods import MethodSpec, get_method
 from segsam.models.build import parameter_counts
 from segsam.models.losses import MethodLoss, PromptFreeLoss
 from segsam.models.method_model import build_method_model, trained_state
-from segsam.models.preprocess import encoder_input, prepare_image
 from segsam.text.cache import load_class_embeddings
 from segsam.tracking import log_index, start_run
-from segsam.train.batch import PromptBatch, PromptSet, TrainImage, label_map, load_train_images, simulate_prompts
+from segsam.train.batch import PromptBatch, PromptSet, TrainImage, label_map, simulate_prompts
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.train.dist import DistContext
 from segsam.train.heldout import HeldOut
 from segsam.train.job import TrainJob
 from segsam.train.prompts import add_error_clicks
+from segsam.train.stream import EpochShard, TrainSlices, prompt_rng, train_loader
 from segsam.train.subset import label_subset
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,7 @@ class TrainSettings:
     bf16: bool
     checkpoint_every: int
     label_fraction: float = 1.0
+    workers: int = 0
 
     @classmethod
     def from_config(cls, train: Mapping[str, Any]) -> TrainSettings:
@@ -131,6 +136,7 @@ class TrainSettings:
             bf16=bool(train["bf16"]),
             checkpoint_every=int(train["checkpoint_every"]),
             label_fraction=float(train.get("label_fraction", 1.0)),
+            workers=int(train.get("workers", 0)),
         )
 
 
@@ -157,11 +163,6 @@ class EpochTally:
     def means(self) -> dict[str, float]:
         """Each loss term's mean over the epoch's prompts."""
         return {k: v / max(self.sums["_prompts"], 1.0) for k, v in self.sums.items() if k != "_prompts"}
-
-
-def _shard(batch: list[TrainImage], rank: int, world: int) -> list[int]:
-    """Positions of this rank's images in the global batch: ``rank, rank + world, ...``."""
-    return list(range(rank, len(batch), world))
 
 
 class Trainer:
@@ -213,15 +214,17 @@ class Trainer:
         vocabulary = Vocabulary.from_config(job.config)  # with vocabulary_extra
         self.num_classes = len(vocabulary)
         self.image_size = int(job.config["encoder"]["image_size"])
-        self.images = load_train_images(train_table, vocabulary, self.image_size)
+        cached = reads_cache(job.config, spec.name)
+        pixels = "plain" if spec.prompt_free else (None if cached else spec.encoder)
+        self.slices = TrainSlices(train_table, vocabulary, self.image_size, pixels=pixels)
         self.train_table = train_table  # logged as the run's dataset
-        if spec.encoder_frozen and job.cache_dir is None:
+        if cached and job.cache_dir is None:
             raise DataError(f"method {spec.name!r} trains from the embedding cache: pass its folder (cache_dir)")
-        self.store = EmbeddingStore.open(job.cache_dir, train_table["case"].unique()) if spec.encoder_frozen else None
+        self.store = EmbeddingStore.open(job.cache_dir, train_table["case"].unique()) if cached else None
         self.text = None
         if spec.needs_text:
             self.text = torch.from_numpy(load_class_embeddings(job.text_parquet, vocabulary)).to(self.context.device)
-        self.steps_per_epoch = (len(self.images) + self.settings.batch_size - 1) // self.settings.batch_size
+        self.steps_per_epoch = (len(self.slices) + self.settings.batch_size - 1) // self.settings.batch_size
         self.heldout = None
         if spec.has_sawd and spec.prompted and self.store is not None and self.context.is_main:
             limit = int(job.config["train"]["heldout_images"])
@@ -273,7 +276,7 @@ class Trainer:
             self._log_params()
             self.model.train()
             resumed_mid_epoch = bool(state.order)
-            if state.rng_state:  # resumed: continue the prompt-sampling stream where it stopped
+            if state.rng_state:  # resumed: continue the stream of epoch orders where it stopped
                 self.rng.bit_generator.state = state.rng_state
             for epoch in range(state.epoch, self.settings.epochs):
                 self.run_epoch(epoch, resumed_mid_epoch)
@@ -292,7 +295,8 @@ class Trainer:
                 {
                     "trainable_params": self.n_train,
                     "frozen_params": self.n_frozen,
-                    "train_images": len(self.images),
+                    "train_images": len(self.slices),
+                    "loader_workers": self.settings.workers,
                     "world_size": self.context.world_size,
                     "label_fraction": self.settings.label_fraction,
                     "train_cases": len(self.train_cases),
@@ -305,24 +309,34 @@ class Trainer:
     def run_epoch(self, epoch: int, resumed: bool) -> None:
         """Epoch ``epoch`` (0-based) from its first step, or from where a resumed state stopped."""
         tally = self.start_epoch(epoch, resumed)
+        shard = self.epoch_shard()
+        loader = train_loader(self.slices, shard, self.settings.workers, self.context.device.type == "cuda")
         bar = tqdm(
-            range(self.state.step_in_epoch, self.steps_per_epoch),
+            zip(range(shard.start, shard.steps), loader),
+            total=len(shard),
             desc=f"train {self.job.method} epoch {epoch + 1}",
             unit="step",
             mininterval=2.0,
             disable=not self.context.is_main,
         )
-        for b in bar:
-            values = self.step(b, tally)
+        for b, items in bar:
+            values = self.step(b, items, shard.positions(b), tally)
             bar.set_postfix(loss=f"{values['loss']:.3f}")
         self.end_epoch(epoch, tally)
+
+    def epoch_shard(self) -> EpochShard:
+        """This rank's images of each remaining step of the current epoch."""
+        state, context = self.state, self.context
+        return EpochShard(
+            state.order, self.settings.batch_size, context.rank, context.world_size, start=state.step_in_epoch
+        )
 
     def start_epoch(self, epoch: int, resumed: bool) -> EpochTally:
         """Draw the epoch's image order, or take up the interrupted epoch's sums and time when ``resumed``."""
         state = self.state
         sums: dict[str, float] = {}
         if not resumed:
-            state.order = self.rng.permutation(len(self.images)).tolist()
+            state.order = self.rng.permutation(len(self.slices)).tolist()
             state.step_in_epoch = 0
             state.epoch = epoch
             state.epoch_seconds = 0.0
@@ -330,21 +344,28 @@ class Trainer:
             sums.update(state.epoch_sums)
         return EpochTally(sums=sums, start=time.perf_counter() - state.epoch_seconds)
 
-    def step(self, b: int, tally: EpochTally) -> dict[str, float]:
+    def step(self, b: int, items: list[TrainImage], positions: list[int], tally: EpochTally) -> dict[str, float]:
         """One optimiser step on the epoch's ``b``-th global batch; a snapshot every ``train.checkpoint_every`` steps.
+
+        Args:
+            b: The step's place in the epoch.
+            items: This rank's images of the global batch.
+            positions: Their positions in the epoch's order (they seed their prompts).
+            tally: The epoch's running sums.
 
         Returns:
             The step's loss terms, means over the global batch's prompts (images, when prompt-free).
         """
         step_start = time.perf_counter()
         settings, state = self.settings, self.state
-        batch = [self.images[i] for i in state.order[b * settings.batch_size : (b + 1) * settings.batch_size]]
-        prompts = self.draw_prompts(batch)
+        n_batch = min(settings.batch_size, len(state.order) - b * settings.batch_size)
+        prompts = self.draw_prompts(items, positions)
         if not self.spec.prompted:  # whole label maps, no prompts: the loss is a mean over images
-            n_global = len(batch)
+            n_global = n_batch
         else:
-            n_global = sum(len(p) for p in prompts) * (settings.iterative_clicks + 1)
-        weighted, n_mine = self.accumulate_gradients(batch, prompts, n_global)
+            n_local = sum(len(p) for p in prompts) * (settings.iterative_clicks + 1)
+            n_global = int(self.context.all_reduce_sum(torch.tensor([n_local], dtype=torch.float64))[0])
+        weighted, n_mine = self.accumulate_gradients(items, prompts, n_global)
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip)
         self.optimiser.step()
@@ -352,7 +373,7 @@ class Trainer:
         tally.add(values, n_all)
         state.step_in_epoch = b + 1
         state.global_step += 1
-        self._log_step(values, len(batch), step_start)
+        self._log_step(values, n_batch, step_start)
         every = settings.checkpoint_every
         if every and state.global_step % every == 0 and state.step_in_epoch < self.steps_per_epoch:
             state.epoch_sums = dict(tally.sums)
@@ -360,20 +381,22 @@ class Trainer:
             self.snapshot()
         return values
 
-    def draw_prompts(self, batch: list[TrainImage]) -> list[PromptSet]:
-        """The prompts of each image of the global batch (every rank draws all of them); none when prompt-free."""
+    def draw_prompts(self, items: list[TrainImage], positions: list[int]) -> list[PromptSet]:
+        """The prompts of each of this rank's images, seeded by its position in the epoch; none when prompt-free."""
         if not self.spec.prompted:
             return []
-        s = self.settings
+        s, epoch = self.settings, self.state.epoch
         return [
-            simulate_prompts(item.masks, s.masks_per_image, s.box_jitter_px, s.point_fraction, self.rng)
-            for item in batch
+            simulate_prompts(
+                item.masks, s.masks_per_image, s.box_jitter_px, s.point_fraction, prompt_rng(s.seed, epoch, position)
+            )
+            for item, position in zip(items, positions)
         ]
 
     def accumulate_gradients(
-        self, batch: list[TrainImage], prompts: list[PromptSet], n_global: int
+        self, items: list[TrainImage], prompts: list[PromptSet], n_global: int
     ) -> tuple[dict[str, float], int]:
-        """This rank's share of the batch, ``micro_batch`` images at a time, gradients accumulated.
+        """This rank's images of the batch, ``micro_batch`` at a time, gradients accumulated.
 
         DDP all-reduces after the last micro-batch only (``no_sync`` before).
         Each micro-batch's mean loss is scaled so that the sum over
@@ -385,7 +408,7 @@ class Trainer:
             number; that number).
         """
         world = self.context.world_size
-        mine = _shard(batch, self.context.rank, world)
+        mine = list(range(len(items)))
         self.optimiser.zero_grad(set_to_none=True)
         weighted: dict[str, float] = {}
         n_mine = 0
@@ -394,7 +417,7 @@ class Trainer:
         for c, chunk in enumerate(chunks):
             last = c == len(chunks) - 1
             with contextlib.nullcontext() if last or world == 1 else self.forward_module.no_sync():
-                losses, n = self.chunk_loss(batch, prompts, chunk)
+                losses, n = self.chunk_loss(items, prompts, chunk)
                 (losses["loss"] * (n * world / n_global)).backward()
             for k, v in losses.items():
                 weighted[k] = weighted.get(k, 0.0) + float(v.detach()) * n
@@ -402,20 +425,20 @@ class Trainer:
         return weighted, n_mine
 
     def chunk_loss(
-        self, batch: list[TrainImage], prompts: list[PromptSet], chunk: list[int]
+        self, items: list[TrainImage], prompts: list[PromptSet], chunk: list[int]
     ) -> tuple[dict[str, torch.Tensor], int]:
-        """The loss terms (means) of the images at positions ``chunk`` of the batch, and their prompt count."""
-        items = [batch[i] for i in chunk]
+        """The loss terms (means) of this rank's images at ``chunk``, and their prompt count."""
+        chosen = [items[i] for i in chunk]
         if not self.spec.prompted:
-            return self._prompt_free_loss(items)
-        return self._prompted_loss(items, [prompts[i] for i in chunk])
+            return self._prompt_free_loss(chosen)
+        return self._prompted_loss(chosen, [prompts[i] for i in chunk])
 
     def _prompt_free_loss(self, items: list[TrainImage]) -> tuple[dict[str, torch.Tensor], int]:
         """CE + dice of the images' label maps (PG-SAM: mean over its rounds); the count is the number of images."""
         device = self.context.device
         labels = torch.stack([label_map(item) for item in items]).to(device)
         if self.spec.prompt_free:
-            pixels = torch.stack([prepare_image(read_png(item.image), self.image_size)[0] for item in items]).to(device)
+            pixels = torch.stack([item.pixels for item in items]).to(device, non_blocking=True)
             with self._autocast():
                 out = self.forward_module(pixels)
         else:  # PG-SAM: cached embeddings (or images for its own encoder) and the class text
@@ -448,12 +471,11 @@ class Trainer:
         return self.loss(out, inputs.targets, inputs.classes, inputs.presence, inputs.class_masks), len(inputs)
 
     def _embeddings(self, items: list[TrainImage]) -> torch.Tensor:
-        """One entry per image: the cached embeddings (frozen encoder), or the images to encode in the forward pass."""
+        """One entry per image: the cached embeddings (frozen encoder, cache on), or the images the loader
+        prepared, encoded in the forward pass."""
         if self.store is not None:
             return self.store.get([item.image for item in items]).to(self.context.device)
-        return torch.stack(
-            [encoder_input(read_png(item.image), self.image_size, self.spec.encoder)[0] for item in items]
-        ).to(self.context.device)
+        return torch.stack([item.pixels for item in items]).to(self.context.device, non_blocking=True)
 
     def _error_clicks(self, embeddings: torch.Tensor, inputs: PromptBatch) -> tuple[np.ndarray, np.ndarray]:
         """The corrective clicks of ``train.iterative_clicks`` rounds (no gradients; images encoded once)."""
@@ -515,7 +537,7 @@ class Trainer:
             {
                 "epoch": epoch + 1,
                 "lr": self.optimiser.param_groups[0]["lr"],
-                "images_per_s": len(self.images) / max(epoch_time, 1e-9),
+                "images_per_s": len(self.slices) / max(epoch_time, 1e-9),
             }
         )
         if self.heldout is not None:
@@ -542,7 +564,7 @@ class Trainer:
         job, state = self.job, self.state
         summary = {
             "method": job.method,
-            "train_images": len(self.images),
+            "train_images": len(self.slices),
             "train_cases": len(self.train_cases),
             "label_fraction": self.settings.label_fraction,
             "steps": state.global_step,

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import SimpleITK as sitk
 
 from segsam.data.index import IMAGE_COLUMNS, count_masks
 from segsam.data.sa_med2d import (
@@ -27,6 +26,8 @@ from segsam.data.sa_med2d import (
 )
 from segsam.data.slicing import MASK_COLUMNS
 from segsam.errors import DataError
+from tests.helpers import write_png as _png
+from tests.helpers import write_sa_med2d_release as _release
 
 REPO = Path(__file__).resolve().parents[2]
 VOCAB = REPO / "config" / "vocabulary.csv"
@@ -146,31 +147,6 @@ def test_cli_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 # --- a synthetic release in the SA-Med2D-16M naming --------------------------------------------------
-
-
-def _png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.uint8)), str(path))
-
-
-def _release(root: Path, cases: dict[str, str], *, split_files: bool = False) -> Path:
-    """cases: {case: modality prefix}. Each case: 2 slices, masks of class 0 (liver) and 1 (left kidney)."""
-    image_to_masks: dict[str, list[str]] = {}
-    for case, prefix in cases.items():
-        for k in (3, 7):
-            stem = f"{prefix}--SynthSet--{case}--z_{k:04d}"
-            _png(root / "images" / f"{stem}.png", np.full((20, 30), 100))
-            masks = []
-            for index, area in ((0, (slice(0, 10), slice(0, 10))), (1, (slice(12, 14), slice(0, 3)))):
-                mask = np.zeros((20, 30))
-                mask[area] = 255
-                name = f"masks/{stem}--{index:04d}_000.png"
-                _png(root / name, mask)
-                masks.append(f"SAMed2Dv1/{name}")
-            image_to_masks[f"SAMed2Dv1/images/{stem}.png"] = masks
-    (root / "SAMed2D_v1.json").write_text(json.dumps(image_to_masks))
-    (root / "SAMed2D_v1_class_mapping_id.json").write_text(json.dumps({"SynthSet": {"liver": 0, "Left Kidney": 1}}))
-    return root
 
 
 RELEASE_KW = {"image_to_masks": [("SAMed2D_v1.json", None)], "class_mapping_json": "SAMed2D_v1_class_mapping_id.json"}

@@ -31,7 +31,7 @@ NEVER_USED = (
 NEVER_USED_SUFFIX = (".norm_cross_attn.weight", ".norm_cross_attn.bias")  # MONAI UNETR blocks without cross-attention
 
 EXPECTED = {
-    "medsam_lite", "ft_decoder", "sam", "ft_sam", "sam_med2d", "medsam", "med_sa", "segsam",
+    "medsam_lite", "ft_decoder", "sam", "ft_sam", "sam_med2d", "medsam", "med_sa", "segsam", "segsam_vit_b",
     "ft_sam+sawd", "sam_med2d+sawd", "medsam+sawd", "med_sa+sawd",
     "sawd_pmt", "sawd_unpmt", "sawd_sem", "t2vse", "t2vse_v1", "cmsa", "unet", "unetr",
     "pg_sam", "pg_sam_no_text", "pg_sam_no_mlff", "pg_sam_k1", "pg_sam_vit_b",

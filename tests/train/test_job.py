@@ -10,7 +10,7 @@ import pytest
 
 from segsam.config import load_config
 from segsam.hashing import sha256_of, stable_hash
-from segsam.train.job import TrainJob, train_fingerprint
+from segsam.train.job import TrainJob, result_settings, train_fingerprint
 
 
 def _index(root: Path) -> Path:
@@ -44,9 +44,10 @@ def test_fingerprint_keys_settings_code_and_index(tmp_path: Path) -> None:
     masks = _index(tmp_path)
     expected = stable_hash(
         {
-            "train": config["train"],
+            "train": result_settings(config["train"]),
             "encoder": config["encoder"],
             "loss": config["loss"],
+            "cache": True,
             "code": "abc",
             "index": sha256_of(masks),
             "text": None,

@@ -31,8 +31,8 @@ from tests.workflow.wfutils import snakemake
 
 pytestmark = pytest.mark.slow
 
-#: Two kills per stage in the test suite; ``SEGSAM_FAULT_TRIALS=21`` for the longer soak (docs/testing.md).
-TRIALS = int(os.environ.get("SEGSAM_FAULT_TRIALS", "6"))
+#: Four seeded kills in the test suite; ``SEGSAM_FAULT_TRIALS=21`` for the longer soak (docs/testing.md).
+TRIALS = int(os.environ.get("SEGSAM_FAULT_TRIALS", "4"))
 OVERLAY = "config/faults.yaml"
 #: Temporaries of segsam.atomic (files and folders), download parts, Snakemake's own shadow copies.
 TEMPORARY = re.compile(r"(^\..+\.\d+\..*\.tmp|\.tmp-\d+$|\.part$|^\.examples\.tmp$)")

@@ -115,6 +115,23 @@ def test_each_slice_encoded_exactly_once(tiny_run: Path) -> None:
         assert "encoded" not in log.read_text()
 
 
+def test_the_cache_size_is_printed_at_plan_time_and_stops_past_its_limit(tiny_run: Path) -> None:
+    n = len(pd.read_parquet(tiny_run / "results/index/images.parquet"))
+    proc = snakemake(tiny_run, "-n")
+    assert f"embedding cache: {n} slices -> tiny_vit" in proc.stdout + proc.stderr
+    small = overlay(tiny_run, "small_cache.yaml", {"cache": {"max_gb": 0.001}})
+    proc = snakemake(tiny_run, "-n", overlays=(small,), check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "results/index/images.parquet: embedding cache" in text
+    assert "over the limit; raise cache.max_gb" in text
+
+
+def test_loader_workers_and_gpus_rerun_nothing(tiny_run: Path) -> None:
+    """How a training job runs (loader processes, GPUs) is not what it computes."""
+    faster = overlay(tiny_run, "faster.yaml", {"train": {"workers": 2, "gpus": 1}})
+    assert planned_jobs(tiny_run, faster) == {}
+
+
 def test_mlflow_runs(tiny_run: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results/mlflow.db'}")
     experiment = client.get_experiment_by_name("segsam")

@@ -8,12 +8,21 @@ import re
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from segsam.config import check_names, code_hash, dataset_config, encoder_settings, encoder_tag, export_pythonpath
+from segsam.config import (
+    check_names,
+    code_hash,
+    dataset_config,
+    encoder_settings,
+    encoder_tag,
+    export_pythonpath,
+    reads_cache,
+)
 from segsam.data.phantoms import phantom_case_ids
 from segsam.data.registry import SCANNED, CasesNotReady, load_registry
 from segsam.data.sources import DigestCache, case_files
 from segsam.data.synonyms import NameMatcher
 from segsam.data.vocabulary import ClassIds, LabelMap, read_classes
+from segsam.embed.budget import cache_budget
 from segsam.errors import ConfigError, DataError
 from segsam.methods import get_method
 from segsam.text.coverage import missing_descriptions
@@ -38,6 +47,8 @@ CODE = {
     "demo_phantom": code_hash("data.phantoms", *COMMON_CODE),
     "slice_volume": code_hash(*SLICE_CODE, *COMMON_CODE),
     "build_index": code_hash("data.index", *SLICE_CODE, *COMMON_CODE),
+    "import_release": code_hash("data.sa_med2d", *COMMON_CODE),
+    "cache_budget": code_hash("embed.budget", *COMMON_CODE),
     "text": code_hash("text", *COMMON_CODE),
     "embed_images": code_hash("embed.encode", *COMMON_CODE),
     "train": code_hash("train", "tracking", *COMMON_CODE),
@@ -96,18 +107,17 @@ def dataset_roots(name):
 def case_specs(name):
     """({case id: registry CaseSpec}, why the list is not known yet or None) of one dataset.
 
-    The demo has no registry case list; a 2D release (slices2d) is not wired into
-    the workflow yet (it stops here, saying how to import it). A list that is
-    discovered from an archive (AMOS) stays empty until the archive is there
-    (rule fetch_archives); the reason is returned. The dataset's `exclude` drops cases.
+    The demo and a 2D release (slices2d: imported whole by rule import_release) have no
+    registry case list. A list that is discovered from an archive (AMOS) stays empty until
+    the archive is there (rule fetch_archives); the reason is returned. The dataset's
+    `exclude` drops cases.
     """
     spec = REGISTRY.get(name)
     settings = dataset_config(config, name)
     if spec.kind == "slices2d":
-        raise ValueError(
-            f"dataset {name} is a 2D release: index it with `python -m segsam.data.sa_med2d` "
-            "(segsam/data/sa_med2d.py); the workflow's embedding and training stages take volume datasets only so far"
-        )
+        if name != DATASET:
+            raise ValueError(f"config key cross.datasets: {name} is a 2D release; cross datasets are volumes")
+        return {}, None
     if spec.kind == "phantoms":
         if name != DATASET:
             raise ValueError(f"config key cross.datasets: {name} is made by the workflow, not a dataset to evaluate on")
@@ -230,6 +240,29 @@ def case_masks(wildcards):
     return dict(masks) if masks else None
 
 
+def release_root():
+    """Where a 2D release lies (<dataset.mirror>/<release.root>); stops with the registry's manual steps when absent."""
+    mirror = config["dataset"]["mirror"]
+    root = os.path.join(mirror or "", DATASET_SPEC.release["root"])
+    if not mirror or not os.path.isdir(root):
+        raise ConfigError(
+            f"dataset {DATASET}: the release is not at {root}: set dataset.mirror to the folder that holds "
+            f"{DATASET_SPEC.release['root']}/ ({' '.join((DATASET_SPEC.manual or '').split())})"
+        )
+    return root
+
+
+# a 2D release is imported whole from the mirror: a missing one stops the plan, saying where it should be
+RELEASE_ROOT = release_root() if DATASET_SPEC.kind == "slices2d" else None
+
+
+def release_files(wildcards):
+    """The release's pairing and class-mapping json files: their content decides when it is imported again."""
+    release = DATASET_SPEC.release
+    names = [*release["image_to_masks"], *release["mask_to_image"], *([release["class_mapping"]] if release.get("class_mapping") else [])]
+    return [os.path.join(RELEASE_ROOT, n) for n in names]
+
+
 def index_inputs(wildcards):
     """Every case's slice folder; stops with the reason when the case list is not known yet."""
     if CASES_PENDING:
@@ -276,8 +309,18 @@ def case_reading(wildcards):
 ENCODERS = {name: encoder_settings(config, name) for name in ("tiny_vit", "vit_b")}
 ENCODERS_BY_TAG = {
     encoder_tag(ENCODERS[name]): ENCODERS[name]
-    for name in sorted({get_method(m).encoder for m in config["methods"] if get_method(m).encoder_frozen})
+    for name in sorted({get_method(m).encoder for m in config["methods"] if reads_cache(config, m)})
 }
+if ENCODERS_BY_TAG and DATASET_SPEC.kind == "slices2d":
+    raise ConfigError(
+        f"dataset {DATASET} is a 2D release: its slices are read as they train and are evaluated, not cached; "
+        "set cache.enabled: false (docs/training.md#cache)"
+    )
+# the cache's size, known once the index is: printed at plan time and checked against cache.max_gb (rule
+# cache_budget checks it again before any embedding is written)
+if ENCODERS_BY_TAG and os.path.exists("results/index/images.parquet"):
+    _budget = cache_budget("results/index/images.parquet", [e["name"] for e in ENCODERS_BY_TAG.values()], config["encoder"]["image_size"], config["cache"]["max_gb"])
+    logger.info(_budget.line)
 VIT_B_WEIGHTS = config["encoder"]["vit_b"]["weights"]
 # where rule fetch_vit_b puts the released file (encoder.vit_b.weights may name your own file instead)
 VIT_B_DOWNLOAD = f"results/weights/{os.path.basename(config['encoder']['vit_b']['url'])}"
@@ -313,12 +356,12 @@ def encoder_weights(wildcards):
 
 
 def method_embeddings(wildcards):
-    """What a method reads besides the index: the embedding cache of its encoder when that is frozen
-    (the cross dataset's in rule evaluate_cross), the ViT-B weights for ViT-B methods, nothing more
-    for a prompt-free network (it reads the images)."""
+    """What a method reads besides the index: the embedding cache of its encoder when that is frozen and
+    cache.enabled (the cross dataset's in rule evaluate_cross), the ViT-B weights for ViT-B methods,
+    nothing more for a prompt-free network (it reads the images)."""
     spec = get_method(wildcards.method)
     inputs = {}
-    if spec.encoder_frozen:
+    if reads_cache(config, spec.name):
         inputs["embeddings"] = embeddings_of(spec.encoder, wildcards.get("dataset"))
     if spec.encoder == "vit_b":
         inputs["weights"] = VIT_B_WEIGHTS
@@ -326,11 +369,12 @@ def method_embeddings(wildcards):
 
 
 def method_encoder(wildcards):
-    """The encoder settings a method's jobs depend on (a prompt-free network: the input size only)."""
+    """The encoder settings a method's jobs depend on, and whether they read its cache (a prompt-free
+    network: the input size only)."""
     spec = get_method(wildcards.method)
     if spec.prompt_free:
         return {"image_size": config["encoder"]["image_size"]}
-    return ENCODERS[spec.encoder]
+    return {**ENCODERS[spec.encoder], "cached": reads_cache(config, spec.name)}
 
 
 def embedding_dir(wildcards, input):

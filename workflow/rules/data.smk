@@ -10,6 +10,8 @@
 #                    converted, a folder of per-class masks combined), else the download
 #   download_dataset target: every case staged;  fetch_archives target: every archive fetched
 #                    (AMOS reads its case list from its archive: run this target first)
+#   import_release   a 2D release (kind slices2d, SA-Med2D-16M) already in <dataset.mirror>: its
+#                    pairing json files -> the index, split by case (no slicing)
 # These rules serve the training dataset and the cross-dataset ones (cross.datasets) alike:
 # {dataset} is one of them.
 # A volume that fails its checks fails its own slice_volume job only: with --keep-going every
@@ -164,3 +166,36 @@ rule build_index:
         "../../envs/data.yaml"
     script:
         "../scripts/build_index.py"
+
+
+if DATASET_SPEC.kind == "slices2d":
+
+    ruleorder: import_release > build_index
+
+    # a 2D release (SA-Med2D) is sliced already: its pairing json files become the index
+    rule import_release:
+        input:
+            release=ancient(release_files),  # their content (params.content) decides, not their time
+            vocabulary=config["vocabulary"],
+            classmap=DATASET_SPEC.classmap or [],
+        output:
+            masks="results/index/masks.parquet",
+            images="results/index/images.parquet",
+            summary="results/index/summary.json",
+        params:
+            root=RELEASE_ROOT,
+            release=DATASET_SPEC.release,
+            content=lambda wc: [SOURCE_DIGESTS.digest(path) for path in release_files(wc)],
+            split=config["split"],
+            min_mask_fraction=config["slicing"]["min_mask_fraction"],
+            code=CODE["import_release"],
+        log:
+            "results/logs/import_release.log",
+        benchmark:
+            "results/benchmarks/import_release.tsv"
+        conda:
+            "../../envs/data.yaml"
+        resources:
+            mem_mb=4000,
+        script:
+            "../scripts/import_release.py"

@@ -1,5 +1,7 @@
 # MLflow store set-up and training per method.   Code: segsam/tracking.py, segsam/train/
 
+from segsam.train.job import result_settings
+
 
 rule mlflow_init:
     output:
@@ -28,14 +30,14 @@ rule train:
     params:
         cache_dir=embedding_dir,
         state_dir=lambda wc: f"results/models/{wc.method}/state",
-        train=config["train"],
+        train=result_settings(config["train"]),  # not the loader's workers or the GPUs: they leave the result alone
         encoder=method_encoder,
         loss=config["loss"],
         code=CODE["train"],
     threads: 2
     resources:
         mem_mb=4000,
-        gpu=0,  # GPUs (= torchrun processes) per job: --set-resources train:gpu=4, or a profile
+        gpu=config["train"]["gpus"],  # GPUs (= torchrun processes) per job; --set-resources train:gpu=4 or a profile overrides
     log:
         "results/logs/train/{method}.log",
     benchmark:
