@@ -203,9 +203,34 @@ def dataset_case_files(name):
     }
 
 
+def release_root():
+    """Where a 2D release lies (<dataset.mirror>/<release.root>); stops with the registry's manual steps when absent."""
+    mirror = config["dataset"]["mirror"]
+    root = os.path.join(mirror or "", DATASET_SPEC.release["root"])
+    if not mirror or not os.path.isdir(root):
+        raise ConfigError(
+            f"dataset {DATASET}: the release is not at {root}: set dataset.mirror to the folder that holds "
+            f"{DATASET_SPEC.release['root']}/ ({' '.join((DATASET_SPEC.manual or '').split())})"
+        )
+    return root
+
+
+# a 2D release is imported whole from the mirror: a missing one stops the plan, saying where it should be
+RELEASE_ROOT = release_root() if DATASET_SPEC.kind == "slices2d" else None
+
+
+def release_files(wildcards):
+    """The release's pairing and class-mapping json files: their content decides when it is imported again."""
+    release = DATASET_SPEC.release
+    names = [*release["image_to_masks"], *release["mask_to_image"], *([release["class_mapping"]] if release.get("class_mapping") else [])]
+    return [os.path.join(RELEASE_ROOT, n) for n in names]
+
+
 # sha256 of the files read in place, remembered by (path, size, mtime) between Snakemake starts
 SOURCE_DIGESTS = DigestCache.load("results/cache/source_digests.json")
 CASE_FILES = {name: dataset_case_files(name) for name in DOWNLOADED}
+# a 2D release's pairing files by content (rule import_release), remembered with the rest
+RELEASE_CONTENT = [SOURCE_DIGESTS.digest(path) for path in release_files(None)] if RELEASE_ROOT else []
 SOURCE_DIGESTS.save()
 
 
@@ -238,29 +263,6 @@ def case_masks(wildcards):
     """{mask file: label value} when the case's label is a folder of per-class masks, else None."""
     masks = DATASET_CASES[wildcards.dataset][0][wildcards.case].masks
     return dict(masks) if masks else None
-
-
-def release_root():
-    """Where a 2D release lies (<dataset.mirror>/<release.root>); stops with the registry's manual steps when absent."""
-    mirror = config["dataset"]["mirror"]
-    root = os.path.join(mirror or "", DATASET_SPEC.release["root"])
-    if not mirror or not os.path.isdir(root):
-        raise ConfigError(
-            f"dataset {DATASET}: the release is not at {root}: set dataset.mirror to the folder that holds "
-            f"{DATASET_SPEC.release['root']}/ ({' '.join((DATASET_SPEC.manual or '').split())})"
-        )
-    return root
-
-
-# a 2D release is imported whole from the mirror: a missing one stops the plan, saying where it should be
-RELEASE_ROOT = release_root() if DATASET_SPEC.kind == "slices2d" else None
-
-
-def release_files(wildcards):
-    """The release's pairing and class-mapping json files: their content decides when it is imported again."""
-    release = DATASET_SPEC.release
-    names = [*release["image_to_masks"], *release["mask_to_image"], *([release["class_mapping"]] if release.get("class_mapping") else [])]
-    return [os.path.join(RELEASE_ROOT, n) for n in names]
 
 
 def index_inputs(wildcards):

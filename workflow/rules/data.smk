@@ -185,7 +185,7 @@ if DATASET_SPEC.kind == "slices2d":
         params:
             root=RELEASE_ROOT,
             release=DATASET_SPEC.release,
-            content=lambda wc: [SOURCE_DIGESTS.digest(path) for path in release_files(wc)],
+            content=RELEASE_CONTENT,
             split=config["split"],
             min_mask_fraction=config["slicing"]["min_mask_fraction"],
             code=CODE["import_release"],
