@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
+# pytest-xdist workers of make test (each module stays on one; tests/conftest.py)
+TEST_WORKERS ?= 2
 # UTF-8 I/O whatever the machine's locale (CI may run with a plain ASCII one)
 export PYTHONUTF8 := 1
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/table1.csv
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests --durations=25
+	$(BIN)/python -m pytest tests --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

@@ -25,6 +25,27 @@ VOCABULARY_CSV = REPO_ROOT / "config" / "vocabulary.csv"
 LABELMAPS = REPO_ROOT / "config" / "labelmaps"
 
 
+#: Test groups that start first under ``pytest -n`` (the longest; make test, docs/testing.md#parallel).
+FIRST_GROUPS = ("tiny_run", "tests/workflow/test_vit_b.py", "tests/workflow/test_chaos.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each module (and every user of the session's tiny run) on one pytest-xdist worker, longest first.
+
+    Module- and session-scoped fixtures (a whole workflow run) are then built once, not once per
+    worker. Without ``-n`` the marks are inert and only the order changes.
+    """
+    modules_on_tiny = {item.nodeid.split("::", 1)[0] for item in items if "tiny_run" in item.fixturenames}
+    groups = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        groups[item.nodeid] = "tiny_run" if module in modules_on_tiny else module
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {name: i for i, name in enumerate(FIRST_GROUPS)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root."""

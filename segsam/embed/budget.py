@@ -4,25 +4,22 @@ Each cached slice holds one ``256 x h x w`` float16 embedding (:mod:`segsam.embe
 ``h = w = S / 4`` for LiteMedSAM's TinyViT (64 x 64 at S = 256, 2 MiB a slice) and
 ``S / 16`` for SAM's ViT-B (16 x 16, 128 KiB). The number of slices is the index's
 images table, so the size is known once the index is built: the workflow prints it at
-plan time when the index exists, and rule ``cache_budget`` checks it before any
-embedding is written.
+plan time when the index exists and stops there past the limit. A first run has no index
+when it plans, so each ``embed_images`` job also checks the cache folder before it
+encodes (:func:`check_room`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from segsam.atomic import write_json
 from segsam.errors import ConfigError
 
-log = logging.getLogger(__name__)
-
-__all__ = ["EMBED_DIM", "PATCH", "embedding_bytes", "CacheBudget", "cache_budget", "write_cache_budget"]
+__all__ = ["EMBED_DIM", "PATCH", "embedding_bytes", "CacheBudget", "cache_budget", "check_room"]
 
 #: Channels of every encoder's embedding (SAM's neck).
 EMBED_DIM = 256
@@ -90,11 +87,28 @@ def cache_budget(images_parquet: str | Path, encoders: Sequence[str], image_size
     return budget
 
 
-def write_cache_budget(
-    images_parquet: str | Path, encoders: Sequence[str], image_size: int, max_gb: float, out: str | Path
-) -> CacheBudget:
-    """Rule ``cache_budget``: :func:`cache_budget`, logged and written as JSON (atomically) when within the limit."""
-    budget = cache_budget(images_parquet, encoders, image_size, max_gb)
-    log.info(budget.line)
-    write_json(out, budget.as_dict())
-    return budget
+def check_room(out_npy: str | Path, slices: int, encoder: str, image_size: int, max_gb: float) -> None:
+    """Stop an embed job whose case would take its cache folder past ``max_gb``.
+
+    The folder's other cases (the ``.npy`` files on disk) plus this case's ``slices``. Jobs
+    running side by side may each pass it: the cache can end at most their cases past the limit.
+
+    Args:
+        out_npy: The case's embeddings file, in the encoder's cache folder.
+        slices: The case's slices.
+        encoder: Encoder name (:data:`PATCH`).
+        image_size: Side S of the model input.
+        max_gb: ``cache.max_gb``.
+
+    Raises:
+        ConfigError: Past the limit (one line naming the folder and what to do).
+    """
+    out_npy = Path(out_npy)
+    others = [p for p in out_npy.parent.glob("*.npy") if p.name != out_npy.name] if out_npy.parent.is_dir() else []
+    gb = (sum(p.stat().st_size for p in others) + slices * embedding_bytes(encoder, image_size)) / 1e9
+    if gb > max_gb:
+        raise ConfigError(
+            f"{out_npy.parent}: embedding cache would reach {gb:.2f} GB with {out_npy.stem} ({slices} slices), "
+            f"over cache.max_gb {max_gb:g}; raise cache.max_gb if the disk holds it, or set cache.enabled: false "
+            "to encode the images as they are read (docs/training.md#cache)"
+        )

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from segsam.atomic import atomic_path
 from segsam.data.io import read_png
 from segsam.data.slicing import MANIFEST
+from segsam.embed.budget import check_room
 from segsam.models.build import EMBEDDING_SIZE, build_image_encoder
 from segsam.models.preprocess import encoder_input
 from segsam.models.weights import resolve_weights
@@ -29,6 +30,7 @@ def encode_case(
     out_table: str | Path,
     *,
     encoder_cfg: Mapping[str, Any],
+    max_gb: float = float("inf"),
     threads: int = 1,
 ) -> int:
     """Encode every image of one sliced case with a frozen image encoder.
@@ -39,17 +41,22 @@ def encode_case(
         out_table: Parquet with columns ``row``, ``image`` (path as in the
             index), ``height``, ``width``.
         encoder_cfg: :func:`segsam.config.encoder_settings` of the encoder.
+        max_gb: ``cache.max_gb``: nothing is encoded when the cache folder would pass it.
         threads: torch intra-op threads (the rule's ``threads``).
 
     Returns:
         The number of slices encoded.
+
+    Raises:
+        ConfigError: The case would take the cache past ``max_gb`` (:func:`segsam.embed.budget.check_room`).
     """
     torch.set_num_threads(max(1, threads))
     slice_dir = Path(slice_dir)
     manifest = pd.read_parquet(slice_dir / MANIFEST)
     images = sorted(manifest["image"].unique())
-    checkpoint = resolve_weights(encoder_cfg["weights"], encoder_cfg["sha256"])
     name = str(encoder_cfg["name"])
+    check_room(out_npy, len(images), name, int(encoder_cfg["image_size"]), max_gb)
+    checkpoint = resolve_weights(encoder_cfg["weights"], encoder_cfg["sha256"])
     encoder = build_image_encoder(name, checkpoint)
     batch_size = int(encoder_cfg["batch_size"])
     chunks: list[np.ndarray] = []

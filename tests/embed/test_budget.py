@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from segsam.embed.budget import cache_budget, embedding_bytes, write_cache_budget
+from segsam.embed.budget import cache_budget, embedding_bytes
 from segsam.errors import ConfigError
 
 
@@ -34,11 +33,8 @@ def test_the_size_of_sa_med2d_16m_is_terabytes(tmp_path: Path) -> None:
     assert "10 slices" in budget.line and "cache.max_gb 1" in budget.line
 
 
-def test_over_the_limit_stops_naming_the_index_and_writes_nothing(tmp_path: Path) -> None:
+def test_over_the_limit_stops_naming_the_index(tmp_path: Path) -> None:
     images = _images(tmp_path / "images.parquet", 1000)  # 2.1 GB of TinyViT embeddings
-    out = tmp_path / "budget.json"
     with pytest.raises(ConfigError, match=r"images.parquet: embedding cache: 1000 slices .* cache.enabled: false"):
-        write_cache_budget(images, ["tiny_vit"], 256, 2.0, out)
-    assert not out.exists()
-    write_cache_budget(images, ["tiny_vit"], 256, 3.0, out)
-    assert json.loads(out.read_text())["slices"] == 1000
+        cache_budget(images, ["tiny_vit"], 256, 2.0)
+    assert cache_budget(images, ["tiny_vit"], 256, 3.0).slices == 1000

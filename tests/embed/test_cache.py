@@ -13,7 +13,7 @@ from segsam.config import encoder_settings, load_config
 from segsam.data.slicing import MANIFEST
 from segsam.embed.encode import encode_case
 from segsam.embed.store import EmbeddingStore
-from segsam.errors import DataError
+from segsam.errors import ConfigError, DataError
 
 
 def _slice_dir(root: Path) -> Path:
@@ -48,6 +48,25 @@ def test_encode_case_and_store(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[0].numpy(), array[1].astype(np.float32))
     with pytest.raises(DataError, match="no cached embedding"):
         store.get(["nope.png"])
+
+
+def test_an_embed_job_past_cache_max_gb_stops_before_it_encodes(tmp_path: Path) -> None:
+    """A first run has no index when it plans: each job checks its cache folder (segsam.embed.budget.check_room)."""
+    folder = _slice_dir(tmp_path)  # 2 slices: 4.2 MB of TinyViT embeddings
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(cache / "case_0.npy", np.zeros((1, 256, 64, 64), np.float16))  # another case already cached: 2.1 MB
+    outputs = (cache / "case_a.npy", cache / "case_a.parquet")
+    settings = encoder_settings(load_config(), "tiny_vit")
+    with pytest.raises(
+        ConfigError,
+        match=r"^\S*cache: embedding cache would reach 0\.01 GB with case_a \(2 slices\), over "
+        r"cache.max_gb 0.006; .* cache.enabled: false",
+    ):
+        encode_case(folder, *outputs, encoder_cfg=settings, max_gb=0.006)
+    assert not any(p.exists() for p in outputs)
+    assert encode_case(folder, *outputs, encoder_cfg=settings, max_gb=0.007) == 2  # 6.3 MB: within
+    assert encode_case(folder, *outputs, encoder_cfg=settings, max_gb=0.007) == 2  # a rerun counts its own file once
 
 
 def test_vit_b_cache_holds_the_encoder_of_the_vit_b_methods(tmp_path: Path, random_vit_b: tuple[Path, str]) -> None:

@@ -51,7 +51,7 @@ def test_the_paper_config_plans_four_gpu_training_from_the_release(work: Path) -
     trained = [m for m in paper["methods"] if m not in ("sam",)]
     assert jobs["import_release"] == 1 and jobs["fetch_vit_b"] == 1
     assert jobs["train"] == len(trained) and jobs["evaluate"] == len(paper["methods"])
-    assert not {"slice_volume", "build_index", "embed_images", "cache_budget"} & set(jobs)
+    assert not {"slice_volume", "build_index", "embed_images"} & set(jobs)
     proc = snakemake(
         work, "-n", "-p", "--configfile", "config/paper.yaml", "config/mirror.yaml", targets=targets, overlays_only=True
     )

@@ -48,7 +48,6 @@ CODE = {
     "slice_volume": code_hash(*SLICE_CODE, *COMMON_CODE),
     "build_index": code_hash("data.index", *SLICE_CODE, *COMMON_CODE),
     "import_release": code_hash("data.sa_med2d", *COMMON_CODE),
-    "cache_budget": code_hash("embed.budget", *COMMON_CODE),
     "text": code_hash("text", *COMMON_CODE),
     "embed_images": code_hash("embed.encode", *COMMON_CODE),
     "train": code_hash("train", "tracking", *COMMON_CODE),
@@ -318,8 +317,8 @@ if ENCODERS_BY_TAG and DATASET_SPEC.kind == "slices2d":
         f"dataset {DATASET} is a 2D release: its slices are read as they train and are evaluated, not cached; "
         "set cache.enabled: false (docs/training.md#cache)"
     )
-# the cache's size, known once the index is: printed at plan time and checked against cache.max_gb (rule
-# cache_budget checks it again before any embedding is written)
+# the cache's size, known once the index is: printed at plan time and checked against cache.max_gb (each
+# embed_images job checks its cache folder too: a first run has no index when it plans)
 if ENCODERS_BY_TAG and os.path.exists("results/index/images.parquet"):
     _budget = cache_budget("results/index/images.parquet", [e["name"] for e in ENCODERS_BY_TAG.values()], config["encoder"]["image_size"], config["cache"]["max_gb"])
     logger.info(_budget.line)

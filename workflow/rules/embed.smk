@@ -1,7 +1,7 @@
 # Pretrained SAM ViT-B weights, and image embeddings of each frozen encoder, computed once per
 # (slice, weights).   Code: segsam/data/download.py, segsam/embed/, segsam/models/
-#   cache_budget  the cache's size from the index, checked against cache.max_gb before any embedding
-#   embed_images  one case's slices -> results/embeddings/<encoder tag>/<case>.{npy,parquet}
+#   embed_images  one case's slices -> results/embeddings/<encoder tag>/<case>.{npy,parquet}; stops
+#                 rather than take the cache past cache.max_gb (also checked at plan time, common.smk)
 # With cache.enabled false no rule here runs: training and evaluation encode the images they read.
 
 
@@ -20,35 +20,10 @@ rule fetch_vit_b:
         "../scripts/fetch_vit_b.py"
 
 
-rule cache_budget:
-    input:
-        "results/index/images.parquet",
-    output:
-        "results/cache_budget/{encoder}.json",
-    params:
-        encoders=lambda wc: [ENCODERS_BY_TAG[tag]["name"] for tag in ENCODERS_BY_TAG],
-        image_size=config["encoder"]["image_size"],
-        max_gb=config["cache"]["max_gb"],
-        code=CODE["cache_budget"],
-    wildcard_constraints:
-        encoder="|".join(re.escape(tag) for tag in ENCODERS_BY_TAG),
-    log:
-        "results/logs/cache_budget/{encoder}.log",
-    benchmark:
-        "results/benchmarks/cache_budget/{encoder}.tsv"
-    conda:
-        "../../envs/data.yaml"
-    script:
-        "../scripts/cache_budget.py"
-
-
 rule embed_images:
     input:
         unpack(encoder_weights),
         slices="results/slices/{case}",
-        # nothing is embedded past cache.max_gb; ancient: a new index re-checks the budget, but it re-embeds
-        # only the cases whose slices changed
-        budget=ancient("results/cache_budget/{encoder}.json"),
     output:
         npy="results/embeddings/{encoder}/{case}.npy",
         table="results/embeddings/{encoder}/{case}.parquet",

@@ -9,6 +9,7 @@ run_stage(
     snakemake.output.npy,
     snakemake.output.table,
     encoder_cfg=snakemake.params.encoder,
+    max_gb=snakemake.config["cache"]["max_gb"],  # not a param: a new limit re-embeds nothing
     threads=snakemake.threads,
     log=snakemake.log[0],
 )
