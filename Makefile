@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
-# pytest-xdist workers of make test (each module stays on one; tests/conftest.py)
+# pytest-xdist workers of make test (a module runs whole on one; tests/conftest.py)
 TEST_WORKERS ?= 2
 # UTF-8 I/O whatever the machine's locale (CI may run with a plain ASCII one)
 export PYTHONUTF8 := 1
@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/table1.csv
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests --durations=25 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest tests --durations=25 -n $(TEST_WORKERS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"

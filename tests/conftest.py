@@ -25,25 +25,50 @@ VOCABULARY_CSV = REPO_ROOT / "config" / "vocabulary.csv"
 LABELMAPS = REPO_ROOT / "config" / "labelmaps"
 
 
-#: Test groups that start first under ``pytest -n`` (the longest; make test, docs/testing.md#parallel).
-FIRST_GROUPS = ("tiny_run", "tests/workflow/test_vit_b.py", "tests/workflow/test_chaos.py")
+#: Modules whose tests read the session's tiny run (tests/workflow/conftest.py): under pytest-xdist
+#: one worker runs them all, so the run is made once (tests/test_conftest.py checks the list).
+TINY_RUN_MODULES = frozenset(
+    f"tests/workflow/{name}.py"
+    for name in (
+        "test_cross",
+        "test_fault_injection",
+        "test_mlflow_server",
+        "test_pg_sam",
+        "test_report",
+        "test_resume",
+        "test_workflow",
+    )
+)
+#: Work units that start first under ``pytest -n``: the longest (docs/testing.md#parallel).
+FIRST_UNITS = ("tiny_run", "tests/workflow/test_vit_b.py", "tests/workflow/test_chaos.py")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep each module (and every user of the session's tiny run) on one pytest-xdist worker, longest first.
+def work_unit(nodeid: str) -> str:
+    """The pytest-xdist work unit of a test: its module, or ``tiny_run`` for the modules that read that run.
 
-    Module- and session-scoped fixtures (a whole workflow run) are then built once, not once per
-    worker. Without ``-n`` the marks are inert and only the order changes.
+    Module- and session-scoped fixtures (a whole workflow run) are then built once, not once per worker.
     """
-    modules_on_tiny = {item.nodeid.split("::", 1)[0] for item in items if "tiny_run" in item.fixturenames}
-    groups = {}
-    for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        groups[item.nodeid] = "tiny_run" if module in modules_on_tiny else module
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    rank = {name: i for i, name in enumerate(FIRST_GROUPS)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+    module = nodeid.split("::", 1)[0]
+    return "tiny_run" if module in TINY_RUN_MODULES else module
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest work units first (a stable sort: the order within each unit is kept)."""
+    rank = {unit: i for i, unit in enumerate(FIRST_UNITS)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``make test``'s scheduler: whole :func:`work_unit` s, handed out in collection order."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the collection order: the longest units first
+    return WorkUnitScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
