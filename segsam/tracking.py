@@ -234,7 +234,6 @@ def log_index(table: Any, path: str | Path, *, name: str, context: str) -> None:
         name: The dataset's name in the UI (e.g. ``demo/train``).
         context: ``training`` or ``evaluation``.
     """
-    import mlflow
     from mlflow.data.dataset_source_registry import get_registered_sources
     from mlflow.data.pandas_dataset import from_pandas
 
@@ -246,4 +245,22 @@ def log_index(table: Any, path: str | Path, *, name: str, context: str) -> None:
     with warnings.catch_warnings():  # MLflow's schema inference warns about integer columns: not a model input
         warnings.simplefilter("ignore", UserWarning)
         dataset = from_pandas(table, source=source, name=name, digest=sha256_of(path)[:12])
-        mlflow.log_input(dataset, context=context)
+        _log_input(dataset, context)
+
+
+#: What SQLite says when a job beside this one inserted the same dataset row first.
+_TAKEN = "UNIQUE constraint failed: datasets."
+
+
+def _log_input(dataset: Any, context: str, attempts: int = 3) -> None:
+    """``mlflow.log_input``, again when another job inserted the same dataset between MLflow's lookup and
+    its insert (evaluate jobs running together log one prompts file): the retry finds that row and links it."""
+    import mlflow
+
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except Exception as err:  # MLflow wraps SQLAlchemy's IntegrityError in its own exception
+            if _TAKEN not in str(err) or attempt == attempts - 1:
+                raise

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +194,35 @@ def test_a_missing_store_is_not_silently_replaced(tmp_path: Path, config: dict[s
         start_run(_tracking(config, db), "evaluate", "segsam").__enter__()
     assert "--forcerun mlflow_init" in str(err.value)
     assert not db.exists()
+
+
+_LOG_AT = """
+import sys, time
+import pandas as pd
+from segsam.config import load_config
+from segsam.tracking import log_index, start_run
+uri, experiment, artifacts, path, at = sys.argv[1:]
+config = load_config()
+config["tracking"] = {"uri": uri, "experiment": experiment, "artifacts": artifacts}
+with start_run(config, "evaluate", "ft_decoder") as run:
+    table = pd.read_parquet(path)
+    time.sleep(max(0.0, float(at) - time.time()))  # every process logs the same dataset at the same moment
+    log_index(table, path, name="demo/test", context="evaluation")
+"""
+
+
+def test_jobs_side_by_side_log_the_same_dataset(store: dict[str, Any], tmp_path: Path) -> None:
+    """Evaluate jobs running together insert the same dataset row: each run gets it, none fails."""
+    path = tmp_path / "prompts.parquet"
+    pd.DataFrame({"image": ["a.png", "b.png"]}).to_parquet(path)
+    at = time.time() + 20  # after every process has imported MLflow and opened its run
+    args = [store["uri"], store["experiment"], str(store["root"] / "artifacts"), str(path), str(at)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _LOG_AT, *args], stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
+    errors = [proc.communicate(timeout=180)[1] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs), "\n".join(e[-600:] for e in errors)
+    client = mlflow.MlflowClient(tracking_uri=store["uri"])
+    runs = client.search_runs([store["experiment_id"]], filter_string="tags.stage = 'evaluate'")
+    logged = [r for r in runs if any(d.dataset.name == "demo/test" for d in r.inputs.dataset_inputs)]
+    assert len(logged) == 4
