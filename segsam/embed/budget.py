@@ -60,9 +60,6 @@ class CacheBudget:
             f"embedding cache: {self.slices} slices -> {parts} ({self.total_gb:.2f} GB of cache.max_gb {self.max_gb:g})"
         )
 
-    def as_dict(self) -> dict[str, object]:
-        return {"slices": self.slices, "gb": self.gb, "total_gb": self.total_gb, "max_gb": self.max_gb}
-
 
 def cache_budget(images_parquet: str | Path, encoders: Sequence[str], image_size: int, max_gb: float) -> CacheBudget:
     """The size of the cache of ``encoders`` over every slice of the index.
