@@ -44,7 +44,6 @@ import argparse
 import gc
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -73,6 +72,7 @@ from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit
 from segsam.models.weights import WeightsError, resolve_weights
 from segsam.runtime import keep_large_allocations
 from segsam.train.loop import make_optimiser
+from tests.workflow.wfutils import copy_workflow
 
 #: Peak dense bf16 TFLOP/s by a part of ``torch.cuda.get_device_name()``, first match wins.
 PEAK_BF16_TFLOPS = (
@@ -87,7 +87,6 @@ WANTED = ["ft_decoder", "segsam", "segsam_vit_b", "sam_med2d", "medsam", "pg_sam
 DEFAULT_METHODS = [name for name in WANTED if name in METHODS]
 SMOKE_VIT = ViTGeometry(embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,))
 TEXT_DIM = 384  # class text embeddings (all-MiniLM-L6-v2)
-COPIED = ("Snakefile", "workflow", "config", "envs", "segsam", "profiles")
 SHARES = {"methods": 0.55, "encoder": 0.7, "rule": 1.0}  # cumulative share of the budget at each section's end
 
 
@@ -450,12 +449,7 @@ def rule_section(ctx: Context) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="segsam-gpu-check-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
-        for name in COPIED:
-            source = REPO / name
-            if source.is_dir():
-                shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-            else:
-                shutil.copy2(source, work / name)
+        copy_workflow(work)
         tiny_config(Path(tmp) / "c.yaml")
         target = "results/models/ft_decoder/checkpoint.pt"
         cmd = [sys.executable, "-m", "snakemake", target, "--cores", "all", "--configfile", str(Path(tmp) / "c.yaml")]
