@@ -26,6 +26,11 @@ EMBED_DIM = 256
 #: Input pixels per embedding pixel, per encoder.
 PATCH = {"tiny_vit": 4, "vit_b": 16}
 _BYTES = 2  # float16
+#: The way out of a cache past ``cache.max_gb``, in both stops.
+_WHAT_TO_DO = (
+    "raise cache.max_gb if the disk holds it, or set cache.enabled: false to encode the images as they are read "
+    "(docs/training.md#cache)"
+)
 
 
 def embedding_bytes(encoder: str, image_size: int) -> int:
@@ -77,10 +82,7 @@ def cache_budget(images_parquet: str | Path, encoders: Sequence[str], image_size
     gb = {name: slices * embedding_bytes(name, image_size) / 1e9 for name in encoders}
     budget = CacheBudget(slices, gb, float(max_gb))
     if budget.total_gb > budget.max_gb:
-        raise ConfigError(
-            f"{images_parquet}: {budget.line}: over the limit; raise cache.max_gb if the disk holds it, "
-            "or set cache.enabled: false to encode the images as they are read (docs/training.md#cache)"
-        )
+        raise ConfigError(f"{images_parquet}: {budget.line}: over the limit; {_WHAT_TO_DO}")
     return budget
 
 
@@ -106,6 +108,5 @@ def check_room(out_npy: str | Path, slices: int, encoder: str, image_size: int, 
     if gb > max_gb:
         raise ConfigError(
             f"{out_npy.parent}: embedding cache would reach {gb:.2f} GB with {out_npy.stem} ({slices} slices), "
-            f"over cache.max_gb {max_gb:g}; raise cache.max_gb if the disk holds it, or set cache.enabled: false "
-            "to encode the images as they are read (docs/training.md#cache)"
+            f"over cache.max_gb {max_gb:g}; {_WHAT_TO_DO}"
         )
