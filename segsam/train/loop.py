@@ -408,12 +408,11 @@ class Trainer:
             number; that number).
         """
         world = self.context.world_size
-        mine = list(range(len(items)))
         self.optimiser.zero_grad(set_to_none=True)
         weighted: dict[str, float] = {}
         n_mine = 0
         micro = self.settings.micro_batch
-        chunks = [mine[i : i + micro] for i in range(0, len(mine), micro)]
+        chunks = [list(range(i, min(i + micro, len(items)))) for i in range(0, len(items), micro)]
         for c, chunk in enumerate(chunks):
             last = c == len(chunks) - 1
             with contextlib.nullcontext() if last or world == 1 else self.forward_module.no_sync():
