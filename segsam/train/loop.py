@@ -320,7 +320,7 @@ class Trainer:
             disable=not self.context.is_main,
         )
         for b, items in bar:
-            values = self.step(b, items, shard.positions(b), tally)
+            values = self.step(b, items, shard.read_positions(b), tally, stand_in=shard.stands_in(b))
             bar.set_postfix(loss=f"{values['loss']:.3f}")
         self.end_epoch(epoch, tally)
 
@@ -344,7 +344,9 @@ class Trainer:
             sums.update(state.epoch_sums)
         return EpochTally(sums=sums, start=time.perf_counter() - state.epoch_seconds)
 
-    def step(self, b: int, items: list[TrainImage], positions: list[int], tally: EpochTally) -> dict[str, float]:
+    def step(
+        self, b: int, items: list[TrainImage], positions: list[int], tally: EpochTally, stand_in: bool = False
+    ) -> dict[str, float]:
         """One optimiser step on the epoch's ``b``-th global batch; a snapshot every ``train.checkpoint_every`` steps.
 
         Args:
@@ -352,6 +354,8 @@ class Trainer:
             items: This rank's images of the global batch.
             positions: Their positions in the epoch's order (they seed their prompts).
             tally: The epoch's running sums.
+            stand_in: ``items`` are another rank's image, read only so that this rank
+                joins DDP's all-reduce; their gradient and losses weigh 0.
 
         Returns:
             The step's loss terms, means over the global batch's prompts (images, when prompt-free).
@@ -363,9 +367,9 @@ class Trainer:
         if not self.spec.prompted:  # whole label maps, no prompts: the loss is a mean over images
             n_global = n_batch
         else:
-            n_local = sum(len(p) for p in prompts) * (settings.iterative_clicks + 1)
+            n_local = 0 if stand_in else sum(len(p) for p in prompts) * (settings.iterative_clicks + 1)
             n_global = int(self.context.all_reduce_sum(torch.tensor([n_local], dtype=torch.float64))[0])
-        weighted, n_mine = self.accumulate_gradients(items, prompts, n_global)
+        weighted, n_mine = self.accumulate_gradients(items, prompts, n_global, stand_in)
         if settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip)
         self.optimiser.step()
@@ -394,7 +398,7 @@ class Trainer:
         ]
 
     def accumulate_gradients(
-        self, items: list[TrainImage], prompts: list[PromptSet], n_global: int
+        self, items: list[TrainImage], prompts: list[PromptSet], n_global: int, stand_in: bool = False
     ) -> tuple[dict[str, float], int]:
         """This rank's images of the batch, ``micro_batch`` at a time, gradients accumulated.
 
@@ -402,6 +406,7 @@ class Trainer:
         Each micro-batch's mean loss is scaled so that the sum over
         micro-batches and DDP's average over ranks give the gradient of the
         mean over the global batch (``n_global`` prompts, or images).
+        A ``stand_in`` image runs the passes but counts for nothing.
 
         Returns:
             (each loss term summed over this rank's prompts, weighted by their
@@ -417,6 +422,7 @@ class Trainer:
             last = c == len(chunks) - 1
             with contextlib.nullcontext() if last or world == 1 else self.forward_module.no_sync():
                 losses, n = self.chunk_loss(items, prompts, chunk)
+                n = 0 if stand_in else n
                 (losses["loss"] * (n * world / n_global)).backward()
             for k, v in losses.items():
                 weighted[k] = weighted.get(k, 0.0) + float(v.detach()) * n

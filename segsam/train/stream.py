@@ -104,7 +104,10 @@ class EpochShard:
     Step ``b`` takes the global batch ``order[b * batch_size : (b + 1) * batch_size]``;
     this rank reads positions ``rank, rank + world, ...`` of it. Iteration
     starts at step ``start`` (a resumed epoch) and yields one list of dataset
-    indices per step, empty where the last global batch leaves this rank none.
+    indices per step. Where the last global batch leaves this rank no image
+    (fewer images than ranks), it reads the batch's first image as a stand-in
+    (:meth:`stands_in`): DDP needs every rank in every step's all-reduce, and
+    the trainer weighs that image's gradient 0.
 
     Args:
         order: The epoch's permutation of the dataset's indices.
@@ -140,12 +143,20 @@ class EpochShard:
         stop = min(first + self.batch_size, len(self.order))
         return list(range(first + self.rank, stop, self.world))
 
+    def stands_in(self, step: int) -> bool:
+        """Whether step ``step`` leaves this rank no image of its own."""
+        return not self.positions(step)
+
+    def read_positions(self, step: int) -> list[int]:
+        """The positions this rank reads at step ``step``: its own, or the batch's first as a stand-in."""
+        return self.positions(step) or [step * self.batch_size]
+
     def __len__(self) -> int:
         return max(self.steps - self.start, 0)
 
     def __iter__(self) -> Iterator[list[int]]:
         for step in range(self.start, self.steps):
-            yield [int(self.order[p]) for p in self.positions(step)]
+            yield [int(self.order[p]) for p in self.read_positions(step)]
 
 
 def prompt_rng(seed: int, epoch: int, position: int) -> np.random.Generator:

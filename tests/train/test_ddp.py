@@ -11,8 +11,11 @@ maximal Adam update (``lr``); the per-step losses agree to 1e-6.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +87,22 @@ def small_config(root: Path) -> dict:
         root / "mlflow.json",
     )
     return config
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str) -> Iterator[None]:
+    """Fail with ``what`` instead of hanging when the block outlasts ``seconds`` (a DDP hang)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: {what}")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_two_ranks_match_one_rank(tmp_path: Path) -> None:
@@ -166,3 +185,27 @@ def test_torchrun_command_single_and_multi_node(tmp_path: Path) -> None:
         8, {"nnodes": 2, "rdzv_backend": "c10d", "rdzv_endpoint": "node0:29500", "rdzv_id": "job1"}, tmp_path / "a.json"
     )
     assert "--nnodes=2" in multi and "--rdzv_endpoint=node0:29500" in multi and "--standalone" not in multi
+
+
+def test_a_last_batch_that_leaves_a_rank_no_image(tmp_path: Path) -> None:
+    """3 images, global batch 2, 2 ranks: the second step gives rank 1 nothing.
+
+    That rank still takes part in every collective (its gradient counts zero),
+    so the run ends and reaches the weights of one rank.
+    """
+    masks, cache = make_training_set(tmp_path, n_images=3)
+    config = small_config(tmp_path)
+    config["train"]["batch_size"] = 2
+    weights, losses = {}, {}
+    for nproc in (1, 2):
+        out = tmp_path / f"ranks{nproc}"
+        job = TrainJob.create(
+            "ft_decoder", masks, cache, out / "checkpoint.pt", out / "summary.json", config=config, threads=2
+        )
+        with deadline(600, "a rank waits in an all-reduce the other never joins"):
+            launch(job, nproc)
+        weights[nproc] = load_state_dict(out / "checkpoint.pt")
+        losses[nproc] = json.loads((out / "summary.json").read_text())["history"][0]["loss"]
+    assert losses[1] == pytest.approx(losses[2], abs=1e-5)
+    lr = config["train"]["lr"]
+    assert max(float((weights[1][k].float() - weights[2][k].float()).abs().max()) for k in weights[1]) <= lr * 1.01

@@ -66,6 +66,15 @@ def test_ranks_split_each_step_and_a_resumed_epoch_starts_where_it_stopped() -> 
     assert list(resumed) == steps[1][2:] and resumed.positions(2) == [9]
 
 
+def test_a_rank_the_last_batch_leaves_without_an_image_reads_a_stand_in() -> None:
+    order = [4, 2, 0, 3, 1]  # a last global batch of 1 image over 4 ranks
+    shards = [EpochShard(order, 4, rank=r, world=4) for r in range(4)]
+    assert [s.stands_in(1) for s in shards] == [False, True, True, True]
+    assert [list(s)[1] for s in shards] == [[1], [1], [1], [1]]  # the batch's first image
+    assert [s.read_positions(1) for s in shards] == [[4]] * 4
+    assert not any(s.stands_in(0) for s in shards) and shards[3].positions(1) == []
+
+
 def test_prompts_are_seeded_by_place_not_by_process() -> None:
     a, b = prompt_rng(0, 1, 5).random(3), prompt_rng(0, 1, 5).random(3)
     assert np.array_equal(a, b)
