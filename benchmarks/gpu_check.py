@@ -44,6 +44,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -72,7 +73,6 @@ from segsam.models.vit import VIT_B, ViTGeometry, build_sam_vit
 from segsam.models.weights import WeightsError, resolve_weights
 from segsam.runtime import keep_large_allocations
 from segsam.train.loop import make_optimiser
-from tests.workflow.wfutils import copy_workflow
 
 #: Peak dense bf16 TFLOP/s by a part of ``torch.cuda.get_device_name()``, first match wins.
 PEAK_BF16_TFLOPS = (
@@ -441,6 +441,17 @@ def tiny_config(path: Path) -> None:
     config["methods"] = ["ft_decoder"]
     config.setdefault("train", {})["epochs"] = 1
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A copy of the workflow with its own ``segsam/`` (the Snakefile puts its folder first on the path)."""
+    for name in ("Snakefile", "workflow", "config", "envs", "segsam"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
 
 
 def rule_section(ctx: Context) -> list[dict[str, Any]]:
