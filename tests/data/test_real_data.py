@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from segsam.data.index import build_index
 from segsam.data.registry import load_registry
 from segsam.data.slicing import SUMMARY, slice_case
 from segsam.data.vocabulary import Vocabulary
+from tests.workflow.wfutils import copy_workflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data]
 
@@ -138,12 +138,7 @@ def test_snakemake_runs_the_data_stage_on_real_small(shared_data: Path, tmp_path
     """The rules themselves: stage_case x2 (the mirror's files read in place) -> slice_volume x2 -> build_index."""
     work = tmp_path / "wf"
     work.mkdir()
-    for name in ("Snakefile", "workflow", "config", "envs", "segsam"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, work / name)
+    copy_workflow(work)
     overlay = work / "mirror.yaml"
     overlay.write_text(yaml.safe_dump({"dataset": {"mirror": str(shared_data)}}), encoding="utf-8")
     cmd = [
