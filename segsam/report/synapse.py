@@ -24,9 +24,11 @@ include (offline, on CHAOS MR: liver, spleen and both kidneys). The rules:
   ``evaluate.seed``), every organ mean and the mean over organs recomputed on
   each resample (an organ no resampled case contains is left out of that
   resample's mean). One set of resamples serves every row, so differences
-  between rows are paired: ``diff_mdsc_<reference>`` is a row's mDSC minus the
-  reference's (U-Net, :data:`REFERENCE`) with the interval of that
-  difference over the same resamples.
+  between rows are paired: ``diff_mdsc_<reference>`` is a row's mDSC minus a
+  reference row's, with the interval of that difference over the same
+  resamples. The references (:data:`REFERENCES`) are the U-Net, the baseline
+  PG-SAM is measured against, and PG-SAM itself, the row its ablation
+  switches are measured against; each configured one gets its column.
 * **Paper cells** (``paper_*``): only numbers verified from the paper itself
   (``config/paper/pg_sam_synapse.csv``). The PG-SAM seed is an abstract, which
   gives no table, so that file has no rows and the cells are empty; the
@@ -64,8 +66,8 @@ SYNAPSE_ORGANS: dict[str, str] = {
     "Spleen": "spleen",
     "Stomach": "stomach",
 }
-#: The row other rows are compared with (paired differences), when it is configured.
-REFERENCE = "unet"
+#: The rows every other row is compared with (paired differences), each when it is configured.
+REFERENCES = ("unet", "pg_sam")
 #: The prompted method shown for reference, and its prompt.
 PROMPTED_REFERENCE = ("segsam", "box")
 #: The paper's cells (method, organ, metric, value); no rows while no number is verified from the paper.
@@ -215,20 +217,26 @@ def synapse_table(per_case: pd.DataFrame, rows: Sequence[tuple[str, str]], boot:
         dsc_matrices[method] = dsc
         records.append(_row(method, prompt, dsc, hd95, organs, draws, boot))
     table = pd.DataFrame(records) if records else pd.DataFrame(columns=["method", "row", "prompt", "n_cases"])
-    if REFERENCE in dsc_matrices:
-        reference = dsc_matrices[REFERENCE]
-        for column in ("", "_lo", "_hi"):
-            table[f"diff_mdsc_{REFERENCE}{column}"] = float("nan")
-        for index, method in enumerate(table["method"]):
-            if method == REFERENCE:
-                continue
-            mine = dsc_matrices[method]
-            cells = _cells(
-                "d", mine.mean() - reference.mean(), mine.mean(draws) - reference.mean(draws), boot.ci, 100.0
-            )
-            for column in ("", "_lo", "_hi"):
-                table.loc[index, f"diff_mdsc_{REFERENCE}{column}"] = cells[f"d{column}"]
+    for reference in REFERENCES:
+        if reference in dsc_matrices:
+            table = _differences(table, dsc_matrices, reference, draws, boot)
     return _paper_cells(table, organs)
+
+
+def _differences(
+    table: pd.DataFrame, dsc: Mapping[str, CaseMatrix], reference: str, draws: np.ndarray, boot: Bootstrap
+) -> pd.DataFrame:
+    """``diff_mdsc_<reference>`` (with ``_lo`` / ``_hi``): each row's mDSC minus the reference's, NaN on its own row."""
+    columns = [f"diff_mdsc_{reference}{suffix}" for suffix in ("", "_lo", "_hi")]
+    cells = []
+    for method in table["method"]:
+        if method == reference:
+            cells.append([float("nan")] * 3)
+            continue
+        mine, theirs = dsc[method], dsc[reference]
+        cell = _cells("d", mine.mean() - theirs.mean(), mine.mean(draws) - theirs.mean(draws), boot.ci, 100.0)
+        cells.append([cell["d"], cell["d_lo"], cell["d_hi"]])
+    return table.join(pd.DataFrame(cells, columns=columns, index=table.index))
 
 
 def _cell(row: Mapping[str, Any], name: str, unit: str = "") -> str:
@@ -265,12 +273,14 @@ def synapse_markdown(table: pd.DataFrame, per_case: pd.DataFrame, dataset: str) 
         lines.append(
             "| " + " | ".join([row["row"], row["prompt"], *(_cell(row, f"hd95_{n}") for n in organs.values())]) + " |"
         )
-    column = f"diff_mdsc_{REFERENCE}"
-    if column in table:
-        lines += ["", f"mDSC minus {get_method(REFERENCE).display}'s (percentage points, paired case bootstrap):", ""]
-        for row in table.to_dict(orient="records"):
-            if row["method"] != REFERENCE:
-                lines.append(f"* {row['row']} ({row['prompt']}): {_cell(row, column)}")
+    for reference in REFERENCES:
+        column = f"diff_mdsc_{reference}"
+        if column in table:
+            display = get_method(reference).display
+            lines += ["", f"mDSC minus {display}'s (percentage points, paired case bootstrap):", ""]
+            for row in table.to_dict(orient="records"):
+                if row["method"] != reference:
+                    lines.append(f"* {row['row']} ({row['prompt']}): {_cell(row, column)}")
     return "\n".join(lines) + "\n"
 
 
@@ -313,7 +323,7 @@ def make_synapse_table(
             "organs_present": list(organs),
             "organs_absent": [label for label in SYNAPSE_ORGANS if label not in organs],
             "rows": [f"{m} ({p})" for m, p in rows],
-            "reference": REFERENCE,
+            "references": [reference for reference in REFERENCES if f"diff_mdsc_{reference}" in table],
             "cases": sorted(per_case.loc[per_case["class_name"].isin(list(organs.values())), "case"].unique()),
             "bootstrap": {"resamples": boot.n_boot, "ci": boot.ci, "seed": boot.seed, "unit": "case"},
             "paper_cells": PAPER_NOTE,

@@ -19,6 +19,7 @@ from segsam.report.synapse import (
     case_draws,
     make_synapse_table,
     present_organs,
+    synapse_markdown,
     synapse_rows,
     synapse_table,
 )
@@ -120,6 +121,30 @@ def test_differences_to_unet_are_paired_over_the_same_case_resamples() -> None:
     assert table.loc["pg_sam", "mdsc_hi"] - table.loc["pg_sam", "mdsc_lo"] > 1  # each row's own interval is wide
 
 
+def test_the_switches_are_compared_with_pg_sam_and_the_u_net_over_the_same_resamples() -> None:
+    pg_sam = {("c1", "liver"): 0.6, ("c2", "liver"): 0.2, ("c3", "liver"): 0.9, ("c1", "spleen"): 0.4}
+    worse = {key: value - 0.05 for key, value in pg_sam.items()}
+    unet = {key: value - 0.3 for key, value in pg_sam.items()}
+    frame = pd.concat(
+        [_per_case("pg_sam", "none", pg_sam), _per_case("pg_sam_k1", "none", worse), _per_case("unet", "none", unet)]
+    )
+    rows = [("pg_sam", "none"), ("pg_sam_k1", "none"), ("unet", "none")]
+    table = synapse_table(frame, rows, BOOT).set_index("method")
+    for cell in ("diff_mdsc_pg_sam", "diff_mdsc_pg_sam_lo", "diff_mdsc_pg_sam_hi"):
+        assert table.loc["pg_sam_k1", cell] == pytest.approx(-5.0)
+    assert table.loc["unet", "diff_mdsc_pg_sam"] == pytest.approx(-30.0)
+    assert table.loc["pg_sam_k1", "diff_mdsc_unet"] == pytest.approx(25.0)
+    assert math.isnan(table.loc["pg_sam", "diff_mdsc_pg_sam"])
+    markdown = synapse_markdown(table.reset_index(), frame, "chaos_t2")
+    assert "mDSC minus PG-SAM's" in markdown and "mDSC minus nnU-Net (2D)'s" in markdown
+    assert "PG-SAM K=1 (none): -5.00 [-5.00, -5.00]" in markdown
+
+
+def test_without_a_reference_row_there_is_no_difference_column() -> None:
+    table = synapse_table(_per_case("pg_sam_k1", "none", PG), [("pg_sam_k1", "none")], BOOT)
+    assert not [column for column in table.columns if column.startswith("diff_")]
+
+
 def test_segsam_box_rows_only_and_the_paper_cells_stay_empty(tmp_path: Path) -> None:
     frames = [
         _per_case("segsam", "box", PG),
@@ -148,6 +173,7 @@ def test_segsam_box_rows_only_and_the_paper_cells_stay_empty(tmp_path: Path) -> 
     sidecar = json.loads(out["json"].read_text(encoding="utf-8"))
     assert sidecar["organs_present"] == ["Liver", "Spleen"] and sidecar["paper_cells"] == PAPER_NOTE
     assert sidecar["cases"] == ["c1", "c2"] and sidecar["bootstrap"]["unit"] == "case"
+    assert sidecar["references"] == ["pg_sam"]
 
 
 def test_a_dataset_without_synapse_organs_gives_an_empty_table() -> None:
