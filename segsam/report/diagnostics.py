@@ -10,7 +10,10 @@ of a prompted object (SAWD's class head):
   row-normalised share, with the counts written in the cells;
 * ``results/diagnostics/per_class.csv`` (+ ``.md``): for every method,
   prompt and class, the number of masks, the mean binary DSC, the mean
-  semantic DSC and the share named right.
+  semantic DSC and the share named right;
+* ``results/diagnostics/per_case.csv``: the same per test case as well, since
+  a class a model gets wrong is often wrong in one patient's anatomy (the
+  Markdown shows its class accuracies as a case x class grid).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from segsam.report.inputs import ordered, read_tables  # noqa: E402
 
 CONFUSION_COLUMNS = ["method", "prompt", "class_id", "class_name", "pred_class_id", "pred_class_name", "count"]
 PER_CLASS_COLUMNS = ["method", "prompt", "class_id", "class_name", "n", "dsc", "sem_dsc", "class_acc"]
+PER_CASE_COLUMNS = ["method", "prompt", "case", "class_id", "class_name", "n", "dsc", "sem_dsc", "class_acc"]
 
 
 def named(per_mask: pd.DataFrame) -> pd.DataFrame:
@@ -52,19 +56,43 @@ def confusion(per_mask: pd.DataFrame) -> pd.DataFrame:
     return counts[CONFUSION_COLUMNS]
 
 
-def per_class(per_mask: pd.DataFrame) -> pd.DataFrame:
-    """DSC, semantic DSC and class accuracy per (method, prompt, class) (:data:`PER_CLASS_COLUMNS`)."""
+def _scores(per_mask: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Masks, mean DSC, mean semantic DSC and class accuracy (percent) per group of ``keys``, prompted rows only."""
     frame = per_mask[per_mask["prompt"] != "none"].assign(
         right=lambda f: np.where(f["pred_class_id"] >= 0, f["pred_class_id"] == f["class_id"], np.nan)
     )
     table = (
-        frame.groupby(["method", "prompt", "class_id", "class_name"], sort=False)
+        frame.groupby(keys, sort=False)
         .agg(n=("dsc", "size"), dsc=("dsc", "mean"), sem_dsc=("sem_dsc", "mean"), class_acc=("right", "mean"))
         .reset_index()
     )
     for column in ("dsc", "sem_dsc", "class_acc"):
         table[column] = (100 * table[column]).round(2)
-    return table[PER_CLASS_COLUMNS]
+    return table
+
+
+def per_class(per_mask: pd.DataFrame) -> pd.DataFrame:
+    """DSC, semantic DSC and class accuracy per (method, prompt, class) (:data:`PER_CLASS_COLUMNS`)."""
+    return _scores(per_mask, ["method", "prompt", "class_id", "class_name"])[PER_CLASS_COLUMNS]
+
+
+def per_case(per_mask: pd.DataFrame) -> pd.DataFrame:
+    """The same per (method, prompt, case, class): methods in their order, then cases (:data:`PER_CASE_COLUMNS`)."""
+    table = _scores(per_mask, ["method", "prompt", "case", "class_id", "class_name"])
+    methods = pd.Categorical(table["method"], categories=list(dict.fromkeys(per_mask["method"])), ordered=True)
+    table = table.assign(order=methods).sort_values(["order", "prompt", "case", "class_id"])
+    return table[PER_CASE_COLUMNS].reset_index(drop=True)
+
+
+def case_grid(cases: pd.DataFrame) -> pd.DataFrame:
+    """Class accuracy (percent) where classes are named: a row per (method, prompt, case), a column per class."""
+    named_rows = cases[cases["class_acc"].notna()]
+    if named_rows.empty:
+        return pd.DataFrame(columns=["method", "prompt", "case"])
+    grid = named_rows.pivot_table(
+        index=["method", "prompt", "case"], columns="class_name", values="class_acc", sort=False
+    )
+    return grid.reset_index().rename_axis(columns=None)
 
 
 def _panel(ax: Any, counts: pd.DataFrame, title: str) -> None:
@@ -115,21 +143,28 @@ def make_diagnostics(
     per_mask_files: Sequence[str | Path],
     out_confusion: str | Path,
     out_per_class: str | Path,
+    out_per_case: str | Path,
     out_md: str | Path,
     out_png: str | Path,
     *,
     config: Mapping[str, Any],
 ) -> pd.DataFrame:
-    """Rule ``diagnostics``: the confusion counts and figure, and the per-class table (see the module doc)."""
+    """Rule ``diagnostics``: the confusion counts and figure, the per-class and per-case tables (see the module doc)."""
     per_mask = ordered(read_tables(per_mask_files), config)
     counts = confusion(per_mask)
     classes = per_class(per_mask)
-    with atomic_path(out_confusion) as tmp:
-        counts.to_csv(tmp, index=False)
-    with atomic_path(out_per_class) as tmp:
-        classes.to_csv(tmp, index=False)
+    cases = per_case(per_mask)
+    for table, out in ((counts, out_confusion), (classes, out_per_class), (cases, out_per_case)):
+        with atomic_path(out) as tmp:
+            table.to_csv(tmp, index=False)
+    grid = case_grid(cases)
     write_text(
-        out_md, "## DSC, semantic DSC and class accuracy per class (%)\n\n" + classes.to_markdown(index=False) + "\n"
+        out_md,
+        "## DSC, semantic DSC and class accuracy per class (%)\n\n"
+        + classes.to_markdown(index=False)
+        + "\n\n## Class named right per test case (%)\n\n"
+        + (grid.to_markdown(index=False, floatfmt=".1f") if not grid.empty else "No evaluated method names classes.")
+        + "\n",
     )
     confusion_figure(counts, out_png)
     return classes

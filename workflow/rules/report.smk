@@ -107,6 +107,7 @@ rule diagnostics:
     output:
         confusion="results/diagnostics/confusion.csv",
         per_class=report("results/diagnostics/per_class.csv", category="Diagnostics", caption="../report/diagnostics.rst"),
+        per_case="results/diagnostics/per_case.csv",
         md="results/diagnostics/per_class.md",
         png=report("results/figures/confusion.png", category="Diagnostics", caption="../report/diagnostics.rst"),
     params:

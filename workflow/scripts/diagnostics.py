@@ -1,4 +1,4 @@
-"""Rule diagnostics: SAWD's confusion matrices and the per-class table (segsam.report.diagnostics)."""
+"""Rule diagnostics: SAWD's confusion matrices, the per-class and per-case tables (segsam.report.diagnostics)."""
 
 from segsam.errors import run_stage
 from segsam.report.diagnostics import make_diagnostics
@@ -8,6 +8,7 @@ run_stage(
     list(snakemake.input),
     snakemake.output.confusion,
     snakemake.output.per_class,
+    snakemake.output.per_case,
     snakemake.output.md,
     snakemake.output.png,
     config=snakemake.config,
