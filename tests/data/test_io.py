@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 
-from segsam.data.io import read_case, read_volume, resample_isotropic
+from segsam.data.io import read_case, read_png, read_volume, resample_isotropic, write_png
 from segsam.errors import DataError
 
 SHAPE_ZYX = (6, 7, 8)
@@ -278,3 +279,50 @@ def test_resample_isotropic_is_identity_for_isotropic_input() -> None:
         volume.SetSpacing((2.0, 2.0, 2.0))
     iso_image, iso_label = resample_isotropic(image, label)
     assert iso_image is image and iso_label is label
+
+
+def _png_modes() -> dict[str, Image.Image]:
+    """One small PNG image per Pillow mode a release or an exporting tool may write."""
+    grey = (np.random.default_rng(0).random((8, 10)) * 255).astype(np.uint8)
+    rgb = np.stack([grey, grey // 2, grey // 3], axis=-1)
+    return {
+        "L": Image.fromarray(grey),
+        "RGB": Image.fromarray(rgb),
+        "RGBA": Image.fromarray(np.concatenate([rgb, grey[..., None]], axis=-1)),
+        "P": Image.fromarray(rgb).convert("P"),
+        "1": Image.fromarray(grey > 128).convert("1"),
+        "I;16": Image.fromarray(grey.astype(np.uint16) * 200),
+    }
+
+
+@pytest.mark.parametrize("mode", list(_png_modes()))
+def test_png_reads_as_simpleitk_reads_it(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "slice.png"
+    _png_modes()[mode].save(path)
+    expected = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    array = read_png(path)
+    assert array.dtype == expected.dtype and np.array_equal(array, expected)
+    array[0, 0] = 0  # a writable array: callers may change it in place
+
+
+def test_png_round_trip_and_grey_alpha_dropped(tmp_path: Path) -> None:
+    mask = np.zeros((5, 6), np.uint8)
+    mask[1:3, 2:5] = 255
+    write_png(tmp_path / "mask.png", mask)
+    assert np.array_equal(read_png(tmp_path / "mask.png"), mask)
+    Image.fromarray(np.stack([mask, mask], axis=-1), "LA").save(tmp_path / "alpha.png")  # SimpleITK cannot read it
+    assert np.array_equal(read_png(tmp_path / "alpha.png"), mask)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a png", "truncated"])
+def test_unreadable_png_is_named(tmp_path: Path, content: bytes | str) -> None:
+    path = tmp_path / "bad.png"
+    write_png(path, np.full((64, 64), 7, np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if content == "truncated" else content)
+    message = _error(lambda: read_png(path))
+    assert str(path) in message and "unreadable PNG" in message
+
+
+def test_missing_png_is_named(tmp_path: Path) -> None:
+    assert str(tmp_path / "gone.png") in _error(lambda: read_png(tmp_path / "gone.png"))
