@@ -120,8 +120,10 @@ def cross_markdown(
         cells = [row["row"], row["prompt"]]
         for d in datasets:
             if row.get(f"n_{d}", 0):
-                cell = f"{row[d]:.2f} [{row[f'{d}_lo']:.2f}, {row[f'{d}_hi']:.2f}] (n={row[f'n_{d}']}, "
-                f"{row[f'classes_{d}']} classes)"
+                cell = (
+                    f"{row[d]:.2f} [{row[f'{d}_lo']:.2f}, {row[f'{d}_hi']:.2f}] (n={row[f'n_{d}']}, "
+                    f"{row[f'classes_{d}']} classes)"
+                )
             else:
                 cell = "no seen class"
             cell += f"; all classes {row[f'{d}_all']:.2f}" if row.get(f"unseen_{d}") else ""

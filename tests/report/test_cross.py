@@ -127,6 +127,7 @@ def test_table3_scores_seen_classes_and_reports_the_unseen_ones(tmp_path: Path, 
     md = out["md"].read_text(encoding="utf-8")
     assert "| Method | Prompt | KiTS23 | BTCV | AMOS |" in md
     assert "70.00 [" in md and "paper 74.18" in md and "all classes 35.00" in md
+    assert "(n=2, 1 classes); all classes 35.00" in md  # the cell closes its count before the all-class score
     assert "no seen class" in md
     assert "- KiTS23: kidney_tumor" in md and "- AMOS: none" in md
     # every prompted method, semantic or not, has its binary DSC per dataset (0.9 per mask here) and HD95
