@@ -357,7 +357,7 @@ _PNG_MODES = {"P": "RGB", "PA": "RGB", "1": "L", "LA": "L"}
 def read_png(path: str | Path) -> np.ndarray:
     """Read a 2D PNG as an H x W (grey) or H x W x C (colour) array, uint8 (uint16 for 16-bit grey).
 
-    Pillow decodes PNGs about three times faster than SimpleITK, which matters in the training
+    Pillow decodes PNGs two to three times faster than SimpleITK, which matters in the training
     loader (three reads per slice); the arrays are the same as SimpleITK's.
 
     Raises:

@@ -12,8 +12,8 @@ of a prompted object (SAWD's class head):
   prompt and class, the number of masks, the mean binary DSC, the mean
   semantic DSC and the share named right;
 * ``results/diagnostics/per_case.csv``: the same per test case as well, since
-  a class a model gets wrong is often wrong in one patient's anatomy (the
-  Markdown shows its class accuracies as a case x class grid).
+  a class's errors can gather in one test case (the Markdown shows the class
+  accuracies as a case x class grid).
 """
 
 from __future__ import annotations
