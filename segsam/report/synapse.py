@@ -228,13 +228,14 @@ def _differences(
 ) -> pd.DataFrame:
     """``diff_mdsc_<reference>`` (with ``_lo`` / ``_hi``): each row's mDSC minus the reference's, NaN on its own row."""
     columns = [f"diff_mdsc_{reference}{suffix}" for suffix in ("", "_lo", "_hi")]
+    point, samples = dsc[reference].mean(), dsc[reference].mean(draws)
     cells = []
     for method in table["method"]:
         if method == reference:
             cells.append([float("nan")] * 3)
             continue
-        mine, theirs = dsc[method], dsc[reference]
-        cell = _cells("d", mine.mean() - theirs.mean(), mine.mean(draws) - theirs.mean(draws), boot.ci, 100.0)
+        mine = dsc[method]
+        cell = _cells("d", mine.mean() - point, mine.mean(draws) - samples, boot.ci, 100.0)
         cells.append([cell["d"], cell["d_lo"], cell["d_hi"]])
     return table.join(pd.DataFrame(cells, columns=columns, index=table.index))
 
