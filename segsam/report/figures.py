@@ -162,7 +162,8 @@ def qualitative_panel(
 
 def training_curves(summaries: Sequence[str | Path], out_png: str | Path) -> None:
     """Loss per epoch of every trained method and, for those with SAWD's class head, its class
-    accuracy on its training prompts (solid) and on held-out test slices (dashed); legend right."""
+    accuracy on its training prompts (solid) and on held-out test slices (dashed), and the held-out
+    accuracy after the class-head refit (a star at the last epoch); legend right."""
     histories = [json.loads(Path(path).read_text(encoding="utf-8")) for path in summaries]
     colours = _method_colours([s["method"] for s in histories])
     with_classes = [s for s in histories if any("class_acc" in h for h in s["history"])]
@@ -180,9 +181,12 @@ def training_curves(summaries: Sequence[str | Path], out_png: str | Path) -> Non
         heldout = [h.get("heldout_class_acc") for h in summary["history"]]
         if any(v is not None for v in heldout):
             axes[0, 1].plot(epochs, heldout, marker="s", linestyle="--", color=colour)
+        refit = (summary.get("class_head_refit") or {}).get("heldout_class_acc")
+        if refit is not None and epochs:
+            axes[0, 1].plot([epochs[-1]], [refit], marker="*", markersize=12, linestyle="none", color=colour)
     axes[0, 0].set_ylabel("training loss")
     if with_classes:
-        axes[0, 1].set_ylabel("SAWD class accuracy (-- held-out)")
+        axes[0, 1].set_ylabel("SAWD class accuracy (-- held-out, * refitted)")
         axes[0, 1].set_ylim(0, 1)
     for ax in axes[0]:
         ax.set_xlabel("epoch")

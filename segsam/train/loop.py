@@ -34,6 +34,10 @@ they draw no prompts. PG-SAM (:mod:`segsam.models.pg_sam`) is trained the same
 way, from its frozen encoder's cached embeddings (or, on ViT-B with LoRA, from
 the images) and the class text, with the loss averaged over its decoding rounds.
 
+After the last step, SAWD's class head is fitted again to the trained features
+(:mod:`segsam.train.head_refit`, ``train.class_head_refit``; rank 0, before the
+checkpoint is written).
+
 ``train.label_fraction`` < 1 trains on a seeded subset of the training cases
 (:mod:`segsam.train.subset`); the other training slices are not read.
 
@@ -48,7 +52,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -71,6 +75,7 @@ from segsam.tracking import log_index, start_run
 from segsam.train.batch import PromptBatch, PromptSet, TrainImage, label_map, simulate_prompts
 from segsam.train.checkpoint import TrainState, clear_state, load_state, save_state
 from segsam.train.dist import DistContext
+from segsam.train.head_refit import refit_class_head
 from segsam.train.heldout import HeldOut
 from segsam.train.job import TrainJob
 from segsam.train.prompts import add_error_clicks
@@ -560,13 +565,46 @@ class Trainer:
         state.epoch_sums, state.epoch_seconds = {}, 0.0
         self.snapshot()
 
+    def refit_class_head(self) -> dict[str, float] | None:
+        """Fit SAWD's class head again to the trained features of ``train.class_head_refit`` training slices
+        (:mod:`segsam.train.head_refit`); its figures, logged to MLflow. None when off or without SAWD."""
+        limit = int(self.job.config["train"]["class_head_refit"])
+        if not (self.spec.has_sawd and self.spec.prompted) or limit == 0:
+            return None
+        start = time.perf_counter()
+        rng = np.random.default_rng(self.settings.seed)
+        items = [self.slices[int(i)] for i in np.sort(rng.permutation(len(self.slices))[:limit])]
+        device = self.context.device
+        result = refit_class_head(self.model, items, lambda item: self._embeddings([item]), self.text, device, rng)
+        record = {k: float(v) for k, v in asdict(result).items()}
+        record["seconds"] = time.perf_counter() - start
+        trained = self.train_table["class_id"].nunique()
+        if result.classes < trained:
+            log.warning(
+                "the class-head refit saw %d of the %d training classes (train.class_head_refit: %d slices); "
+                "the others can only lose: raise it, or set 0 for a run long enough to train the head",
+                result.classes,
+                trained,
+                limit,
+            )
+        if self.heldout is not None:
+            record["heldout_class_acc"] = self.heldout.class_accuracy(self.model, self.text, device)
+        log.info("class head refitted: %s", ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        if self.run_handle is not None:
+            import mlflow
+
+            mlflow.log_metrics({f"refit/{k}": v for k, v in record.items()})
+        return record
+
     def finish(self) -> dict[str, Any]:
-        """Write the checkpoint and summary, log them to MLflow and remove the resume state (rank 0).
+        """Refit SAWD's class head, write the checkpoint and summary, log them to MLflow and remove the resume
+        state (rank 0).
 
         Returns:
-            The summary: losses per epoch, timings, parameter counts, MLflow run id.
+            The summary: losses per epoch, timings, parameter counts, the class-head refit, MLflow run id.
         """
         job, state = self.job, self.state
+        refit = self.refit_class_head() if self.context.is_main else None
         summary = {
             "method": job.method,
             "train_images": len(self.slices),
@@ -578,6 +616,7 @@ class Trainer:
             "trainable_params": self.n_train,
             "frozen_params": self.n_frozen,
             "history": state.history,
+            "class_head_refit": refit,
             "mlflow_run_id": state.mlflow_run_id,
         }
         if self.context.is_main:

@@ -1,8 +1,10 @@
 """Figures: the qualitative panel draws every method's example masks, prompted or prompt-free; the
-table 1 bars keep one colour per method across the prompt panels, however many methods are listed."""
+table 1 bars keep one colour per method across the prompt panels, however many methods are listed;
+the training curves mark the held-out class accuracy after the class-head refit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,27 @@ def test_table3_bars_give_each_panel_only_its_own_methods() -> None:
     assert none.patches[0].get_width() == pytest.approx(0.8)
     assert sorted(p.get_height() for p in none.patches) == [20.0, 30.0]
     assert box.get_xlim() == pytest.approx((-0.5, 1.5))
+
+
+def test_training_curves_mark_the_heldout_accuracy_after_the_class_head_refit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from segsam.report import figures
+
+    history = [{"epoch": e, "loss": 2.0 / e, "class_acc": 0.2 * e, "heldout_class_acc": 0.25 * e} for e in (1, 2)]
+    summaries = []
+    for method, refit in (("segsam", {"heldout_class_acc": 0.84}), ("sawd_pmt", None)):
+        path = tmp_path / f"{method}.json"
+        path.write_text(json.dumps({"method": method, "history": history, "class_head_refit": refit}))
+        summaries.append(path)
+    closed = []
+    monkeypatch.setattr(figures.plt, "close", closed.append)
+    figures.training_curves(summaries, tmp_path / "curves.png")
+    try:
+        stars = [line for line in closed[0].axes[1].lines if line.get_marker() == "*"]
+        assert [(list(s.get_xdata()), list(s.get_ydata())) for s in stars] == [([2], [0.84])]  # segsam's only
+        assert read_png(tmp_path / "curves.png").shape[1] > 400
+    finally:
+        plt.close(closed[0])
