@@ -528,6 +528,65 @@ class PromptableModel(nn.Module):
         )
         return self._decode(context, prompts, text, semantic)
 
+    def semantic_decode(
+        self,
+        context: ImageContext,
+        is_point: Any,
+        boxes: Any,
+        points: Any,
+        image_index: Any,
+    ) -> SawdOutput:
+        """SAWD alone (no SAGD) for prompts of images whose :meth:`image_context` is given.
+
+        For what reads SAWD only, such as the class-head refit
+        (:mod:`segsam.train.head_refit`): half the cost of :meth:`forward`,
+        whose SAGD pass it skips. Masks stay at the decoder's resolution.
+
+        Args:
+            context (ImageContext): :meth:`image_context` of B images (with
+              its T2VSE token when the model has T2VSE).
+            is_point (Any): N bool: point prompt, else box.
+            boxes (Any): N x 4 model-frame (x0, y0, x1, y1), used where ``~is_point``.
+            points (Any): N x 2 model-frame (x, y), used where ``is_point``.
+            image_index (Any): N long: prompt i decodes image ``image_index[i]``.
+
+        Returns:
+            SawdOutput: SAWD's outputs for the N prompts.
+
+        Raises:
+            ValueError: Without SAWD, or on prompts :meth:`forward` refuses.
+        """
+        if self.sawd is None:
+            raise ValueError("this model has no SAWD")
+        prompts = Prompts.coerce(
+            is_point,
+            boxes,
+            points,
+            images=context.embeddings.shape[0],
+            device=context.embeddings.device,
+            image_index=image_index,
+        )
+        sparse, dense = self.encode_prompts(prompts.is_point, prompts.boxes, prompts.points, context.embeddings.device)
+        if self.t2vse_to_sawd:
+            sparse = torch.cat([sparse, self._context_token(context, prompts.image_index, None)], dim=1)
+        return self.sawd(
+            context.embeddings,
+            context.image_pe,
+            sparse,
+            dense,
+            image_index=prompts.image_index,
+            unprompted=context.sawd_unprompted,
+        )
+
+    def _context_token(
+        self, context: ImageContext, index: torch.Tensor | None, text: torch.Tensor | None
+    ) -> torch.Tensor:
+        """N x 1 x D T2VSE token of each prompt's image: the context's, else computed from ``text``."""
+        token = context.t2vse_token
+        if token is None:
+            token = self._t2vse_token(context.embeddings, context.image_pe, text)
+        return token if index is None else token[index]
+
     def _decode(
         self, context: ImageContext, prompts: Prompts, text: torch.Tensor | None, semantic: bool
     ) -> ModelOutput:
@@ -540,12 +599,7 @@ class PromptableModel(nn.Module):
         sagd_sparse = sawd_sparse = sparse
         run_sawd = semantic and self.sawd is not None
         if self.t2vse is not None:
-            token = context.t2vse_token
-            if token is None:
-                token = self._t2vse_token(context.embeddings, context.image_pe, text)
-            if index is not None:
-                token = token[index]
-            sagd_sparse = torch.cat([sparse, token], dim=1)
+            sagd_sparse = torch.cat([sparse, self._context_token(context, index, text)], dim=1)
             if self.t2vse_to_sawd and run_sawd:
                 sawd_sparse = sagd_sparse
 

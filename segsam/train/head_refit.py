@@ -31,8 +31,8 @@ from segsam.train.batch import TrainImage
 #: Full-batch Adam steps and learning rate of the refit (the features of a few thousand objects fit in seconds).
 REFIT_STEPS = 300
 REFIT_LR = 1e-3
-#: Prompts decoded per forward pass: each carries its own copy of the image embedding through both decoders,
-#: so a slice's objects go in chunks to keep memory at the training step's level.
+#: Prompts decoded per pass of SAWD (the only decoder the refit runs): each carries its own copy of the image
+#: embedding through SAWD's transformer, so a slice's objects go in chunks to keep memory flat.
 PROMPTS_PER_PASS = 4
 
 
@@ -97,12 +97,13 @@ def class_head_inputs(
         for item in items:
             is_point, boxes, points = object_prompts(item, rng)
             embedding = embeddings(item).to(device)
-            if embedding.shape[1] == 3:  # an image, for a model whose encoder trains: encoded once for every chunk
+            if embedding.shape[1] == 3:  # an image, for a model whose encoder trains
                 embedding = model.encode(embedding)
+            context = model.image_context(embedding, text)  # T2VSE and SAWD's unprompted branch once per slice
             for start in range(0, len(is_point), PROMPTS_PER_PASS):
                 part = slice(start, start + PROMPTS_PER_PASS)
                 index = np.zeros(len(is_point[part]), np.int64)
-                model(embedding, is_point[part], boxes[part], points[part], text, image_index=index)
+                model.semantic_decode(context, is_point[part], boxes[part], points[part], index)
     finally:
         hook.remove()
         model.train(was_training)

@@ -142,6 +142,31 @@ def test_passes_sharing_an_image_context_equal_one_pass_per_prompt(method):
             torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4, msg=field)
 
 
+@pytest.mark.parametrize("method", ["segsam", "sawd_sem", "t2vse_v1", "sawd_pmt"])
+def test_semantic_decode_equals_forwards_sawd_outputs(method):
+    """SAWD alone gives the numbers SAWD gives inside a full pass (its token and prior included)."""
+    model = _build(method).eval()
+    g = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(2, 256, 16, 16, generator=g)
+    text = torch.randn(C, TEXT, generator=g)
+    _, is_point, boxes, points, _ = _batch()
+    index = np.array([0, 0, 0, 1, 1, 1])
+    with torch.inference_mode():
+        context = model.image_context(embeddings, text)
+        full = model(context, is_point, boxes, points, image_index=index)
+        alone = model.semantic_decode(context, is_point, boxes, points, index)
+    torch.testing.assert_close(alone.class_logits, full.class_logits)
+    torch.testing.assert_close(model._upsample(alone.mask), full.sem_masks)
+    for field in ("presence_logits", "class_masks"):
+        a, b = getattr(alone, field), getattr(full, field)
+        assert (a is None) == (b is None), field
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="no SAWD"):
+        ft = _build("ft_decoder").eval()
+        ft.semantic_decode(ft.image_context(embeddings), is_point, boxes, points, index)
+
+
 def test_image_context_fields_and_validation(segsam):
     embeddings, *_, text = _batch()
     binary = segsam.image_context(embeddings[:2], text, semantic=False)
