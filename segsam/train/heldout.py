@@ -51,20 +51,24 @@ class HeldOut:
 
     @torch.inference_mode()
     def class_accuracy(self, model: PromptableModel, text: torch.Tensor | None, device: torch.device) -> float:
-        """Share of the held-out objects whose SAWD class is right (model left in its previous mode)."""
+        """Share of the held-out objects whose SAWD class is right (model left in its previous mode).
+
+        SAWD alone runs (:meth:`~segsam.models.segsam_net.PromptableModel.semantic_decode`): the class is all
+        that is read.
+        """
         was_training = model.training
         model.eval()
         right = total = 0
         try:
             for item in self.items:
                 boxes = np.stack([mask_box(mask.numpy()) for mask in item.masks])
-                out = model(
-                    self.store.get([item.image]).to(device),
+                context = model.image_context(self.store.get([item.image]).to(device), text)
+                out = model.semantic_decode(
+                    context,
                     np.zeros(len(boxes), bool),
                     boxes,
                     np.zeros((len(boxes), 2), np.float32),
-                    text,
-                    image_index=np.zeros(len(boxes), np.int64),
+                    np.zeros(len(boxes), np.int64),
                 )
                 predicted = out.class_logits.argmax(1).cpu().numpy()
                 right += int((predicted == item.classes).sum())
